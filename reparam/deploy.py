@@ -1,0 +1,378 @@
+"""The deploy driver: scope by scope, bottom-up, apply rules until nothing changes.
+
+A *scope* is a module whose forward is traced with torch.fx (children inlined, built-in
+layers as leaves). Scopes are processed children first, so a merge lands in the smallest
+module that holds it: that module gets a rewritten forward, and every module above it keeps
+its class, its methods and its code. A scope whose forward cannot be traced is skipped with
+the reason; its children are still deployed.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from reparam.errors import Refusal, ReparamError
+from reparam.graph.capture import capture, describe_trace_failure, is_builtin_leaf
+from reparam.graph.realize import install_forward
+from reparam.graph.shapes import propagate_shapes
+from reparam.graph.views import channel_affine, drop_noops
+from reparam.report import DeployReport, count_flops, count_params
+from reparam.rules import default_registry
+from reparam.rules.base import Rewrite, Rule, RuleContext, SiteOutcome, absmax
+from reparam.rules.registry import RuleRegistry
+from reparam.verify import (
+    as_inputs,
+    model_dtype,
+    relative_error,
+    run,
+    to_float64,
+    tolerance_for,
+)
+
+
+@dataclass
+class DeployResult:
+    """The deployed model and the report of what was done."""
+
+    model: nn.Module
+    report: DeployReport
+
+
+def _validate(model: object) -> nn.Module:
+    if isinstance(model, torch.jit.ScriptModule):
+        raise ReparamError(
+            "TorchScript modules cannot be re-parameterized: pass the eager "
+            "nn.Module (before torch.jit.script/trace)"
+        )
+    if not isinstance(model, nn.Module):
+        raise ReparamError(f"deploy expects a torch.nn.Module, got {type(model).__name__}")
+    return model
+
+
+def _shared_ids(model: nn.Module) -> frozenset[int]:
+    """Modules reachable by two paths, and parameters owned by two modules."""
+    seen: dict[int, int] = {}
+    for _, m in model.named_modules(remove_duplicate=False):
+        seen[id(m)] = seen.get(id(m), 0) + 1
+    for _, p in model.named_parameters(remove_duplicate=False):
+        seen[id(p)] = seen.get(id(p), 0) + 1
+    return frozenset(k for k, v in seen.items() if v > 1)
+
+
+def _record_inputs(model: nn.Module, inputs: tuple[Any, ...]) -> dict[str, tuple[Any, ...]]:
+    """The positional inputs each module's first call receives on ``inputs``."""
+    recorded: dict[str, tuple[Any, ...]] = {}
+    handles = []
+    for path, module in model.named_modules():
+        if is_builtin_leaf(module):
+            continue
+
+        def hook(mod, args, kwargs, path=path):
+            if path not in recorded and not kwargs:
+                recorded[path] = tuple(
+                    a.detach().clone() if isinstance(a, torch.Tensor) else a for a in args
+                )
+
+        handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
+    try:
+        run(model, inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return recorded
+
+
+def _referenced(graph: fx.Graph) -> set[str]:
+    refs = set()
+    for node in graph.nodes:
+        if node.op in ("call_module", "get_attr"):
+            refs.add(str(node.target))
+    return refs
+
+
+class _Scope:
+    """One module being deployed."""
+
+    def __init__(
+        self,
+        path: str,
+        module: nn.Module,
+        rules: RuleRegistry,
+        shared: frozenset[int],
+        allow_slower: bool,
+        inputs: tuple[Any, ...] | None,
+        verify: bool,
+        report: DeployReport,
+        dtype: torch.dtype,
+    ) -> None:
+        self.path, self.module, self.rules = path, module, rules
+        self.shared, self.allow_slower = shared, allow_slower
+        self.inputs, self.verify, self.report, self.dtype = inputs, verify, report, dtype
+
+    def run(self) -> None:
+        try:
+            graph = capture(self.module).graph
+        except Exception as exc:  # noqa: BLE001 - any tracing failure is reported, not raised
+            if isinstance(self.module, (nn.ModuleList, nn.ModuleDict)):
+                return  # containers without a forward: their items are scopes of their own
+            self.report.skipped_scopes.append((self.path, describe_trace_failure(exc)))
+            return
+        before_refs = _referenced(graph)
+        drop_noops(graph, self.module)
+        if self.inputs is not None:
+            propagate_shapes(self.module, graph, self.inputs)
+        ctx = RuleContext(self.module, graph, self.path, self.shared, self.allow_slower)
+        reference = self._reference(graph) if self.verify and self.inputs is not None else None
+        outcomes: dict[tuple[str, str], SiteOutcome] = {}
+        rewrites = self._fixpoint(ctx, outcomes, reference)
+        for o in outcomes.values():
+            if not o.fired:
+                self.report.refusals.append(o)
+        self._note_unfolded_norms(ctx)
+        if not rewrites:
+            return
+        self.report.rewrites.extend(rewrites)
+        if any(r.forward_changed for r in rewrites):
+            install_forward(self.module, ctx.graph)
+            self._delete_dead(ctx, before_refs)
+
+    def _fixpoint(self, ctx: RuleContext, outcomes: dict, reference: Any) -> list[Rewrite]:
+        rewrites: list[Rewrite] = []
+        declined: set[tuple[str, str]] = set()
+        changed = True
+        while changed:
+            changed = False
+            for rule in self.rules:
+                for node in list(ctx.graph.nodes):
+                    if getattr(node, "_erased", False):
+                        continue
+                    rewrite = self._try(rule, node, ctx, outcomes, declined, reference)
+                    if rewrite is not None:
+                        rewrites.append(rewrite)
+                        changed = True
+                        break
+                if changed:
+                    break
+        return rewrites
+
+    def _try(
+        self,
+        rule: Rule,
+        node: fx.Node,
+        ctx: RuleContext,
+        outcomes: dict,
+        declined: set,
+        reference: Any,
+    ) -> Rewrite | None:
+        match = rule.match(node, ctx)
+        if match is None:
+            return None
+        site = ctx.site_name(node)
+        key = (rule.name, site)
+        if key in declined:
+            return None
+        plan = rule.check(match, ctx)
+        if isinstance(plan, Refusal):
+            outcomes[key] = SiteOutcome(rule.name, site, False, plan.reason)
+            return None
+        saved_graph = copy.deepcopy(ctx.graph) if reference is not None else None
+        ctx.replaced = {}
+        rewrite = rule.rewrite(plan, ctx)
+        if reference is not None:
+            err = self._error(ctx.graph, reference)
+            if not err <= tolerance_for(self.dtype):
+                for path, old in ctx.replaced.items():
+                    ctx.set_module(path, old)
+                ctx.graph = saved_graph
+                ctx.invalidate()
+                declined.add(key)
+                self.report.rolled_back.append((rule.name, site, err))
+                outcomes[key] = SiteOutcome(
+                    rule.name, site, False, f"rolled back: relative error {err:.2e}"
+                )
+                return None
+        outcomes[key] = SiteOutcome(rule.name, site, True)
+        return rewrite
+
+    def _reference(self, graph: fx.Graph) -> Any:
+        m, xs = to_float64(fx.GraphModule(self.module, graph), self.inputs)
+        return run(m, xs)
+
+    def _error(self, graph: fx.Graph, reference: Any) -> float:
+        try:
+            m, xs = to_float64(fx.GraphModule(self.module, graph), self.inputs)
+            return relative_error(reference, run(m, xs))
+        except Exception:  # noqa: BLE001 - a rewrite that breaks the forward is not exact
+            return float("inf")
+
+    def _note_unfolded_norms(self, ctx: RuleContext) -> None:
+        reasons = {o.site: o.reason for o in self.report.refusals}
+        for node in ctx.graph.nodes:
+            view = channel_affine(node, ctx.root)
+            if view is None or (not isinstance(view, Refusal) and view.kind == "channel_scale"):
+                continue
+            site = ctx.site_name(node)
+            if isinstance(view, Refusal):
+                reason = view.reason
+            else:
+                reason = reasons.get(site, "no conv or linear next to it to fold into")
+            self.report.unfolded_norms.append((site, reason))
+
+    def _delete_dead(self, ctx: RuleContext, before: set[str]) -> None:
+        after = _referenced(ctx.graph)
+        for target in sorted(before - after, key=lambda t: -t.count(".")):
+            if any(a == target or a.startswith(target + ".") for a in after):
+                continue
+            parent_path, _, name = target.rpartition(".")
+            try:
+                parent = self.module.get_submodule(parent_path) if parent_path else self.module
+            except AttributeError:
+                continue
+            obj = getattr(parent, name, None)
+            if obj is None or id(obj) in self.shared:
+                continue
+            if name in parent._modules:
+                del parent._modules[name]
+            elif name in parent._parameters:
+                del parent._parameters[name]
+            elif name in parent._buffers:
+                del parent._buffers[name]
+            self._prune_empty(parent_path, after)
+
+    def _prune_empty(self, path: str, after: set[str]) -> None:
+        while path:
+            module = self.module.get_submodule(path)
+            if (
+                module._modules
+                or module._parameters
+                or module._buffers
+                or id(module) in self.shared
+                or any(a == path or a.startswith(path + ".") for a in after)
+            ):
+                return
+            parent_path, _, name = path.rpartition(".")
+            parent = self.module.get_submodule(parent_path) if parent_path else self.module
+            del parent._modules[name]
+            path = parent_path
+
+
+def _post_order(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return list(reversed(list(model.named_modules())))
+
+
+def deploy_with_report(
+    model: nn.Module,
+    example_inputs: Any = None,
+    *,
+    inplace: bool = False,
+    rules: RuleRegistry | Iterable[str] | None = None,
+    verify: bool = False,
+    allow_slower: bool = False,
+    check: bool = True,
+) -> DeployResult:
+    """Deploy ``model`` and say what was done. See :func:`deploy`."""
+    start = time.perf_counter()
+    model = _validate(model)
+    registry = _registry(rules)
+    report = DeployReport()
+    inputs = as_inputs(example_inputs)
+    if model.training:
+        report.notes.append(
+            "the model was in training mode: deploy uses eval semantics "
+            "(running statistics); the result is in eval mode"
+        )
+    original_mode = model.training
+    target = model if inplace else copy.deepcopy(model)
+    target.eval()
+    dtype = model_dtype(target)
+    if dtype in (torch.float16, torch.bfloat16):
+        report.notes.append(
+            f"{dtype} model: merges are computed in float64 and rounded once to the model dtype"
+        )
+    reference_out = None
+    if inputs:
+        reference_out = run(target, inputs)
+        report.flops_before = count_flops(target, inputs)
+    report.params_before = count_params(target)
+    report.weight_absmax_before = absmax(*[p for p in target.parameters() if p.dim() > 1])
+    reference64 = copy.deepcopy(target) if (inputs and check) else None
+    recorded = _record_inputs(target, inputs) if inputs else {}
+    shared = _shared_ids(target)
+    for path, module in _post_order(target):
+        if is_builtin_leaf(module):
+            continue
+        scope_inputs = recorded.get(path) if inputs else None
+        _Scope(
+            path, module, registry, shared, allow_slower, scope_inputs, verify, report, dtype
+        ).run()
+    report.params_after = count_params(target)
+    report.weight_absmax_after = absmax(*[p for p in target.parameters() if p.dim() > 1])
+    if inputs:
+        report.flops_after = count_flops(target, inputs)
+        err = relative_error(reference_out, run(target, inputs))
+        if reference64 is not None:
+            a, xs = to_float64(reference64, inputs)
+            b, _ = to_float64(target, inputs)
+            err64 = relative_error(run(a, xs), run(b, xs))
+            if not err64 <= tolerance_for(dtype):
+                if not inplace:
+                    model.train(original_mode)
+                raise ReparamError(
+                    f"deployed model differs from the original (relative error {err64:.2e} in "
+                    "float64); this is a bug in a rule: please report it with the model"
+                )
+        report.max_relative_error = err
+    report.seconds = time.perf_counter() - start
+    return DeployResult(target, report)
+
+
+def deploy(
+    model: nn.Module,
+    example_inputs: Any = None,
+    *,
+    inplace: bool = False,
+    rules: RuleRegistry | Iterable[str] | None = None,
+    verify: bool = False,
+    allow_slower: bool = False,
+    check: bool = True,
+) -> nn.Module:
+    """Return an equivalent inference model with every mergeable structure merged.
+
+    Args:
+        model: any ``nn.Module``; it is not changed (unless ``inplace``).
+        example_inputs: a tensor or tuple of positional inputs. With them, rules that need
+            shapes can fire, the report gives FLOPs, and the result is checked in float64.
+        inplace: rewrite ``model`` itself instead of a deep copy.
+        rules: a :class:`RuleRegistry` or rule names (default: every registered rule).
+        verify: check each rewrite numerically (float64) and roll back any that is not exact.
+        allow_slower: apply merges the cost model says would be slower.
+        check: with ``example_inputs``, compare the result with the original in float64.
+    """
+    return deploy_with_report(
+        model,
+        example_inputs,
+        inplace=inplace,
+        rules=rules,
+        verify=verify,
+        allow_slower=allow_slower,
+        check=check,
+    ).model
+
+
+def _registry(rules: RuleRegistry | Iterable[str] | Sequence[Rule] | None) -> RuleRegistry:
+    if rules is None:
+        return default_registry()
+    if isinstance(rules, RuleRegistry):
+        return rules
+    items = list(rules)
+    if all(isinstance(r, str) for r in items):
+        return default_registry().select(items)
+    return RuleRegistry(items)

@@ -1,0 +1,87 @@
+"""Capture a module's forward as a torch.fx graph, with a leaf-module policy.
+
+Leaves are the built-in ``torch.nn`` layers whose ``forward`` is the library's own (convs,
+linears, norms, pools, activations ...). A subclass that overrides ``forward`` (timm's
+``BatchNormAct2d``, say) is traced through, so the engine sees what it computes. Containers
+(``Sequential``, ``ModuleList``, ``ModuleDict``) and user modules are always traced through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict, nn.ParameterList, nn.ParameterDict)
+
+
+def _defining_class(cls: type, attr: str) -> type | None:
+    for klass in cls.__mro__:
+        if attr in klass.__dict__:
+            return klass
+    return None
+
+
+def is_builtin_leaf(module: nn.Module) -> bool:
+    """True for a built-in torch.nn layer that computes exactly what its library class says."""
+    if isinstance(module, _CONTAINERS) or type(module) is nn.Module:
+        return False
+    owner = _defining_class(type(module), "forward")
+    return owner is not None and owner.__module__.startswith("torch.nn.")
+
+
+class LeafPolicyTracer(fx.Tracer):
+    """fx tracer whose leaves are built-in layers plus user-named module types."""
+
+    def __init__(self, extra_leaf_types: Iterable[type] = ()) -> None:
+        super().__init__()
+        self.extra_leaf_types = tuple(extra_leaf_types)
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if self.extra_leaf_types and isinstance(m, self.extra_leaf_types):
+            return True
+        return is_builtin_leaf(m)
+
+
+@dataclass
+class Capture:
+    """A traced graph of ``root`` (graph nodes refer to ``root``'s submodules by path)."""
+
+    root: nn.Module
+    graph: fx.Graph
+
+
+def capture(module: nn.Module, extra_leaf_types: Iterable[type] = ()) -> Capture:
+    """Trace ``module``; raises whatever torch.fx raises when the forward is not traceable."""
+    tracer = LeafPolicyTracer(extra_leaf_types)
+    graph = tracer.trace(module)
+    return Capture(root=module, graph=graph)
+
+
+def describe_trace_failure(exc: BaseException) -> str:
+    """One line saying why tracing failed (data-dependent control flow, unpacked shapes ...)."""
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else type(exc).__name__
+    if "iterated" in first or "__iter__" in first:
+        hint = " (the forward unpacks a traced tensor or its size)"
+    elif "bool" in first or "control flow" in first:
+        hint = " (data-dependent control flow)"
+    else:
+        hint = ""
+    return f"{type(exc).__name__}: {first}{hint}"
+
+
+def module_call_sites(graph: fx.Graph) -> dict[str, int]:
+    """How many ``call_module`` nodes call each submodule path."""
+    counts: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            counts[node.target] = counts.get(node.target, 0) + 1
+    return counts
+
+
+def is_tracing_supported_dtype(dtype: torch.dtype) -> bool:
+    return dtype.is_floating_point

@@ -1,0 +1,261 @@
+"""Canonical views of a traced graph: what a node *computes*, whatever way it was written.
+
+* :func:`sum_terms` sees ``a + b``, ``torch.add``, ``Tensor.add``, ``+=`` and ``sum([...])`` (and
+  any chain of them) as one n-ary sum, so rules never deal with commutativity or association.
+* :func:`channel_affine` sees every eval-mode batch norm (BatchNorm1d/2d/3d, SyncBatchNorm, a
+  subclass traced into ``F.batch_norm`` on constant statistics) and a per-channel scale
+  ``x * gamma`` as the same thing: ``y = scale[c] * x + shift[c]`` along dim 1.
+* :func:`drop_noops` removes eval-mode Dropout and Identity.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+from torch.fx import Node
+
+from reparam.errors import Refusal
+from reparam.transforms import norm_to_affine
+
+_ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
+_MUL_FUNCTIONS = {operator.mul, operator.imul, torch.mul}
+_DROPOUT_FUNCTIONS = {
+    F.dropout,
+    F.dropout1d,
+    F.dropout2d,
+    F.dropout3d,
+    F.alpha_dropout,
+    F.feature_alpha_dropout,
+}
+_NOOP_MODULES = (
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.FeatureAlphaDropout,
+)
+
+
+def resolve_attr(root: nn.Module, target: str) -> object:
+    obj: object = root
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def is_add(node: Node) -> bool:
+    """A plain two-operand tensor sum (alpha, if given, is 1)."""
+    if node.kwargs.get("alpha", 1) != 1 or node.kwargs.get("out") is not None:
+        return False
+    if node.op == "call_function" and node.target in _ADD_FUNCTIONS:
+        return len(node.args) == 2
+    return node.op == "call_method" and node.target == "add" and len(node.args) == 2
+
+
+def _is_zero(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0
+
+
+@dataclass
+class SumView:
+    """An n-ary sum: ``root`` computes ``sum(terms)``; ``adds`` are the nodes of the tree."""
+
+    root: Node
+    terms: list[Node]
+    adds: list[Node] = field(default_factory=list)
+
+
+def sum_terms(node: Node) -> SumView | None:
+    """Flatten the tree of single-use adds rooted at ``node``; None if it is not a sum."""
+    if not is_add(node):
+        return None
+    view = SumView(root=node, terms=[])
+
+    def visit(n: Node) -> bool:
+        view.adds.append(n)
+        for arg in n.args:
+            if isinstance(arg, Node):
+                if is_add(arg) and len(arg.users) == 1:
+                    if not visit(arg):
+                        return False
+                else:
+                    view.terms.append(arg)
+            elif not _is_zero(arg):
+                return False  # a scalar offset is not a sum of branches
+        return True
+
+    if not visit(node) or len(view.terms) < 2:
+        return None
+    return view
+
+
+def is_sum_root(node: Node) -> bool:
+    """An add that is not itself absorbed into a larger single-use sum."""
+    if not is_add(node):
+        return False
+    users = list(node.users)
+    return not (len(users) == 1 and is_add(users[0]))
+
+
+@dataclass
+class AffineView:
+    """``node`` computes ``scale[c] * input + shift[c]`` (channels on dim 1)."""
+
+    node: Node
+    input: Node
+    scale: torch.Tensor
+    shift: torch.Tensor
+    kind: str
+    module_path: str | None = None
+    param_rank: int | None = None  # for ``x * gamma``: gamma's rank (it must reach dim 1)
+
+    def fits_rank(self, rank: int | None) -> bool:
+        """Whether the affine acts on dim 1 of a tensor of this rank."""
+        if self.param_rank is None:
+            return True
+        return rank is not None and self.param_rank in (rank - 1, rank)
+
+
+def _norm_module_affine(
+    node: Node, module: nn.modules.batchnorm._BatchNorm
+) -> AffineView | Refusal:
+    if module.training:
+        return Refusal(f"batch norm '{node.target}' is in training mode (batch statistics)")
+    if module.running_mean is None or module.running_var is None:
+        return Refusal(
+            f"batch norm '{node.target}' has no running statistics "
+            "(track_running_stats=False normalizes with batch statistics)"
+        )
+    scale, shift = norm_to_affine(
+        module.running_mean, module.running_var, module.weight, module.bias, module.eps
+    )
+    return AffineView(node, node.args[0], scale, shift, "batch_norm", str(node.target))
+
+
+def _functional_norm_affine(node: Node, root: nn.Module) -> AffineView | Refusal:
+    names = [
+        "input",
+        "running_mean",
+        "running_var",
+        "weight",
+        "bias",
+        "training",
+        "momentum",
+        "eps",
+    ]
+    bound = dict(zip(names, node.args, strict=False))
+    bound.update(node.kwargs)
+    training = bound.get("training", False)
+    if training is not False:
+        return Refusal("functional batch_norm normalizes with batch statistics (training=True)")
+    tensors = {}
+    for name in ("running_mean", "running_var", "weight", "bias"):
+        value = bound.get(name)
+        if value is None:
+            if name in ("running_mean", "running_var"):
+                return Refusal("functional batch_norm without running statistics")
+            tensors[name] = None
+        elif isinstance(value, Node) and value.op == "get_attr":
+            tensors[name] = resolve_attr(root, value.target)
+        else:
+            return Refusal(f"functional batch_norm's {name} is not a constant of the model")
+    eps = bound.get("eps", 1e-5)
+    if not isinstance(eps, (int, float)):
+        return Refusal("functional batch_norm's eps is not a constant")
+    scale, shift = norm_to_affine(
+        tensors["running_mean"],
+        tensors["running_var"],
+        tensors["weight"],
+        tensors["bias"],
+        float(eps),
+    )
+    return AffineView(node, bound["input"], scale, shift, "functional_batch_norm")
+
+
+def _scale_affine(node: Node, root: nn.Module) -> AffineView | Refusal | None:
+    a, b = node.args[0], node.args[1]
+    for x, p in ((a, b), (b, a)):
+        if (
+            isinstance(p, Node)
+            and p.op == "get_attr"
+            and isinstance(x, Node)
+            and x.op != "get_attr"
+        ):
+            value = resolve_attr(root, p.target)
+            if not isinstance(value, torch.Tensor) or value.dim() < 1:
+                return None
+            shape = list(value.shape)
+            # (C, 1, ..., 1) or (1, C, 1, ..., 1): one factor per channel on dim 1
+            if shape and shape[0] == 1 and len(shape) >= 2:
+                shape = shape[1:]
+            if len(shape) < 2 or any(s != 1 for s in shape[1:]):
+                return None
+            scale = value.reshape(-1)
+            return AffineView(
+                node,
+                x,
+                scale,
+                torch.zeros_like(scale),
+                "channel_scale",
+                str(p.target),
+                param_rank=value.dim(),
+            )
+    return None
+
+
+def channel_affine(node: Node, root: nn.Module) -> AffineView | Refusal | None:
+    """The per-channel affine that ``node`` computes, a Refusal saying why it is not one in
+    eval semantics (a norm on batch statistics), or None when ``node`` is no norm or scale."""
+    if node.op == "call_module":
+        module = resolve_attr(root, node.target)
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            return _norm_module_affine(node, module)
+        return None
+    if node.op == "call_function" and node.target in (F.batch_norm, torch.batch_norm):
+        if node.target is torch.batch_norm:
+            return Refusal("aten-level torch.batch_norm is not recognised; use F.batch_norm")
+        return _functional_norm_affine(node, root)
+    is_mul = (node.op == "call_function" and node.target in _MUL_FUNCTIONS) or (
+        node.op == "call_method" and node.target == "mul"
+    )
+    if is_mul and len(node.args) == 2 and not node.kwargs:
+        return _scale_affine(node, root)
+    return None
+
+
+def is_noop(node: Node, root: nn.Module) -> bool:
+    """Eval-mode Dropout, Identity, and F.dropout(training=False) compute ``x``."""
+    if node.op == "call_module":
+        module = resolve_attr(root, node.target)
+        if isinstance(module, nn.Identity):
+            return True
+        return isinstance(module, _NOOP_MODULES) and not module.training
+    if node.op == "call_function" and node.target in _DROPOUT_FUNCTIONS:
+        training = node.kwargs.get("training", node.args[2] if len(node.args) > 2 else True)
+        return (
+            training is False
+            or node.kwargs.get("p", node.args[1] if len(node.args) > 1 else 0.5) == 0
+        )
+    return False
+
+
+def drop_noops(graph: fx.Graph, root: nn.Module) -> int:
+    """Remove no-op nodes; returns how many were removed."""
+    removed = 0
+    for node in list(graph.nodes):
+        if is_noop(node, root) and node.args and isinstance(node.args[0], Node):
+            node.replace_all_uses_with(node.args[0])
+            graph.erase_node(node)
+            removed += 1
+    return removed
+
+
+def single_user(node: Node) -> bool:
+    return len(node.users) == 1

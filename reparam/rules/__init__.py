@@ -1,0 +1,55 @@
+"""Merge rules: one rule per file, registered in :data:`BUILTIN_RULES` order."""
+
+from __future__ import annotations
+
+from reparam.rules.base import Rewrite, Rule, RuleContext
+from reparam.rules.conv_norm import FoldNormAfterConv
+from reparam.rules.linear_norm import FoldNormAfterLinear
+from reparam.rules.norm_conv import FoldNormBeforeConv
+from reparam.rules.norm_linear import FoldNormBeforeLinear
+from reparam.rules.parallel_branches import MergeParallelBranches
+from reparam.rules.registry import RuleRegistry
+
+BUILTIN_RULES: tuple[type[Rule], ...] = (
+    FoldNormAfterConv,
+    FoldNormAfterLinear,
+    MergeParallelBranches,
+    FoldNormBeforeLinear,
+    FoldNormBeforeConv,
+)
+
+_DEFAULT: RuleRegistry | None = None
+
+
+def default_registry() -> RuleRegistry:
+    """The registry ``deploy`` uses unless told otherwise (built-ins + user rules)."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = RuleRegistry(cls() for cls in BUILTIN_RULES)
+    return _DEFAULT
+
+
+def register_rule(rule: Rule | type[Rule], *, before: str | None = None) -> Rule:
+    """Add a rule to the default registry (a duplicate name is an error)."""
+    return default_registry().register(rule, before=before)
+
+
+def unregister_rule(name: str) -> None:
+    default_registry().unregister(name)
+
+
+def list_rules() -> list[Rule]:
+    return list(default_registry())
+
+
+__all__ = [
+    "BUILTIN_RULES",
+    "Rewrite",
+    "Rule",
+    "RuleContext",
+    "RuleRegistry",
+    "default_registry",
+    "list_rules",
+    "register_rule",
+    "unregister_rule",
+]

@@ -1,0 +1,218 @@
+"""What a merge rule is: pattern + check + rewrite, and the context rules work in.
+
+A rule never touches the user's model directly: it reads the traced graph of one *scope* (a
+module whose forward was traced) through a :class:`RuleContext`, and edits the graph and the
+scope's submodules only through it, so the engine can report, verify and roll back each rewrite.
+
+* ``match(node, ctx)``: the pattern. ``None`` when ``node`` is not this rule's shape at all.
+* ``check(match, ctx)``: exactness (and cost) conditions. Returns a plan, or a
+  :class:`~reparam.errors.Refusal` saying why not; the maths runs here, in pure tensor functions
+  from :mod:`reparam.transforms`.
+* ``rewrite(plan, ctx)``: the graph surgery. Returns a :class:`Rewrite` record.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.fx as fx
+from torch import nn
+from torch.fx import Node
+
+
+@dataclass
+class Rewrite:
+    """What one firing of a rule did."""
+
+    rule: str
+    site: str
+    detail: str
+    macs_before: int = 0
+    macs_after: int = 0
+    weight_absmax_before: float = 0.0
+    weight_absmax_after: float = 0.0
+    forward_changed: bool = True
+
+
+class RuleContext:
+    """The scope a rule works in: the traced graph and the module whose forward it is."""
+
+    def __init__(
+        self,
+        root: nn.Module,
+        graph: fx.Graph,
+        scope_path: str = "",
+        shared_modules: frozenset[int] = frozenset(),
+        allow_slower: bool = False,
+        external_calls: dict[str, int] | None = None,
+    ) -> None:
+        self.root = root
+        self.graph = graph
+        self.scope_path = scope_path
+        self.shared_modules = shared_modules
+        self.allow_slower = allow_slower
+        self.external_calls = external_calls or {}
+        self.replaced: dict[str, nn.Module | None] = {}
+        self._call_counts: dict[str, int] | None = None
+
+    # -- reading -----------------------------------------------------------------------------
+    def module(self, target: str) -> nn.Module:
+        return self.root.get_submodule(target)
+
+    def call_count(self, target: str) -> int:
+        if self._call_counts is None:
+            counts: dict[str, int] = {}
+            for node in self.graph.nodes:
+                if node.op == "call_module":
+                    counts[node.target] = counts.get(node.target, 0) + 1
+            self._call_counts = counts
+        return self._call_counts.get(target, 0) + self.external_calls.get(target, 0)
+
+    def exclusive_reason(self, node: Node) -> str | None:
+        """Why the module that ``node`` calls may not be changed for this site alone."""
+        if node.op != "call_module":
+            return None
+        module = self.module(node.target)
+        if id(module) in self.shared_modules:
+            return f"module '{self.qualified(node.target)}' is shared (reachable by two paths)"
+        if self.call_count(node.target) > 1:
+            return f"module '{self.qualified(node.target)}' is called more than once"
+        for p in module.parameters():
+            if id(p) in self.shared_modules:
+                return f"module '{self.qualified(node.target)}' shares a parameter with another"
+        return None
+
+    def qualified(self, target: str) -> str:
+        return f"{self.scope_path}.{target}" if self.scope_path else str(target)
+
+    def site_name(self, node: Node) -> str:
+        if node.op == "call_module":
+            return self.qualified(str(node.target))
+        stack = node.meta.get("nn_module_stack")
+        owner = ""
+        if stack:
+            owner = list(stack.values())[-1][0]
+        where = self.qualified(owner) if owner else (self.scope_path or "<model>")
+        return f"{where}:{node.name}"
+
+    def owner_path(self, node: Node) -> str:
+        """Path (relative to the scope) of the module whose forward created ``node``."""
+        stack = node.meta.get("nn_module_stack")
+        if not stack:
+            return ""
+        path = list(stack.values())[-1][0]
+        if node.op == "call_module":
+            path = path.rpartition(".")[0] if path == node.target else path
+        return path
+
+    # -- editing -----------------------------------------------------------------------------
+    def invalidate(self) -> None:
+        self._call_counts = None
+
+    def set_module(self, path: str, module: nn.Module | None) -> None:
+        """Put ``module`` at ``path`` under the scope (None deletes it), remembering the old."""
+        parent_path, _, name = path.rpartition(".")
+        parent = self.root.get_submodule(parent_path) if parent_path else self.root
+        if path not in self.replaced:
+            self.replaced[path] = getattr(parent, name, None)
+        if module is None:
+            if name in parent._modules:
+                del parent._modules[name]
+        else:
+            module.train(self.root.training)
+            setattr(parent, name, module)
+        self.invalidate()
+
+    def fresh_path(self, near: str, stem: str) -> str:
+        """An unused submodule path next to ``near`` (a path of the scope, may be '')."""
+        prefix = f"{near}." if near else ""
+        base = f"{prefix}{stem}"
+        candidate, i = base, 1
+        while self._exists(candidate):
+            candidate = f"{base}_{i}"
+            i += 1
+        return candidate
+
+    def _exists(self, path: str) -> bool:
+        try:
+            self.root.get_submodule(path)
+            return True
+        except AttributeError:
+            return False
+
+    def call(self, path: str, args: tuple[Any, ...], before: Node) -> Node:
+        with self.graph.inserting_before(before):
+            node = self.graph.call_module(path, args)
+        node.meta.update(before.meta)
+        self.invalidate()
+        return node
+
+    def erase_unused(self, nodes: Iterable[Node]) -> None:
+        """Erase ``nodes`` (and anything that only fed them) once nothing uses them."""
+        pending = list(nodes)
+        while pending:
+            node = pending.pop()
+            if node.graph is not self.graph or node.users or node.op in ("placeholder", "output"):
+                continue
+            inputs = [a for a in node.all_input_nodes]
+            self.graph.erase_node(node)
+            pending.extend(inputs)
+        self.invalidate()
+
+
+class Rule(ABC):
+    """A merge rule. Subclasses set the class attributes and implement the three steps."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    pattern: ClassVar[str]
+    refuses_when: ClassVar[tuple[str, ...]] = ()
+
+    def candidates(self, graph: fx.Graph) -> Iterable[Node]:
+        return list(graph.nodes)
+
+    @abstractmethod
+    def match(self, node: Node, ctx: RuleContext) -> Any | None: ...
+
+    @abstractmethod
+    def check(self, match: Any, ctx: RuleContext) -> Any: ...
+
+    @abstractmethod
+    def rewrite(self, plan: Any, ctx: RuleContext) -> Rewrite: ...
+
+    @property
+    def maths(self) -> str:
+        import inspect
+        import sys
+
+        module = sys.modules[type(self).__module__]
+        return inspect.cleandoc(module.__doc__ or "")
+
+    def __repr__(self) -> str:
+        return f"<rule {self.name}>"
+
+
+@dataclass
+class SiteOutcome:
+    """What one rule said at one site: fired, or refused with a reason."""
+
+    rule: str
+    site: str
+    fired: bool
+    reason: str = ""
+
+
+@dataclass
+class ScopeResult:
+    path: str
+    rewrites: list[Rewrite] = field(default_factory=list)
+    outcomes: list[SiteOutcome] = field(default_factory=list)
+
+
+def absmax(*tensors: torch.Tensor | None) -> float:
+    values = [float(t.detach().abs().max()) for t in tensors if t is not None and t.numel()]
+    return max(values, default=0.0)

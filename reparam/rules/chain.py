@@ -1,0 +1,72 @@
+"""Shared machinery of the chain folds (a per-channel affine next to a conv or a linear).
+
+The four chain rules differ only in their pattern; the graph surgery is the same: the
+linear op gets the folded weights, the affine node disappears. When both modules are used
+only here, the fold is realised by *substitution* (the folded layer takes the old layer's
+path, the norm module becomes ``nn.Identity``), so the user's forward code, and every other
+method of the model, stays valid. Otherwise the folded layer goes to a fresh path and the
+forward is rewritten.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+from torch.fx import Node
+
+from reparam.graph.views import AffineView
+from reparam.rules.base import Rewrite, RuleContext, absmax
+
+
+@dataclass
+class ChainPlan:
+    op_node: Node  # the conv / linear call that stays
+    affine: AffineView  # the affine that disappears
+    new_module: nn.Module  # the folded conv / linear
+    detail: str
+    through: tuple[Node, ...] = ()  # shape ops between affine and op (affine-before only)
+
+
+def apply_chain_fold(plan: ChainPlan, ctx: RuleContext, rule: str, affine_first: bool) -> Rewrite:
+    op_node, affine = plan.op_node, plan.affine
+    old = ctx.module(op_node.target)
+    before = absmax(old.weight)
+    substitute = ctx.exclusive_reason(op_node) is None
+    norm_is_module = affine.node.op == "call_module"
+    if norm_is_module:
+        substitute = substitute and ctx.exclusive_reason(affine.node) is None
+    if substitute:
+        ctx.set_module(op_node.target, plan.new_module)
+        target = op_node.target
+    else:
+        target = ctx.fresh_path(op_node.target.rpartition(".")[0], "reparam_fused")
+        ctx.set_module(target, plan.new_module)
+        op_node.target = target
+    if norm_is_module and substitute:
+        ctx.set_module(affine.node.target, nn.Identity())
+    site = ctx.site_name(affine.node)
+    if affine_first:
+        # y = op(through(affine(x)))  ->  y = op'(through(x))
+        affine.node.replace_all_uses_with(affine.input)
+    else:
+        # y = affine(op(x))  ->  y = op'(x)
+        affine.node.replace_all_uses_with(op_node)
+    ctx.erase_unused([affine.node])
+    return Rewrite(
+        rule=rule,
+        site=site,
+        detail=plan.detail,
+        weight_absmax_before=before,
+        weight_absmax_after=absmax(plan.new_module.weight),
+        forward_changed=not (substitute and norm_is_module),
+    )
+
+
+def linear_with(linear: nn.Linear, weight, bias) -> nn.Linear:
+    new = nn.Linear(
+        linear.in_features, linear.out_features, bias=True, device=weight.device, dtype=weight.dtype
+    )
+    new.weight.data.copy_(weight)
+    new.bias.data.copy_(bias)
+    return new

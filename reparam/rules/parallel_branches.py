@@ -1,0 +1,402 @@
+r"""Merge parallel branches of one input that are summed into one conv.
+
+Every branch term is an affine map of the shared input ``x`` written as a conv:
+a conv (any kernel size, asymmetric ``1×k``/``k×1``, dilated), the identity (a one-hot
+centre kernel), a per-channel affine of ``x`` (a norm-only identity, ``x * gamma``), or an
+average pool with ``count_include_pad=True`` (a ``1/k²`` depthwise kernel), each optionally
+followed by a per-channel affine. Convolution is linear in the kernel, so
+
+.. math:: \sum_t (W_t * x + b_t) = \Big(\sum_t \operatorname{pad}(W_t)\Big) * x + \sum_t b_t
+
+once every kernel is placed in one frame: dilated kernels are expanded to dense
+(``d(k-1)+1``), grouped kernels are regrouped to the coarsest common groups, and each kernel
+is zero-padded at the offset that aligns its first tap. Sources: RepVGG (arXiv:2101.03697),
+ACNet (arXiv:1908.03930), DBB transforms II/IV/VI (arXiv:2103.13425), MobileOne
+(arXiv:2206.04040), RepLKNet (arXiv:2203.06717), UniRepLKNet (arXiv:2311.15599).
+
+Exact when, per spatial dim: every branch has the same stride and produces the same output
+grid (equal ``left+right-extent`` padding signature, and first taps that the merged kernel
+can hold), and every branch that pads uses the padding mode of the merged conv (zero padding
+of one branch cannot be reproduced by reflect padding of another, and vice versa).
+Declined (unless ``allow_slower``) when the merged conv costs more multiply-accumulates than
+the branches it replaces, e.g. a lone dilated kernel expanded to a large dense one, or a
+depthwise branch made dense by a dense 1×1 beside it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.fx import Node
+
+from reparam.convspec import ConvSpec, conv_from_spec, is_plain_conv, spec_from_conv
+from reparam.errors import Refusal
+from reparam.graph.shapes import shape_of
+from reparam.graph.views import SumView, channel_affine, is_sum_root, sum_terms
+from reparam.rules.base import Rewrite, Rule, RuleContext, absmax
+from reparam.transforms import (
+    avgpool_kernel,
+    diagonal_kernel,
+    dilate_kernel,
+    fold_affine_after,
+    pad_kernel,
+    regroup_kernel,
+)
+
+_POOLS = {1: nn.AvgPool1d, 2: nn.AvgPool2d, 3: nn.AvgPool3d}
+
+
+@dataclass
+class Term:
+    """One summand as an affine map of ``source``."""
+
+    node: Node  # the summand node
+    source: Node  # the shared input
+    kind: str  # conv | identity | affine | pool
+    conv_node: Node | None = None  # call_module conv, when kind == conv
+    pool: nn.Module | None = None
+    affine: object | None = None  # AffineView applied last, if any
+    nodes: list[Node] = field(default_factory=list)  # the nodes this term owns
+    refusal: str = ""
+
+
+def _is_avgpool(module: nn.Module) -> bool:
+    return isinstance(module, tuple(_POOLS.values()))
+
+
+def classify(node: Node, ctx: RuleContext) -> Term:
+    """Describe summand ``node`` as an affine map of some input node."""
+    inner, affine, owned = node, None, [node]
+    view = channel_affine(node, ctx.root)
+    if view is not None and not isinstance(view, Refusal) and len(node.users) == 1:
+        src = view.input
+        if (
+            isinstance(src, Node)
+            and src.op == "call_module"
+            and len(src.users) == 1
+            and (is_plain_conv(ctx.module(src.target)) or _is_avgpool(ctx.module(src.target)))
+        ):
+            inner, affine = src, view
+            owned.append(src)
+        else:
+            return Term(node, src, "affine", affine=view, nodes=owned)
+    if inner.op == "call_module" and (len(inner.users) == 1 or inner is not node):
+        module = ctx.module(inner.target)
+        if len(inner.users) == 1 and isinstance(inner.args[0], Node):
+            if is_plain_conv(module):
+                return Term(
+                    node, inner.args[0], "conv", conv_node=inner, affine=affine, nodes=owned
+                )
+            if _is_avgpool(module):
+                return Term(node, inner.args[0], "pool", pool=module, affine=affine, nodes=owned)
+    return Term(node, node, "identity", nodes=[])
+
+
+def _as_spec(
+    term: Term, channels: int, dims: int, groups: int, like: torch.Tensor, ctx: RuleContext
+) -> ConvSpec | Refusal:
+    ones = (1,) * dims
+    zero_pad = tuple((0, 0) for _ in range(dims))
+    if term.kind == "conv":
+        spec = spec_from_conv(ctx.module(term.conv_node.target))
+        weight = regroup_kernel(spec.weight, spec.groups, groups)
+        spec = ConvSpec(
+            weight, spec.bias, spec.stride, spec.padding, spec.dilation, groups, spec.padding_mode
+        )
+    elif term.kind == "pool":
+        pool = term.pool
+        k = _tuple(pool.kernel_size, dims)
+        s = _tuple(pool.stride if pool.stride is not None else pool.kernel_size, dims)
+        p = _tuple(pool.padding, dims)
+        if pool.ceil_mode:
+            return Refusal("avg pool with ceil_mode=True has partial windows")
+        if getattr(pool, "divisor_override", None):
+            return Refusal("avg pool with divisor_override")
+        if any(p) and not pool.count_include_pad:
+            return Refusal(
+                "avg pool with count_include_pad=False divides border windows by "
+                "fewer taps: not a convolution"
+            )
+        weight = avgpool_kernel(channels, groups, k, like.dtype, like.device)
+        spec = ConvSpec(weight, None, s, tuple((q, q) for q in p), ones, groups)
+    else:
+        values = torch.zeros((channels, *ones), dtype=like.dtype, device=like.device)
+        values.fill_(1)
+        spec = ConvSpec(diagonal_kernel(values, groups), None, ones, zero_pad, ones, groups)
+    if term.affine is not None:
+        affine = term.affine
+        if affine.scale.numel() != spec.out_channels:
+            return Refusal("a branch's norm disagrees with its channel count")
+        if not affine.fits_rank(dims + 2):
+            return Refusal("a branch's scale does not broadcast over the channel dim")
+        w, b = fold_affine_after(
+            spec.weight, spec.bias, affine.scale.to(like), affine.shift.to(like)
+        )
+        spec = spec.with_weights(w, b)
+    return spec
+
+
+def _tuple(value, dims: int) -> tuple[int, ...]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,) * dims
+
+
+@dataclass
+class BranchMatch:
+    view: SumView
+    source: Node
+    terms: list[Term]
+    others: list[Node]
+
+
+@dataclass
+class BranchPlan:
+    match: BranchMatch
+    module: nn.Module
+    anchor: Node | None
+    macs_before: int
+    macs_after: int
+    absmax_before: float
+    detail: str
+
+
+def merge_specs(specs: list[ConvSpec]) -> ConvSpec | Refusal:
+    """The one conv that computes the sum of ``specs`` (all reading one input)."""
+    dims = specs[0].dims
+    if any(s.dims != dims for s in specs):
+        return Refusal("branches have different spatial ranks")
+    if len({s.stride for s in specs}) != 1:
+        return Refusal(f"branches have different strides {sorted({s.stride for s in specs})}")
+    if len({s.out_channels for s in specs}) != 1 or len({s.in_channels for s in specs}) != 1:
+        return Refusal("branches have different channel counts")
+    dilation, padding, kernel, offsets = [], [], [], []
+    for d in range(dims):
+        wide = {s.dilation[d] for s in specs if s.kernel_size[d] > 1}
+        dil = wide.pop() if len(wide) == 1 else 1
+        sig = {s.size_signature()[d] for s in specs}
+        if len(sig) != 1:
+            return Refusal(
+                f"branches produce different output sizes in spatial dim {d} "
+                "(padding does not match kernel extent)"
+            )
+        left = max(s.padding[d][0] for s in specs)
+        offs, ends = [], []
+        for s in specs:
+            if (left - s.padding[d][0]) % dil:
+                return Refusal(f"branch taps do not fall on the dilation-{dil} grid in dim {d}")
+            off = (left - s.padding[d][0]) // dil
+            units = (
+                s.kernel_size[d] if s.kernel_size[d] == 1 or s.dilation[d] == dil else s.extent[d]
+            )
+            offs.append(off)
+            ends.append(off + units)
+        size = max(ends)
+        right = sig.pop() - left + dil * (size - 1)
+        if right < 0:
+            return Refusal(f"no conv padding reproduces the branches' output grid in dim {d}")
+        dilation.append(dil)
+        padding.append((left, right))
+        kernel.append(size)
+        offsets.append(offs)
+    modes = {s.padding_mode for s in specs if any(s.is_padded)}
+    if len(modes) > 1:
+        return Refusal(f"branches pad with different modes {sorted(modes)}: the border differs")
+    mode = modes.pop() if modes else "zeros"
+    for s in specs:
+        for d in range(dims):
+            if s.padding_mode != mode and s.is_padded[d]:
+                return Refusal("a branch pads with a mode the merged conv cannot reproduce")
+    groups = specs[0].groups
+    weight = None
+    bias = None
+    for i, s in enumerate(specs):
+        w = s.weight
+        expand = tuple(
+            s.dilation[d] if (s.dilation[d] != dilation[d] and s.kernel_size[d] > 1) else 1
+            for d in range(dims)
+        )
+        if any(e > 1 for e in expand):
+            w = dilate_kernel(w, expand)
+        w = pad_kernel(w, kernel, [offsets[d][i] for d in range(dims)])
+        weight = w.double() if weight is None else weight + w.double()
+        if s.bias is not None:
+            bias = s.bias.double() if bias is None else bias + s.bias.double()
+    like = specs[0].weight
+    if bias is None:
+        bias = torch.zeros(like.shape[0], dtype=torch.float64, device=like.device)
+    return ConvSpec(
+        weight.to(like.dtype),
+        bias.to(like.dtype),
+        specs[0].stride,
+        tuple(padding),
+        tuple(dilation),
+        groups,
+        mode,
+    )
+
+
+class MergeParallelBranches(Rule):
+    """Replaces a sum of parallel linear branches of one input with one conv."""
+
+    name = "parallel_branches"
+    summary = (
+        "summed branches of one input (convs of any size, 1×k/k×1, dilated, identity, "
+        "norm-only identity, x*gamma, avg pool) → one conv"
+    )
+    pattern = "sum_t branch_t(x), branch ∈ {conv, identity, affine, avgpool}[∘ affine]"
+    refuses_when = (
+        "branches differ in stride or output size (padding not centred alike)",
+        "branches pad with different padding modes at a border they read",
+        "a branch's intermediate output is used elsewhere",
+        "identity-like branches with in ≠ out channels",
+        "the merged conv would cost more multiply-adds than the branches (unless allow_slower)",
+    )
+
+    def match(self, node: Node, ctx: RuleContext) -> BranchMatch | None:
+        if not is_sum_root(node):
+            return None
+        view = sum_terms(node)
+        if view is None:
+            return None
+        terms = [classify(t, ctx) for t in view.terms]
+        groups: dict[Node, list[Term]] = {}
+        for t in terms:
+            groups.setdefault(t.source, []).append(t)
+        best = max(groups.values(), key=lambda ts: (len(ts), sum(t.kind == "conv" for t in ts)))
+        if len(best) < 2 or all(t.kind == "identity" for t in best):
+            return None
+        others = [t.node for t in terms if t not in best]
+        return BranchMatch(view, best[0].source, best, others)
+
+    def check(self, m: BranchMatch, ctx: RuleContext) -> BranchPlan | Refusal:
+        convs = [t for t in m.terms if t.kind == "conv"]
+        conv_modules = [ctx.module(t.conv_node.target) for t in convs]
+        dims_set = {c.weight.dim() - 2 for c in conv_modules}
+        src_shape = shape_of(m.source)
+        if dims_set:
+            if len(dims_set) != 1:
+                return Refusal("branches mix 1-D/2-D/3-D convs")
+            dims = dims_set.pop()
+        elif src_shape is not None:
+            dims = len(src_shape) - 2
+        else:
+            pools = [t.pool for t in m.terms if t.kind == "pool"]
+            if not pools:
+                return Refusal(
+                    "no conv among the branches and the input rank is unknown; pass example_inputs"
+                )
+            dims = next(d for d, cls in _POOLS.items() if isinstance(pools[0], cls))
+        if conv_modules:
+            in_ch = {c.in_channels for c in conv_modules}
+            out_ch = {c.out_channels for c in conv_modules}
+            if len(in_ch) != 1 or len(out_ch) != 1:
+                return Refusal("conv branches differ in channel counts")
+            cin, cout = in_ch.pop(), out_ch.pop()
+            like = conv_modules[0].weight
+            groups = math.gcd(*[c.groups for c in conv_modules])
+        else:
+            affines = [t.affine for t in m.terms if t.affine is not None]
+            if affines:
+                cin = affines[0].scale.numel()
+                like = affines[0].scale
+            elif src_shape is not None:
+                cin = src_shape[1]
+                like = None
+            else:
+                return Refusal("channel count unknown; pass example_inputs")
+            cout = cin
+            groups = cin
+        if like is None:
+            return Refusal("no weights to take dtype/device from")
+        if not like.dtype.is_floating_point:
+            return Refusal("weights are not floating point")
+        diagonal = [t for t in m.terms if t.kind != "conv"]
+        if diagonal and cin != cout:
+            return Refusal(f"an identity-like branch needs in == out channels ({cin} ≠ {cout})")
+        if diagonal and cin % groups:
+            return Refusal("channels do not divide into the conv groups")
+        if src_shape is not None and len(src_shape) != dims + 2:
+            return Refusal(f"input of rank {len(src_shape)} to {dims}-D branches")
+        for t in m.terms:
+            if t.kind == "conv":
+                reason = ctx.exclusive_reason(t.conv_node)
+                if reason and t.conv_node is not t.node and len(t.conv_node.users) > 1:
+                    return Refusal(reason)
+        specs = []
+        for t in m.terms:
+            spec = _as_spec(t, cin, dims, groups, like, ctx)
+            if isinstance(spec, Refusal):
+                return spec
+            specs.append(spec)
+        merged = merge_specs(specs)
+        if isinstance(merged, Refusal):
+            return merged
+        before_conv = sum(spec_from_conv(c).macs_per_output() for c in conv_modules)
+        # non-conv terms cost a pass over the tensor each; adds one pass per extra term
+        before = before_conv + cout * (len(m.terms) - len(convs)) + cout * (len(m.terms) - 1)
+        after = merged.macs_per_output()
+        if after > before and not ctx.allow_slower:
+            return Refusal(
+                f"merged conv costs {after} MACs per output position vs {before} for "
+                "the branches: it would be slower (allow_slower=True to force)"
+            )
+        try:
+            module = conv_from_spec(merged)
+        except ValueError as err:
+            return Refusal(str(err))
+        anchor = None
+        ranked = sorted(
+            convs, key=lambda t: -math.prod(ctx.module(t.conv_node.target).weight.shape[2:])
+        )
+        for t in ranked:
+            if ctx.exclusive_reason(t.conv_node) is None:
+                anchor = t.conv_node
+                break
+        kinds = ", ".join(sorted(_describe(t, ctx) for t in m.terms))
+        return BranchPlan(
+            m,
+            module,
+            anchor,
+            before,
+            after,
+            absmax(*(s.weight for s in specs)),
+            f"merged {len(m.terms)} branches: {kinds}",
+        )
+
+    def rewrite(self, plan: BranchPlan, ctx: RuleContext) -> Rewrite:
+        m = plan.match
+        root = m.view.root
+        site = ctx.site_name(root)
+        if plan.anchor is not None:
+            path = plan.anchor.target
+            ctx.set_module(path, plan.module)
+        else:
+            path = ctx.fresh_path(ctx.owner_path(root), "reparam_conv")
+            ctx.set_module(path, plan.module)
+        new = ctx.call(path, (m.source,), before=root)
+        value = new
+        for other in m.others:
+            with ctx.graph.inserting_before(root):
+                value = ctx.graph.call_function(torch.add, (value, other))
+        root.replace_all_uses_with(value)
+        ctx.erase_unused([root])
+        return Rewrite(
+            self.name,
+            site,
+            plan.detail,
+            plan.macs_before,
+            plan.macs_after,
+            plan.absmax_before,
+            absmax(plan.module.weight),
+        )
+
+
+def _describe(t: Term, ctx: RuleContext) -> str:
+    if t.kind == "conv":
+        k = "×".join(map(str, ctx.module(t.conv_node.target).kernel_size))
+        base = f"conv{k}"
+    else:
+        base = t.kind if t.kind != "affine" else t.affine.kind
+    return base + ("+norm" if t.affine is not None and t.kind != "affine" else "")

@@ -1,0 +1,1 @@
+"""Public test helpers: hypothesis strategies that build valid-by-construction modules."""

@@ -1,0 +1,38 @@
+"""Pure tensor maths of structural re-parameterization: tensors in, tensors out.
+
+Floating inputs are processed in float64 and cast back to the dtype / device of the primary
+input. See each module's docstring for the maths and its source paper.
+"""
+
+from .affine import fold_affine_after, fold_affine_before, norm_to_affine, repeat_affine
+from .compose import compose_sequential
+from .concat import concat_kernels
+from .kernels import (
+    avgpool_kernel,
+    center_pad_kernel,
+    diagonal_kernel,
+    dilate_kernel,
+    identity_kernel,
+    pad_kernel,
+    regroup_kernel,
+)
+from .locality import conv_to_fc, dense_to_grouped_fc, grouped_fc_to_dense
+
+__all__ = [
+    "avgpool_kernel",
+    "center_pad_kernel",
+    "compose_sequential",
+    "concat_kernels",
+    "conv_to_fc",
+    "dense_to_grouped_fc",
+    "diagonal_kernel",
+    "dilate_kernel",
+    "fold_affine_after",
+    "fold_affine_before",
+    "grouped_fc_to_dense",
+    "identity_kernel",
+    "norm_to_affine",
+    "pad_kernel",
+    "regroup_kernel",
+    "repeat_affine",
+]

@@ -1,0 +1,105 @@
+r"""Locality Injection: a conv on a fixed-size map as a fully connected layer
+(RepMLP, Ding et al. 2021, arXiv:2105.01883, Sec. 3.3; RepMLPNet, arXiv:2112.11081).
+
+Maths
+-----
+With stride 1 and "same" zero padding (``2 p = d (k - 1)`` per dim, so the output is
+``h x w`` like the input) a conv is linear in its input, so on an ``h x w`` map it is a
+matrix acting on the flattened map. Group ``j`` maps its ``I_g h w`` inputs to its
+``O_g h w`` outputs:
+
+.. math:: \mathrm{FC}_j[(o, y, x), (i, y', x')] = \mathrm{conv}_j(e_{(i, y', x')})[o, y, x],
+
+the response to the one-hot basis ``e``. Pushing the identity basis (a batch of
+``I_g h w`` one-hot maps) through the conv in float64 gives every column at once; the
+conv bias becomes ``b_o`` repeated over the ``h w`` positions. A ``groups``-group conv is a
+block-diagonal FC with ``groups`` blocks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ._common import (
+    check_int,
+    check_sizes,
+    check_tensor,
+    check_vector,
+    work,
+)
+
+__all__ = ["conv_to_fc", "dense_to_grouped_fc", "grouped_fc_to_dense"]
+
+
+def conv_to_fc(weight: Tensor, bias: Tensor | None, h: int, w: int, padding: Sequence[int],
+               groups: int, dilation: Sequence[int] = (1, 1), *,
+               chunk_elements: int = 2**22) -> tuple[Tensor, Tensor]:
+    """A stride-1 "same" 2-D conv on an ``h x w`` map as grouped FC blocks.
+
+    Returns ``fc_weight`` of shape ``(groups, O_g*h*w, I_g*h*w)`` (rows ``(o, y, x)``,
+    columns ``(i, y', x')`` within the group) and ``fc_bias`` of shape ``(O*h*w,)``.
+    The basis is pushed through in chunks of about ``chunk_elements`` float64 values.
+    """
+    check_tensor("weight", weight, ndim=4, floating=True)
+    check_int("h", h)
+    check_int("w", w)
+    check_int("groups", groups)
+    check_int("chunk_elements", chunk_elements)
+    pad = check_sizes("padding", padding, 2, minimum=0)
+    dil = check_sizes("dilation", dilation, 2, minimum=1)
+    out_channels, in_per_group, *kernel = weight.shape
+    if out_channels % groups:
+        raise ValueError(f"out channels {out_channels} not divisible by groups {groups}")
+    for dim, (p, d, k) in enumerate(zip(pad, dil, kernel, strict=True)):
+        if 2 * p != d * (k - 1):
+            raise ValueError(
+                f"conv must preserve the map size: need 2*padding == dilation*(k-1) in dim "
+                f"{dim}, got padding={p}, dilation={d}, k={k}")
+    if bias is not None:
+        check_vector("bias", bias, out_channels, weight)
+    n, rows = in_per_group * h * w, (out_channels // groups) * h * w
+    w64 = work(weight)
+    fc = weight.new_empty((groups, rows, n))
+    step = max(1, chunk_elements // max(n, out_channels * h * w))
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        cols = torch.arange(start, stop, dtype=torch.long, device=weight.device)
+        basis = w64.new_zeros((stop - start, n))
+        basis[cols - start, cols] = 1.0
+        # groups=1 on purpose: every output channel sees the basis as its own group's input.
+        response = F.conv2d(basis.reshape(-1, in_per_group, h, w), w64, None, 1, pad, dil, 1)
+        fc[:, :, start:stop] = response.reshape(-1, groups, rows).permute(1, 2, 0)
+    if bias is None:
+        fc_bias = weight.new_zeros(out_channels * h * w)
+    else:
+        fc_bias = bias.to(weight.dtype).repeat_interleave(h * w)
+    return fc, fc_bias
+
+
+def grouped_fc_to_dense(blocks: Tensor) -> Tensor:
+    """Block-diagonal ``(g*R, g*C)`` matrix from ``(g, R, C)`` blocks."""
+    check_tensor("blocks", blocks, ndim=3)
+    return torch.block_diag(*blocks.unbind(0))
+
+
+def dense_to_grouped_fc(matrix: Tensor, groups: int) -> Tensor:
+    """Split a block-diagonal ``(g*R, g*C)`` matrix into ``(g, R, C)`` blocks.
+
+    Raises ``ValueError`` if an entry outside the diagonal blocks is non-zero.
+    """
+    check_tensor("matrix", matrix, ndim=2)
+    check_int("groups", groups)
+    rows, cols = matrix.shape
+    if rows % groups or cols % groups:
+        raise ValueError(f"matrix shape {tuple(matrix.shape)} not divisible by groups {groups}")
+    r, c = rows // groups, cols // groups
+    tiles = matrix.reshape(groups, r, groups, c).permute(0, 2, 1, 3)  # (g, g, r, c)
+    idx = torch.arange(groups, dtype=torch.long, device=matrix.device)
+    blocks = tiles[idx, idx]
+    if groups > 1 and bool(tiles.ne(0).any(dim=(2, 3)).fill_diagonal_(False).any()):
+        raise ValueError("matrix has non-zero entries outside its diagonal blocks")
+    return blocks.contiguous()

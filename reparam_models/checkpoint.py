@@ -1,0 +1,218 @@
+"""Load checkpoints of the reference RepMLP implementation (or our own) into our models.
+
+Reference: https://github.com/DingXiaoH/RepMLP (papers arXiv:2105.01883 and arXiv:2112.11081).
+
+Key mapping (reference -> ours); every other key is identical:
+
+* RepMLPNet: ``conv_embedding.*`` -> ``stem.*``.
+* RepMLP-ResNet: ``stage0.0.*`` -> ``stem.*``; ``stage{i}.*`` -> ``stages.{i-1}.*`` (i = 1..4);
+  ``linear.*`` -> ``head.*``.
+
+Layouts: a reference *training-time* checkpoint loads into the training form
+(``create_model(name)``); a reference *deployed* checkpoint loads into the inference form
+(``create_model(name, inference=True)``). The reference RepMLPNet deploy checkpoints keep the BN of
+their plain conv+BN units (stem, embeds, FFN); our inference form has those folded (the layout the
+``reparam.deploy`` engine produces), so the loader folds such a BN into its conv (exact up to
+rounding). A training-time checkpoint cannot be loaded into the inference form (that needs
+Locality Injection): load it into the training form and deploy with the engine.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from .layers import ConvBN
+from .repmlp_resnet import RepMLPResNet
+from .repmlpnet import RepMLPNet
+
+__all__ = [
+    "LoadResult",
+    "load_reference_state_dict",
+    "load_checkpoint",
+    "read_checkpoint",
+    "map_reference_keys",
+    "to_reference_keys",
+]
+
+_Repl = str | Callable[[re.Match[str]], str]
+_BN_EPS = 1e-5  # the reference builds every BatchNorm with the default eps
+_TRAINING_ONLY = re.compile(r"(^|\.)(repconv\d+|fc3_bn|avg\.bn)\.")
+
+
+class LoadResult(NamedTuple):
+    """Keys of the model left unfilled and checkpoint keys left unused (non-strict loads)."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+
+def _rules(model: nn.Module) -> list[tuple[re.Pattern[str], _Repl]]:
+    if isinstance(model, RepMLPNet):
+        return [(re.compile(r"^conv_embedding\."), "stem.")]
+    if isinstance(model, RepMLPResNet):
+        return [
+            (re.compile(r"^stage0\.0\."), "stem."),
+            (re.compile(r"^stage([1-9])\."), lambda m: f"stages.{int(m.group(1)) - 1}."),
+            (re.compile(r"^linear\."), "head."),
+        ]
+    return []
+
+
+def _inverse_rules(model: nn.Module) -> list[tuple[re.Pattern[str], _Repl]]:
+    if isinstance(model, RepMLPNet):
+        return [(re.compile(r"^stem\."), "conv_embedding.")]
+    if isinstance(model, RepMLPResNet):
+        return [
+            (re.compile(r"^stem\."), "stage0.0."),
+            (re.compile(r"^stages\.(\d+)\."), lambda m: f"stage{int(m.group(1)) + 1}."),
+            (re.compile(r"^head\."), "linear."),
+        ]
+    return []
+
+
+def _rename(key: str, rules: list[tuple[re.Pattern[str], _Repl]]) -> str:
+    for pattern, repl in rules:
+        new, n = pattern.subn(repl, key, count=1)
+        if n:
+            return new
+    return key
+
+
+def map_reference_keys(model: nn.Module, state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Rename a reference state_dict's keys to ours (keys already in our layout pass through)."""
+    rules = _rules(model)
+    out: dict[str, Tensor] = {}
+    for k, v in state_dict.items():
+        new = _rename(k, rules)
+        if new in out:
+            raise ValueError(f"two checkpoint keys map to {new!r} (one of them is {k!r})")
+        out[new] = v
+    return out
+
+
+def to_reference_keys(model: nn.Module, state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Rename our keys to the reference implementation's (the inverse of the loader's mapping)."""
+    rules = _inverse_rules(model)
+    return {_rename(k, rules): v for k, v in state_dict.items()}
+
+
+def _unwrap(obj: Any) -> dict[str, Tensor]:
+    """Find the state_dict inside a checkpoint object; strip a DataParallel ``module.`` prefix."""
+    for _ in range(3):
+        if isinstance(obj, Mapping) and obj and all(isinstance(v, Tensor) for v in obj.values()):
+            break
+        if isinstance(obj, Mapping):
+            for key in ("state_dict", "model", "model_state_dict", "module", "net"):
+                if isinstance(obj.get(key), Mapping):
+                    obj = obj[key]
+                    break
+            else:
+                break
+    if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise ValueError("could not find a state_dict (a mapping of names to tensors) in the "
+                         "checkpoint")
+    sd = dict(obj)
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    return sd
+
+
+def _fold_unit_bns(model: nn.Module, sd: dict[str, Tensor]) -> dict[str, Tensor]:
+    """For conv+BN units that are folded in ``model`` (conv with bias, bn = Identity) but come
+    with an unfolded BN in ``sd``, fold that BN into the conv weight and bias."""
+    for name, m in model.named_modules():
+        if not (isinstance(m, ConvBN) and isinstance(m.bn, nn.Identity)
+                and m.conv.bias is not None):
+            continue
+        p = f"{name}." if name else ""
+        bn_keys = [f"{p}bn.{s}" for s in ("weight", "bias", "running_mean", "running_var")]
+        wkey, bkey = f"{p}conv.weight", f"{p}conv.bias"
+        if not all(k in sd for k in bn_keys) or wkey not in sd:
+            continue
+        gamma, beta, mean, var = (sd[k].double() for k in bn_keys)
+        weight = sd[wkey]
+        t = gamma / torch.sqrt(var + _BN_EPS)
+        bias = sd[bkey].double() if bkey in sd else torch.zeros_like(mean)
+        sd[wkey] = (weight.double() * t.reshape(-1, 1, 1, 1)).to(weight.dtype)
+        sd[bkey] = (beta + (bias - mean) * t).to(weight.dtype)
+        for k in [*bn_keys, f"{p}bn.num_batches_tracked"]:
+            sd.pop(k, None)
+    return sd
+
+
+def _fmt(keys: list[str], limit: int = 12) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def load_reference_state_dict(
+    model: nn.Module, state_dict: Mapping[str, Any], strict: bool = True
+) -> LoadResult:
+    """Load a reference-implementation (or our own) state_dict into ``model``.
+
+    Handles the reference key names for all released RepMLPNet and RepMLP-ResNet variants, in
+    their training-time and deployed layouts (see the module docstring). With ``strict`` any
+    missing or unexpected key raises a ``ValueError`` naming them; shape mismatches always raise.
+    """
+    sd = map_reference_keys(model, _unwrap(state_dict))
+    target = model.state_dict()
+    sd = _fold_unit_bns(model, sd)
+    for k, v in target.items():  # older checkpoints may lack BN counters
+        if k.endswith("num_batches_tracked") and k not in sd:
+            sd[k] = v.clone()
+
+    missing = sorted(k for k in target if k not in sd)
+    unexpected = sorted(k for k in sd if k not in target)
+    cls = type(model).__name__
+    train_only = [k for k in unexpected if _TRAINING_ONLY.search(k)]
+    if train_only and any(k.endswith("fc3.bias") for k in missing):
+        raise ValueError(
+            f"{cls}: this is a training-time checkpoint (it has e.g. {train_only[0]!r}) but the "
+            "model is the inference form. Build the training form (inference=False), load it "
+            "there, then deploy with reparam.deploy."
+        )
+    deployed = [k for k in unexpected if k.endswith("fc3.bias")]
+    if deployed and any(_TRAINING_ONLY.search(k) for k in missing):
+        raise ValueError(
+            f"{cls}: this is a deployed checkpoint (it has e.g. {deployed[0]!r}) but the model "
+            "is the training-time form. Build it with inference=True to load deployed weights."
+        )
+    mismatched = [
+        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(target[k].shape)}"
+        for k in target if k in sd and sd[k].shape != target[k].shape
+    ]
+    if mismatched:
+        raise ValueError(f"{cls}: shape mismatch for {len(mismatched)} key(s) (wrong variant?): "
+                         + "; ".join(mismatched[:8]))
+    if strict and (missing or unexpected):
+        parts = []
+        if missing:
+            parts.append(f"missing keys ({len(missing)}): {_fmt(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys ({len(unexpected)}): {_fmt(unexpected)}")
+        raise ValueError(f"{cls}: checkpoint does not match the model; " + "; ".join(parts))
+    model.load_state_dict({k: v for k, v in sd.items() if k in target}, strict=strict)
+    return LoadResult(missing, unexpected)
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Tensor]:
+    """Read a state_dict from a ``torch.save`` file or a ``.safetensors`` file (on the CPU)."""
+    path = os.fspath(path)
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path, device="cpu")
+    return _unwrap(torch.load(path, map_location="cpu", weights_only=True))
+
+
+def load_checkpoint(
+    model: nn.Module, path: str | os.PathLike[str], strict: bool = True
+) -> LoadResult:
+    """Read ``path`` and load it with :func:`load_reference_state_dict`."""
+    return load_reference_state_dict(model, read_checkpoint(path), strict=strict)

@@ -1,0 +1,21 @@
+"""Small helpers shared by the engine tests."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from reparam.demo import randomize_batch_norms
+
+
+def prepare(model: nn.Module, device: torch.device, dtype=torch.float64, seed=0) -> nn.Module:
+    torch.manual_seed(seed)
+    return randomize_batch_norms(model, seed).to(device=device, dtype=dtype).eval()
+
+
+def count(model: nn.Module, kind: type) -> int:
+    return sum(isinstance(m, kind) for m in model.modules())
+
+
+def relerr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / a.abs().max())

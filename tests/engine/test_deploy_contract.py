@@ -1,0 +1,146 @@
+"""The contract of reparam.deploy: exact, not mutating, idempotent, usable afterwards."""
+
+from __future__ import annotations
+
+import copy
+import io
+
+import pytest
+import torch
+from torch import nn
+
+import reparam
+from reparam.demo import DemoNet, RepVGGStyleBlock
+
+from .helpers import count, prepare, relerr
+
+
+@pytest.fixture
+def demo(device):
+    model = prepare(DemoNet(channels=8), device)
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64, device=device)
+    return model, x
+
+
+def test_outputs_equal_and_structures_merged(demo):
+    model, x = demo
+    result = reparam.deploy_with_report(model, x)
+    deployed = result.model
+    assert relerr(model(x), deployed(x)) <= 1e-9
+    assert count(deployed, nn.BatchNorm2d) == 0
+    # every block is a single conv after deploy
+    for block in deployed.stages:
+        assert count(block, nn.Conv2d) == 1
+    assert result.report.params_after < result.report.params_before
+    assert result.report.flops_after < result.report.flops_before
+    fired = result.report.fired()
+    assert fired["parallel_branches"] == 4 and fired["norm_linear"] == 1
+
+
+def test_input_model_not_mutated(demo):
+    model, x = demo
+    before = copy.deepcopy(model.state_dict())
+    reparam.deploy(model, x)
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert count(model, nn.BatchNorm2d) > 0
+
+
+def test_inplace_rewrites_the_model(demo):
+    model, x = demo
+    ref = model(x)
+    out = reparam.deploy(model, x, inplace=True)
+    assert out is model
+    assert relerr(ref, model(x)) <= 1e-9
+
+
+def test_idempotent(demo):
+    model, x = demo
+    once = reparam.deploy(model, x)
+    result = reparam.deploy_with_report(once, x)
+    assert result.report.rewrites == []
+    assert once.state_dict().keys() == result.model.state_dict().keys()
+
+
+def test_class_and_methods_kept(demo):
+    model, x = demo
+    deployed = reparam.deploy(model, x)
+    assert isinstance(deployed, DemoNet)
+    assert isinstance(deployed.stages[0], RepVGGStyleBlock)
+    assert relerr(model.forward_features(x), deployed.forward_features(x)) <= 1e-9
+
+
+def test_save_load_and_deepcopy(demo):
+    model, x = demo
+    deployed = reparam.deploy(model, x)
+    buf = io.BytesIO()
+    torch.save(deployed, buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=False)
+    assert relerr(model(x), loaded(x)) <= 1e-9
+    assert relerr(model(x), copy.deepcopy(deployed)(x)) <= 1e-9
+
+
+def test_deployed_state_dict_keeps_surviving_paths(demo):
+    model, x = demo
+    deployed = reparam.deploy(model, x)
+    keys = set(deployed.state_dict())
+    assert "stages.0.dense.0.weight" in keys and "stages.0.dense.0.bias" in keys
+    assert not any(".pointwise." in k or ".identity." in k for k in keys)
+    assert set(model.state_dict()) >= {k for k in keys if not k.endswith(".bias")}
+
+
+def test_training_mode_model_gets_eval_semantics(device):
+    model = prepare(DemoNet(channels=8), device).train()
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64, device=device)
+    result = reparam.deploy_with_report(model, x)
+    assert model.training  # untouched
+    assert not result.model.training
+    assert any("training mode" in n for n in result.report.notes)
+    assert relerr(model.eval()(x), result.model(x)) <= 1e-9
+
+
+def test_without_example_inputs(device):
+    model = prepare(DemoNet(channels=8), device)
+    deployed = reparam.deploy(model)
+    x = torch.randn(1, 3, 16, 16, dtype=torch.float64, device=device)
+    assert relerr(model(x), deployed(x)) <= 1e-9
+
+
+def test_bad_input_is_a_clear_error():
+    with pytest.raises(reparam.ReparamError, match="nn.Module"):
+        reparam.deploy(lambda x: x)
+
+
+def test_torch_export_and_onnx(device, tmp_path):
+    model = prepare(DemoNet(channels=8), device, dtype=torch.float32)
+    x = torch.randn(1, 3, 16, 16, device=device)
+    deployed = reparam.deploy(model, x)
+    exported = torch.export.export(deployed, (x,))
+    assert relerr(model(x), exported.module()(x)) <= 1e-5
+
+
+def test_float32_tolerance(device):
+    model = prepare(DemoNet(channels=8), device, dtype=torch.float32)
+    x = torch.randn(2, 3, 16, 16, device=device)
+    deployed = reparam.deploy(model, x)
+    assert relerr(model(x), deployed(x)) <= 1e-5
+
+
+def test_explain_names_fired_and_refused(device):
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(4, 4, 3, padding=1)
+            self.b = nn.Conv2d(4, 4, 3, stride=2, padding=1)
+
+        def forward(self, x):
+            return self.a(x)[..., ::2, ::2] + self.b(x)
+
+    model = Block().double().to(device).eval()
+    x = torch.randn(1, 4, 8, 8, dtype=torch.float64, device=device)
+    explanation = reparam.explain(model, x)
+    assert explanation.fired() == []
+    text = str(explanation)
+    assert isinstance(text, str)
