@@ -74,8 +74,9 @@ def _attach(module: nn.Module, graph: fx.Graph) -> None:
 
 def install_forward(module: nn.Module, graph: fx.Graph) -> None:
     """Give ``module`` a forward computed from ``graph`` (nodes name ``module``'s submodules)."""
+    graph = _strip(graph)
     graph.lint()
-    _attach(module, _strip(graph))
+    _attach(module, graph)
 
 
 def original_class(module: nn.Module) -> type:

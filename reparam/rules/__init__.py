@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from reparam.rules.base import Rewrite, Rule, RuleContext
+from reparam.rules.concat_convs import MergeConcatConvs
 from reparam.rules.conv_norm import FoldNormAfterConv
 from reparam.rules.linear_norm import FoldNormAfterLinear
 from reparam.rules.norm_conv import FoldNormBeforeConv
 from reparam.rules.norm_linear import FoldNormBeforeLinear
 from reparam.rules.parallel_branches import MergeParallelBranches
 from reparam.rules.registry import RuleRegistry
+from reparam.rules.sequential_convs import MergeSequentialConvs
 
 BUILTIN_RULES: tuple[type[Rule], ...] = (
     FoldNormAfterConv,
     FoldNormAfterLinear,
+    MergeSequentialConvs,
+    MergeConcatConvs,
     MergeParallelBranches,
     FoldNormBeforeLinear,
     FoldNormBeforeConv,

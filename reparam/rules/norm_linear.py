@@ -38,7 +38,10 @@ def commutes_with_channel_affine(node: Node, root: nn.Module) -> bool:
     """Ops after which a per-channel affine (dim 1) can be moved: averaging over positions and
     channel-major reshapes that keep dim 0 and put channels first."""
     if node.op == "call_module":
-        return isinstance(resolve_attr(root, node.target), _POOLS)
+        module = resolve_attr(root, node.target)
+        if isinstance(module, nn.Flatten):
+            return _channel_major_flatten(node)
+        return isinstance(module, _POOLS)
     if node.op == "call_function" and node.target in _POOL_FUNCTIONS:
         return True
     name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
@@ -53,18 +56,21 @@ def commutes_with_channel_affine(node: Node, root: nn.Module) -> bool:
             and all(isinstance(d, int) and d % len(src) >= 2 for d in dims)
         )
     if node.op in ("call_method", "call_function") and name in _RESHAPES:
-        src, dst = shape_of(node.args[0]), shape_of(node)
-        return (
-            src is not None
-            and dst is not None
-            and len(src) >= 2
-            and len(dst) >= 2
-            and src[0] == dst[0]
-            and dst[1] % src[1] == 0
-            and math.prod(dst[2:]) * dst[1] == math.prod(src[1:])
-            and all(s == 1 for s in dst[2:])
-        )
+        return _channel_major_flatten(node)
     return False
+
+
+def _channel_major_flatten(node: Node) -> bool:
+    """(N, C, *s) → (N, C·prod(s)): keeps dim 0, channels outermost (by the shapes)."""
+    src, dst = shape_of(node.args[0]), shape_of(node)
+    return (
+        src is not None
+        and dst is not None
+        and len(src) >= 2
+        and len(dst) == 2
+        and src[0] == dst[0]
+        and dst[1] == math.prod(src[1:])
+    )
 
 
 @dataclass

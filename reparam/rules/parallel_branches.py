@@ -162,15 +162,14 @@ class BranchPlan:
     detail: str
 
 
-def merge_specs(specs: list[ConvSpec]) -> ConvSpec | Refusal:
-    """The one conv that computes the sum of ``specs`` (all reading one input)."""
+def align_specs(specs: list[ConvSpec]) -> tuple[list[torch.Tensor], ConvSpec] | Refusal:
+    """Place every kernel in one frame: the weights (float64) at their offsets and the merged
+    geometry (weight/bias of the returned spec are those of ``specs[0]``; callers combine)."""
     dims = specs[0].dims
     if any(s.dims != dims for s in specs):
         return Refusal("branches have different spatial ranks")
     if len({s.stride for s in specs}) != 1:
         return Refusal(f"branches have different strides {sorted({s.stride for s in specs})}")
-    if len({s.out_channels for s in specs}) != 1 or len({s.in_channels for s in specs}) != 1:
-        return Refusal("branches have different channel counts")
     dilation, padding, kernel, offsets = [], [], [], []
     for d in range(dims):
         wide = {s.dilation[d] for s in specs if s.kernel_size[d] > 1}
@@ -208,9 +207,7 @@ def merge_specs(specs: list[ConvSpec]) -> ConvSpec | Refusal:
         for d in range(dims):
             if s.padding_mode != mode and s.is_padded[d]:
                 return Refusal("a branch pads with a mode the merged conv cannot reproduce")
-    groups = specs[0].groups
-    weight = None
-    bias = None
+    weights = []
     for i, s in enumerate(specs):
         w = s.weight
         expand = tuple(
@@ -219,22 +216,34 @@ def merge_specs(specs: list[ConvSpec]) -> ConvSpec | Refusal:
         )
         if any(e > 1 for e in expand):
             w = dilate_kernel(w, expand)
-        w = pad_kernel(w, kernel, [offsets[d][i] for d in range(dims)])
-        weight = w.double() if weight is None else weight + w.double()
-        if s.bias is not None:
-            bias = s.bias.double() if bias is None else bias + s.bias.double()
-    like = specs[0].weight
-    if bias is None:
-        bias = torch.zeros(like.shape[0], dtype=torch.float64, device=like.device)
-    return ConvSpec(
-        weight.to(like.dtype),
-        bias.to(like.dtype),
+        weights.append(pad_kernel(w, kernel, [offsets[d][i] for d in range(dims)]).double())
+    frame = ConvSpec(
+        specs[0].weight,
+        specs[0].bias,
         specs[0].stride,
         tuple(padding),
         tuple(dilation),
-        groups,
+        specs[0].groups,
         mode,
     )
+    return weights, frame
+
+
+def merge_specs(specs: list[ConvSpec]) -> ConvSpec | Refusal:
+    """The one conv that computes the sum of ``specs`` (all reading one input)."""
+    if len({s.out_channels for s in specs}) != 1 or len({s.in_channels for s in specs}) != 1:
+        return Refusal("branches have different channel counts")
+    aligned = align_specs(specs)
+    if isinstance(aligned, Refusal):
+        return aligned
+    weights, frame = aligned
+    like = specs[0].weight
+    weight = torch.stack(weights).sum(0)
+    bias = torch.zeros(like.shape[0], dtype=torch.float64, device=like.device)
+    for s in specs:
+        if s.bias is not None:
+            bias = bias + s.bias.double()
+    return frame.with_weights(weight.to(like.dtype), bias.to(like.dtype))
 
 
 class MergeParallelBranches(Rule):

@@ -1,0 +1,109 @@
+r"""Merge convs of one input whose outputs are concatenated along channels into one conv.
+
+.. math:: [W_1 * x + b_1;\; W_2 * x + b_2] = [W_1; W_2] * x + [b_1; b_2]
+
+after placing the kernels in one frame (zero-padded at aligned offsets). Source: DBB
+transform IV (depth concatenation, arXiv:2103.13425), Inception-style multi-kernel blocks.
+Exact when the convs share stride and output grid and pad alike; only ungrouped convs are
+stacked (grouped ones would interleave their groups).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.fx import Node
+
+from reparam.convspec import conv_from_spec, is_plain_conv, spec_from_conv
+from reparam.errors import Refusal
+from reparam.rules.base import Rewrite, Rule, RuleContext, absmax
+from reparam.rules.parallel_branches import align_specs
+from reparam.transforms import concat_kernels
+
+
+@dataclass
+class _Plan:
+    cat: Node
+    convs: list[Node]
+    module: nn.Module
+
+
+def _cat_parts(node: Node) -> list | None:
+    if node.op != "call_function" or node.target not in (torch.cat, torch.concat):
+        return None
+    tensors = node.args[0] if node.args else node.kwargs.get("tensors")
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    if dim != 1 or not isinstance(tensors, (list, tuple)):
+        return None
+    return list(tensors)
+
+
+class MergeConcatConvs(Rule):
+    """Replaces cat([conv_i(x)], dim=1) with one conv."""
+
+    name = "concat_convs"
+    summary = "same-input convs concatenated along channels → one conv"
+    pattern = "cat([conv_1(x), conv_2(x), ...], dim=1)"
+    refuses_when = (
+        "the convs read different inputs or are grouped",
+        "they differ in stride, output grid or padding mode",
+        "a conv output is used elsewhere",
+    )
+
+    def match(self, node: Node, ctx: RuleContext) -> tuple[Node, list[Node]] | None:
+        parts = _cat_parts(node)
+        if not parts or len(parts) < 2:
+            return None
+        if not all(
+            isinstance(p, Node) and p.op == "call_module" and is_plain_conv(ctx.module(p.target))
+            for p in parts
+        ):
+            return None
+        return node, parts
+
+    def check(self, m: tuple[Node, list[Node]], ctx: RuleContext) -> _Plan | Refusal:
+        cat, parts = m
+        if len({id(p.args[0]) for p in parts}) != 1:
+            return Refusal("the concatenated convs read different inputs")
+        if len(set(parts)) != len(parts) or any(len(p.users) != 1 for p in parts):
+            return Refusal("a conv output is used elsewhere")
+        specs = [spec_from_conv(ctx.module(p.target)) for p in parts]
+        if any(s.groups != 1 for s in specs):
+            return Refusal("grouped convs: stacking would interleave groups")
+        if len({s.in_channels for s in specs}) != 1:
+            return Refusal("the convs differ in input channels")
+        aligned = align_specs(specs)
+        if isinstance(aligned, Refusal):
+            return aligned
+        weights, frame = aligned
+        weight, bias = concat_kernels(weights, [s.bias for s in specs])
+        like = specs[0].weight
+        try:
+            module = conv_from_spec(frame.with_weights(weight.to(like.dtype), bias.to(like.dtype)))
+        except ValueError as err:
+            return Refusal(str(err))
+        return _Plan(cat, parts, module)
+
+    def rewrite(self, plan: _Plan, ctx: RuleContext) -> Rewrite:
+        site = ctx.site_name(plan.cat)
+        before = absmax(*(ctx.module(p.target).weight for p in plan.convs))
+        path = ctx.fresh_path(ctx.owner_path(plan.cat), "reparam_concat_conv")
+        for p in plan.convs:
+            if ctx.exclusive_reason(p) is None:
+                path = p.target
+                break
+        ctx.set_module(path, plan.module)
+        new = ctx.call(path, (plan.convs[0].args[0],), before=plan.cat)
+        plan.cat.replace_all_uses_with(new)
+        ctx.erase_unused([plan.cat])
+        return Rewrite(
+            self.name,
+            site,
+            f"stacked {len(plan.convs)} convs",
+            0,
+            0,
+            before,
+            absmax(plan.module.weight),
+        )

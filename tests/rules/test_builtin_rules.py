@@ -1,0 +1,305 @@
+"""Each built-in rule: graph before/after, rewrite count, numerical check, and refusals."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import reparam
+from reparam.demo import randomize_batch_norms
+
+
+def _run(model: nn.Module, x: torch.Tensor, **kw):
+    model = randomize_batch_norms(model.double(), seed=3).eval().to(x.device)
+    result = reparam.deploy_with_report(model, x, **kw)
+    err = reparam.relative_error(model(x), result.model(x))
+    assert err <= 1e-9, err
+    return result
+
+
+def _fired(result) -> dict[str, int]:
+    return result.report.fired()
+
+
+def _refused(result) -> list[str]:
+    return [f"{o.rule}: {o.reason}" for o in result.report.refusals]
+
+
+class Seq(nn.Sequential):
+    pass
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_conv_norm_any_rank_and_geometry(dims, device):
+    conv = [nn.Conv1d, nn.Conv2d, nn.Conv3d][dims - 1]
+    bn = [nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d][dims - 1]
+    model = Seq(conv(6, 4, 3, stride=2, padding=2, dilation=2, groups=2, padding_mode="reflect"),
+                bn(4))
+    x = torch.randn(2, 6, *([7] * dims), dtype=torch.float64, device=device)
+    result = _run(model, x)
+    assert _fired(result) == {"conv_norm": 1}
+    assert not any(isinstance(m, bn) for m in result.model.modules())
+
+
+def test_norm_without_running_stats_refused(device):
+    model = Seq(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, track_running_stats=False))
+    model = model.double().to(device).eval()
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64, device=device)
+    result = reparam.deploy_with_report(model, x)
+    assert _fired(result) == {}
+    assert any("no running statistics" in r for r in _refused(result))
+    assert result.report.unfolded_norms
+
+
+def test_conv_output_used_twice_refused(device):
+    class TwoUses(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return self.bn(y), y
+
+    x = torch.randn(1, 3, 5, 5, dtype=torch.float64, device=device)
+    result = _run(TwoUses(), x)
+    assert "conv_norm" not in _fired(result)
+    assert any("also used" in r for r in _refused(result))
+
+
+def test_shared_conv_called_twice_not_corrupted(device):
+    class Reuse(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3)
+
+        def forward(self, x):
+            return self.bn(self.conv(x)) + self.conv(x).relu()
+
+    x = torch.randn(1, 3, 5, 5, dtype=torch.float64, device=device)
+    result = _run(Reuse(), x)
+    assert result.report.max_relative_error <= 1e-9
+
+
+def test_linear_norm_needs_rank_2(device):
+    model = Seq(nn.Linear(5, 4), nn.BatchNorm1d(4))
+    x = torch.randn(3, 5, dtype=torch.float64, device=device)
+    assert _fired(_run(model, x)) == {"linear_norm": 1}
+    # BatchNorm1d on (N, C=4, L=4) after a linear: the norm acts on dim 1, not the features
+    x3 = torch.randn(2, 4, 5, dtype=torch.float64, device=device)
+    result = _run(Seq(nn.Linear(5, 4), nn.BatchNorm1d(4)), x3)
+    assert "linear_norm" not in _fired(result)
+    assert any("rank 3" in r for r in _refused(result))
+
+
+def test_norm_pool_flatten_linear_head(device):
+    model = Seq(nn.BatchNorm2d(4), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    x = torch.randn(2, 4, 5, 5, dtype=torch.float64, device=device)
+    assert _fired(_run(model, x)) == {"norm_linear": 1}
+    model = Seq(nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 25, 3))  # repeats per position
+    assert _fired(_run(model, x)) == {"norm_linear": 1}
+
+
+def test_norm_conv_exact_only_without_zero_padding(device):
+    x = torch.randn(2, 4, 6, 6, dtype=torch.float64, device=device)
+    assert _fired(_run(Seq(nn.BatchNorm2d(4), nn.Conv2d(4, 6, 3, groups=2)), x)) == {
+        "norm_conv": 1}
+    assert _fired(_run(Seq(nn.BatchNorm2d(4), nn.Conv2d(4, 4, 3, padding=1,
+                                                          padding_mode="replicate")), x)) == {
+        "norm_conv": 1}
+    result = _run(Seq(nn.BatchNorm2d(4), nn.Conv2d(4, 4, 3, padding=1)), x)
+    assert "norm_conv" not in _fired(result)
+    assert any("zero-pads" in r for r in _refused(result))
+
+
+class Branches(nn.Module):
+    def __init__(self, branches, identity=False):
+        super().__init__()
+        self.branches = nn.ModuleList(branches)
+        self.identity = identity
+
+    def forward(self, x):
+        out = sum(b(x) for b in self.branches)
+        return out + x if self.identity else out
+
+
+def cbn(cin, cout, k, stride=1, padding=None, dilation=1, groups=1, mode="zeros"):
+    if padding is None:
+        padding = tuple(dilation * (kk // 2) for kk in ((k,) * 2 if isinstance(k, int) else k))
+    return Seq(nn.Conv2d(cin, cout, k, stride, padding, dilation, groups, bias=False,
+                         padding_mode=mode), nn.BatchNorm2d(cout))
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_repvgg_acnet_dilated_avgpool_merge(stride, device):
+    c = 6
+    branches = [cbn(c, c, 5, stride), cbn(c, c, 3, stride), cbn(c, c, (1, 5), stride),
+                cbn(c, c, (3, 1), stride), cbn(c, c, 3, stride, dilation=2),
+                Seq(nn.AvgPool2d(3, stride, 1), nn.BatchNorm2d(c))]
+    x = torch.randn(2, c, 9, 9, dtype=torch.float64, device=device)
+    result = _run(Branches(branches, identity=False), x)
+    assert _fired(result)["parallel_branches"] == 1
+    convs = [m for m in result.model.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 1 and convs[0].kernel_size == (5, 5)
+
+
+def test_grouped_and_identity(device):
+    c = 8
+    branches = [cbn(c, c, 3, groups=2), cbn(c, c, 1, groups=4)]
+    x = torch.randn(2, c, 7, 7, dtype=torch.float64, device=device)
+    result = _run(Branches(branches, identity=True), x)
+    conv = [m for m in result.model.modules() if isinstance(m, nn.Conv2d)]
+    assert len(conv) == 1 and conv[0].groups == 2
+    # the coarser groups of a 1×1 would make the 3×3 denser: declined as slower
+    result = _run(Branches([cbn(c, c, 3, groups=4), cbn(c, c, 1, groups=2)], True), x)
+    assert any("slower" in r for r in _refused(result))
+
+
+@pytest.mark.parametrize("branches,reason", [
+    (lambda: [cbn(4, 4, 3, mode="reflect"), cbn(4, 4, 5)], "modes"),
+    (lambda: [cbn(4, 4, 3, dilation=3), cbn(4, 4, 3)], "slower"),
+    (lambda: [cbn(16, 16, 3, groups=16), cbn(16, 16, 1)], "slower"),
+    (lambda: [Seq(nn.AvgPool2d(3, 1, 1, count_include_pad=False)), cbn(4, 4, 3)],
+     "count_include_pad"),
+])
+def test_parallel_branch_refusals(branches, reason, device):
+    blocks = branches()
+    cin = blocks[-1][0].in_channels
+    x = torch.randn(2, cin, 8, 8, dtype=torch.float64, device=device)
+    result = _run(Branches(blocks), x)
+    assert "parallel_branches" not in _fired(result)
+    assert any(reason in r for r in _refused(result)), _refused(result)
+
+
+def test_allow_slower_forces_the_merge(device):
+    x = torch.randn(2, 4, 8, 8, dtype=torch.float64, device=device)
+    result = _run(Branches([cbn(4, 4, 3, dilation=3), cbn(4, 4, 3)]), x, allow_slower=True)
+    assert _fired(result)["parallel_branches"] == 1
+    conv = [m for m in result.model.modules() if isinstance(m, nn.Conv2d)]
+    assert conv[0].kernel_size == (7, 7)
+
+
+def test_dilated_with_pointwise_stays_dilated(device):
+    x = torch.randn(2, 4, 8, 8, dtype=torch.float64, device=device)
+    result = _run(Branches([cbn(4, 4, 3, dilation=3), cbn(4, 4, 1)]), x)
+    conv = [m for m in result.model.modules() if isinstance(m, nn.Conv2d)]
+    assert len(conv) == 1 and conv[0].kernel_size == (3, 3) and conv[0].dilation == (3, 3)
+
+
+def test_branch_nonlinear_before_sum_is_left_alone(device):
+    class B(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = cbn(4, 4, 3), cbn(4, 4, 1)
+
+        def forward(self, x):
+            return self.a(x).relu() + self.b(x)
+
+    x = torch.randn(2, 4, 6, 6, dtype=torch.float64, device=device)
+    assert "parallel_branches" not in _fired(_run(B(), x))
+
+
+def test_sequential_1x1_kxk(device):
+    x = torch.randn(2, 8, 7, 7, dtype=torch.float64, device=device)
+    model = Seq(nn.Conv2d(8, 8, 1, bias=False), nn.Conv2d(8, 8, 3, padding=1))
+    assert _fired(_run(model, x)) == {"sequential_convs": 1}
+    model = Seq(nn.Conv2d(8, 8, 3), nn.Conv2d(8, 8, 3))  # unpadded k×k → k×k: 5×5 costs more
+    assert any("slower" in r for r in _refused(_run(model, x)))
+    assert _fired(_run(model, x, allow_slower=True)) == {"sequential_convs": 1}
+    result = _run(Seq(nn.Conv2d(8, 8, 1, bias=True), nn.Conv2d(8, 8, 3, padding=1)), x)
+    assert any("bias" in r for r in _refused(result))
+    result = _run(Seq(nn.Conv2d(8, 2, 1, bias=False), nn.Conv2d(2, 8, 3, padding=1)), x)
+    assert any("slower" in r for r in _refused(result))
+
+
+def test_concat_convs(device):
+    class Cat(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(4, 3, 3, padding=1), nn.Conv2d(4, 5, 1)
+
+        def forward(self, x):
+            return torch.cat([self.a(x), self.b(x)], dim=1)
+
+    x = torch.randn(2, 4, 6, 6, dtype=torch.float64, device=device)
+    result = _run(Cat(), x)
+    assert _fired(result) == {"concat_convs": 1}
+
+
+def test_verify_rolls_back_a_wrong_rule(device):
+    from reparam.rules.parallel_branches import MergeParallelBranches
+
+    class Wrong(MergeParallelBranches):
+        name = "wrong_branches"
+
+        def check(self, m, ctx):
+            plan = super().check(m, ctx)
+            if plan:
+                with torch.no_grad():
+                    plan.module.weight.mul_(1.5)
+            return plan
+
+    x = torch.randn(2, 4, 6, 6, dtype=torch.float64, device=device)
+    model = Branches([cbn(4, 4, 3), cbn(4, 4, 1)])
+    result = _run(model, x, rules=reparam.RuleRegistry([Wrong()]), verify=True)
+    assert result.report.rolled_back and result.report.rewrites == []
+
+
+def test_wrong_rule_without_verify_is_caught_by_the_final_check(device):
+    from reparam.rules.parallel_branches import MergeParallelBranches
+
+    class Wrong(MergeParallelBranches):
+        name = "wrong_branches"
+
+        def check(self, m, ctx):
+            plan = super().check(m, ctx)
+            if plan:
+                with torch.no_grad():
+                    plan.module.weight.mul_(1.5)
+            return plan
+
+    x = torch.randn(2, 4, 6, 6, dtype=torch.float64, device=device)
+    model = randomize_batch_norms(Branches([cbn(4, 4, 3), cbn(4, 4, 1)]).double()).eval()
+    with pytest.raises(reparam.ReparamError, match="differs"):
+        reparam.deploy(model.to(device), x, rules=reparam.RuleRegistry([Wrong()]))
+
+
+def test_functional_batch_norm_subclass(device):
+    class BNAct(nn.BatchNorm2d):  # overrides forward, like timm's BatchNormAct2d
+        def forward(self, x):
+            x = nn.functional.batch_norm(x, self.running_mean, self.running_var, self.weight,
+                                         self.bias, False, 0.0, self.eps)
+            return torch.relu(x)
+
+    model = Seq(nn.Conv2d(3, 4, 3, padding=1), BNAct(4))
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64, device=device)
+    assert _fired(_run(model, x)) == {"conv_norm": 1}
+
+
+def test_untraceable_top_level_still_deploys_children(device):
+    class Dynamic(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block = Branches([cbn(4, 4, 3), cbn(4, 4, 1)], identity=True)
+
+        def forward(self, x):
+            if x.sum() > 0:  # data-dependent control flow
+                return self.block(x)
+            return -self.block(x)
+
+    x = torch.randn(2, 4, 6, 6, dtype=torch.float64, device=device)
+    result = _run(Dynamic(), x)
+    assert _fired(result)["parallel_branches"] == 1
+    assert any(path == "" for path, _ in result.report.skipped_scopes)
+
+
+def test_half_precision(device):
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    model = randomize_batch_norms(Branches([cbn(4, 4, 3), cbn(4, 4, 1)], identity=True)).eval()
+    model = model.to(device=device, dtype=dtype)
+    x = torch.randn(2, 4, 6, 6, device=device, dtype=dtype)
+    result = reparam.deploy_with_report(model, x)
+    assert result.report.fired()["parallel_branches"] == 1
+    # max-norm relative error within the dtype's tolerance (bf16 1.6e-2, fp16 1e-3)
+    reparam.assert_equivalent(model, result.model, x)
