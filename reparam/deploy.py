@@ -90,6 +90,22 @@ def _record_inputs(model: nn.Module, inputs: tuple[Any, ...]) -> dict[str, tuple
     return recorded
 
 
+def default_example_inputs(model: nn.Module) -> tuple[torch.Tensor, ...] | None:
+    """A batch-1 random input from ``model.pretrained_cfg['input_size']`` (the timm
+    convention, also used by ``reparam_models``), or None."""
+    for attr in ("pretrained_cfg", "default_cfg"):
+        cfg = getattr(model, attr, None)
+        size = cfg.get("input_size") if isinstance(cfg, dict) else None
+        if size and all(isinstance(s, int) and s > 0 for s in size):
+            param = next(iter(model.parameters()), None)
+            dtype = param.dtype if param is not None and param.is_floating_point() else None
+            device = param.device if param is not None else None
+            gen = torch.Generator().manual_seed(0)
+            x = torch.randn((1, *size), generator=gen, dtype=dtype or torch.float32)
+            return (x.to(device) if device is not None else x,)
+    return None
+
+
 def _referenced(graph: fx.Graph) -> set[str]:
     refs = set()
     for node in graph.nodes:
@@ -284,6 +300,13 @@ def deploy_with_report(
     registry = _registry(rules)
     report = DeployReport()
     inputs = as_inputs(example_inputs)
+    if not inputs:
+        inputs = default_example_inputs(model) or ()
+        if inputs:
+            report.notes.append(
+                f"example input {tuple(inputs[0].shape)} taken from the "
+                "model's pretrained_cfg['input_size']"
+            )
     if model.training:
         report.notes.append(
             "the model was in training mode: deploy uses eval semantics "

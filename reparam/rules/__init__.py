@@ -6,6 +6,7 @@ from reparam.rules.base import Rewrite, Rule, RuleContext
 from reparam.rules.concat_convs import MergeConcatConvs
 from reparam.rules.conv_norm import FoldNormAfterConv
 from reparam.rules.linear_norm import FoldNormAfterLinear
+from reparam.rules.locality_injection import LocalityInjection
 from reparam.rules.norm_conv import FoldNormBeforeConv
 from reparam.rules.norm_linear import FoldNormBeforeLinear
 from reparam.rules.parallel_branches import MergeParallelBranches
@@ -15,6 +16,7 @@ from reparam.rules.sequential_convs import MergeSequentialConvs
 BUILTIN_RULES: tuple[type[Rule], ...] = (
     FoldNormAfterConv,
     FoldNormAfterLinear,
+    LocalityInjection,
     MergeSequentialConvs,
     MergeConcatConvs,
     MergeParallelBranches,
