@@ -240,7 +240,9 @@ class _Scope:
                 reason = view.reason
             else:
                 reason = reasons.get(site, "no conv or linear next to it to fold into")
-            self.report.unfolded_norms.append((site, reason))
+            self.report.unfolded_norms = [
+                (s, r) for s, r in self.report.unfolded_norms if s != site
+            ] + [(site, reason)]
 
     def _delete_dead(self, ctx: RuleContext, before: set[str]) -> None:
         after = _referenced(ctx.graph)
@@ -278,6 +280,18 @@ class _Scope:
             parent = self.module.get_submodule(parent_path) if parent_path else self.module
             del parent._modules[name]
             path = parent_path
+
+
+def _keep_memory_format(original: nn.Module, deployed: nn.Module, report: DeployReport) -> None:
+    """A channels_last model stays channels_last: new 4-D conv weights follow it."""
+    weights = [p for p in original.parameters() if p.dim() == 4]
+    channels_last = [p.is_contiguous(memory_format=torch.channels_last) for p in weights]
+    if not weights or not all(channels_last) or all(p.is_contiguous() for p in weights):
+        return
+    for m in deployed.modules():
+        if isinstance(m, nn.Conv2d) and m.weight.is_contiguous():
+            m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
+    report.notes.append("channels_last model: merged conv weights are kept channels_last")
 
 
 def _post_order(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -336,10 +350,16 @@ def deploy_with_report(
         _Scope(
             path, module, registry, shared, allow_slower, scope_inputs, verify, report, dtype
         ).run()
+    _keep_memory_format(model if not inplace else target, target, report)
     report.params_after = count_params(target)
     report.weight_absmax_after = absmax(*[p for p in target.parameters() if p.dim() > 1])
     if inputs:
         report.flops_after = count_flops(target, inputs)
+        if (report.flops_after or 0) > (report.flops_before or 0) and not allow_slower:
+            raise ReparamError(
+                f"deployed model needs more FLOPs ({report.flops_after:,}) than the original "
+                f"({report.flops_before:,}); this is a bug in a rule's cost check"
+            )
         err = relative_error(reference_out, run(target, inputs))
         if reference64 is not None:
             a, xs = to_float64(reference64, inputs)

@@ -144,3 +144,31 @@ def test_explain_names_fired_and_refused(device):
     assert explanation.fired() == []
     text = str(explanation)
     assert isinstance(text, str)
+
+
+def test_channels_last_model(device):
+    model = prepare(DemoNet(channels=8), device, dtype=torch.float32)
+    model = model.to(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 16, 16, device=device).to(memory_format=torch.channels_last)
+    result = reparam.deploy_with_report(model, x)
+    assert relerr(model(x), result.model(x)) <= 1e-5
+    conv = result.model.stages[0].dense[0]
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert any("channels_last" in n for n in result.report.notes)
+
+
+def test_unfolded_norms_reported_once_with_reason(device):
+    class Tail(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.norm = nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            return self.norm(torch.relu(self.conv(x)))
+
+    model = prepare(nn.Sequential(Tail()), device)
+    x = torch.randn(1, 3, 5, 5, dtype=torch.float64, device=device)
+    report = reparam.deploy_with_report(model, x).report
+    assert len(report.unfolded_norms) == 1
+    assert report.unfolded_norms[0][0].endswith("norm")
