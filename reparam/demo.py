@@ -9,11 +9,13 @@ import torch
 from torch import nn
 
 
-def _conv_bn(cin: int, cout: int, k: int | tuple[int, int], stride: int = 1,
-             groups: int = 1) -> nn.Sequential:
+def _conv_bn(
+    cin: int, cout: int, k: int | tuple[int, int], stride: int = 1, groups: int = 1
+) -> nn.Sequential:
     pad = (k // 2) if isinstance(k, int) else (k[0] // 2, k[1] // 2)
-    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, pad, groups=groups, bias=False),
-                         nn.BatchNorm2d(cout))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, stride, pad, groups=groups, bias=False), nn.BatchNorm2d(cout)
+    )
 
 
 class RepVGGStyleBlock(nn.Module):
@@ -53,7 +55,8 @@ class MobileOneStyleBlock(nn.Module):
     def __init__(self, channels: int, k: int = 3) -> None:
         super().__init__()
         self.branches = nn.ModuleList(
-            _conv_bn(channels, channels, 3, groups=channels) for _ in range(k))
+            _conv_bn(channels, channels, 3, groups=channels) for _ in range(k)
+        )
         self.scale = _conv_bn(channels, channels, 1, groups=channels)
         self.skip = nn.BatchNorm2d(channels)
 
@@ -67,11 +70,15 @@ class DemoNet(nn.Module):
 
     def __init__(self, channels: int = 32, num_classes: int = 10) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, channels, 3, 2, 1, bias=False),
-                                  nn.BatchNorm2d(channels), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, channels, 3, 2, 1, bias=False), nn.BatchNorm2d(channels), nn.ReLU()
+        )
         self.stages = nn.Sequential(
-            RepVGGStyleBlock(channels), ACBlock(channels), MobileOneStyleBlock(channels),
-            RepVGGStyleBlock(channels))
+            RepVGGStyleBlock(channels),
+            ACBlock(channels),
+            MobileOneStyleBlock(channels),
+            RepVGGStyleBlock(channels),
+        )
         self.head_norm = nn.BatchNorm2d(channels)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(channels, num_classes)

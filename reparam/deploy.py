@@ -114,6 +114,26 @@ def _referenced(graph: fx.Graph) -> set[str]:
     return refs
 
 
+class FoldedNorm(nn.Module):
+    """Where a norm module stood after its statistics were folded into a neighbouring layer;
+    it keeps the submodules (activation, dropout) that the rewritten forward still calls."""
+
+    def __init__(self, norm: nn.Module) -> None:
+        super().__init__()
+        self.folded_from = type(norm).__name__
+        for name, child in norm.named_children():
+            self.add_module(name, child)
+
+    def extra_repr(self) -> str:
+        return f"folded {self.folded_from}"
+
+    def forward(self, *args: Any) -> Any:
+        raise RuntimeError(
+            f"this {self.folded_from} was folded into a neighbouring layer by "
+            "reparam.deploy; call the deployed parent module instead"
+        )
+
+
 class _Scope:
     """One module being deployed."""
 
@@ -143,9 +163,9 @@ class _Scope:
             return
         before_refs = _referenced(graph)
         drop_noops(graph, self.module)
-        if self.inputs is not None:
-            propagate_shapes(self.module, graph, self.inputs)
         ctx = RuleContext(self.module, graph, self.path, self.shared, self.allow_slower)
+        if self.inputs is not None:
+            ctx.shape_provider = lambda g: propagate_shapes(self.module, g, self.inputs)
         reference = self._reference(graph) if self.verify and self.inputs is not None else None
         outcomes: dict[tuple[str, str], SiteOutcome] = {}
         rewrites = self._fixpoint(ctx, outcomes, reference)
@@ -156,6 +176,10 @@ class _Scope:
         if not rewrites:
             return
         self.report.rewrites.extend(rewrites)
+        fired_sites = {r.site for r in rewrites}
+        self.report.unfolded_norms = [
+            (site, reason) for site, reason in self.report.unfolded_norms if site not in fired_sites
+        ]
         if any(r.forward_changed for r in rewrites):
             install_forward(self.module, ctx.graph)
             self._delete_dead(ctx, before_refs)
@@ -263,7 +287,23 @@ class _Scope:
                 del parent._parameters[name]
             elif name in parent._buffers:
                 del parent._buffers[name]
+            self._retire_emptied_norm(parent_path)
             self._prune_empty(parent_path, after)
+
+    def _retire_emptied_norm(self, path: str) -> None:
+        """A norm module (e.g. timm's BatchNormAct2d) whose statistics were folded away but
+        whose children (act, drop) the new forward still calls becomes a plain holder."""
+        if not path:
+            return
+        module = self.module.get_submodule(path)
+        if not isinstance(module, nn.modules.batchnorm._BatchNorm):
+            return
+        if "weight" in module._parameters or module._buffers.get("running_mean") is not None:
+            return
+        holder = FoldedNorm(module)
+        parent_path, _, name = path.rpartition(".")
+        parent = self.module.get_submodule(parent_path) if parent_path else self.module
+        setattr(parent, name, holder)
 
     def _prune_empty(self, path: str, after: set[str]) -> None:
         while path:
@@ -292,6 +332,18 @@ def _keep_memory_format(original: nn.Module, deployed: nn.Module, report: Deploy
         if isinstance(m, nn.Conv2d) and m.weight.is_contiguous():
             m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
     report.notes.append("channels_last model: merged conv weights are kept channels_last")
+
+
+def _final_unfolded_norms(model: nn.Module, report: DeployReport) -> None:
+    """Norms still in the deployed model, each with the last reason a scope gave."""
+    reasons: dict[str, str] = {}
+    for site, reason in report.unfolded_norms:
+        reasons[site.split(":")[0]] = reason
+    report.unfolded_norms = [
+        (path, reasons.get(path, "no conv or linear next to it to fold into"))
+        for path, m in model.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    ]
 
 
 def _post_order(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -351,6 +403,7 @@ def deploy_with_report(
             path, module, registry, shared, allow_slower, scope_inputs, verify, report, dtype
         ).run()
     _keep_memory_format(model if not inplace else target, target, report)
+    _final_unfolded_norms(target, report)
     report.params_after = count_params(target)
     report.weight_absmax_after = absmax(*[p for p in target.parameters() if p.dim() > 1])
     if inputs:

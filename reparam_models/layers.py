@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.fx._symbolic_trace as _fx_trace
@@ -71,7 +72,8 @@ def _check_kernel_sizes(reparam_conv_k: Sequence[int], where: str) -> tuple[int,
 
 
 class ConvBN(nn.Module):
-    """A conv+BN unit: ``act(bn(conv(x)))``; the conv has no bias in the training form.
+    """A conv+BN unit: ``act(bn(conv(x)))`` (``act`` optional); the conv has no bias in the
+    training form.
 
     Inference form (``inference=True``): ``conv`` has a bias and ``bn`` is ``nn.Identity()``,
     which is what the engine produces when it folds the BN into the conv.
@@ -100,10 +102,12 @@ class ConvBN(nn.Module):
             groups=groups, bias=inference,
         )
         self.bn: nn.Module = nn.Identity() if inference else nn.BatchNorm2d(out_channels)
-        self.act: nn.Module = act if act is not None else nn.Identity()
+        # No activation: no `act` node at all in the traced graph (conv -> bn -> consumer).
+        self.act: nn.Module | None = act
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.bn(self.conv(x)))
+        x = self.bn(self.conv(x))
+        return x if self.act is None else self.act(x)
 
 
 # --------------------------------------------------------------------------------------------
@@ -556,7 +560,7 @@ def make_resnet_stage(
     return nn.Sequential(*blocks)
 
 
-class FeatureInfo(list):
+class FeatureInfo(list[dict[str, Any]]):
     """timm-style feature metadata: a list of ``{"num_chs", "reduction", "module"}`` dicts."""
 
     def channels(self) -> list[int]:

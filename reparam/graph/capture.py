@@ -8,6 +8,7 @@ linears, norms, pools, activations ...). A subclass that overrides ``forward`` (
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -54,10 +55,40 @@ class Capture:
     graph: fx.Graph
 
 
+_MODULE_INTERNALS = frozenset(nn.Module().__dict__)
+
+
+def _snapshot(module: nn.Module) -> list[tuple[nn.Module, dict[str, object]]]:
+    saved = []
+    for m in module.modules():
+        state = {}
+        for key, value in m.__dict__.items():
+            if key in _MODULE_INTERNALS:
+                continue
+            state[key] = copy.copy(value) if isinstance(value, (dict, list, set)) else value
+        saved.append((m, state))
+    return saved
+
+
+def _restore(saved: list[tuple[nn.Module, dict[str, object]]]) -> None:
+    for m, state in saved:
+        for key in [k for k in m.__dict__ if k not in _MODULE_INTERNALS and k not in state]:
+            del m.__dict__[key]
+        m.__dict__.update(state)
+
+
 def capture(module: nn.Module, extra_leaf_types: Iterable[type] = ()) -> Capture:
-    """Trace ``module``; raises whatever torch.fx raises when the forward is not traceable."""
-    tracer = LeafPolicyTracer(extra_leaf_types)
-    graph = tracer.trace(module)
+    """Trace ``module``; raises whatever torch.fx raises when the forward is not traceable.
+
+    Tracing runs the user's forward on proxies, and some forwards cache what they compute
+    (timm's LeViT stores attention biases keyed by device): every module's plain attributes
+    are restored afterwards, so no proxy is left behind in the model.
+    """
+    saved = _snapshot(module)
+    try:
+        graph = LeafPolicyTracer(extra_leaf_types).trace(module)
+    finally:
+        _restore(saved)
     return Capture(root=module, graph=graph)
 
 

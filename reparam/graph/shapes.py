@@ -1,8 +1,8 @@
 """Tensor shapes on graph nodes, from running the scope on example inputs.
 
-Shape propagation uses ``FakeTensorProp`` (no real compute) and falls back to a real run
-(``ShapeProp``) where fake tensors are not supported. Rules that need shapes (a norm's rank,
-the partitions of RepMLP) refuse with a reason when none are known.
+Shapes come from running the scope on the inputs it received during one forward of the
+whole model on the example inputs, lazily: only when a rule asks. Rules that need shapes
+(a norm's rank, the partitions of RepMLP) refuse with a reason when none are known.
 """
 
 from __future__ import annotations
@@ -17,28 +17,24 @@ from torch.fx import Node
 
 
 def propagate_shapes(root: nn.Module, graph: fx.Graph, inputs: Sequence[Any]) -> bool:
-    """Annotate ``graph``'s nodes with ``meta['shape']``; False if it could not be done."""
+    """Annotate ``graph``'s nodes with ``meta['shape']`` by running it on ``inputs``; False
+    if that fails.
+
+    A real run (``ShapeProp``), not fake tensors: user modules may cache tensors computed in
+    their forward (timm's LeViT caches attention biases in eval mode), and a fake tensor left
+    in such a cache would poison the model.
+    """
+    from torch.fx.passes.shape_prop import ShapeProp
+
     gm = fx.GraphModule(root, graph)
     try:
-        from torch._subclasses.fake_tensor import FakeTensorMode
-        from torch.fx.passes.fake_tensor_prop import FakeTensorProp
-
-        mode = FakeTensorMode(allow_non_fake_inputs=True)
-        fake_inputs = [mode.from_tensor(t) if isinstance(t, torch.Tensor) else t for t in inputs]
-        FakeTensorProp(gm, mode).propagate_dont_convert_inputs(*fake_inputs)
-        key = "val"
-    except Exception:  # noqa: BLE001 - any failure: fall back to a real run
-        from torch.fx.passes.shape_prop import ShapeProp
-
-        try:
-            with torch.no_grad():
-                ShapeProp(gm).propagate(*inputs)
-        except Exception:  # noqa: BLE001
-            return False
-        key = "tensor_meta"
+        with torch.no_grad():
+            ShapeProp(gm).propagate(*inputs)
+    except Exception:  # noqa: BLE001 - no shapes: rules that need them refuse with a reason
+        return False
     for node in graph.nodes:
-        value = node.meta.get(key)
-        shape = getattr(value, "shape", None)
+        meta = node.meta.get("tensor_meta")
+        shape = getattr(meta, "shape", None)
         if shape is not None:
             node.meta["shape"] = tuple(int(s) for s in shape)
     return True

@@ -82,7 +82,7 @@ def sum_terms(node: Node) -> SumView | None:
         view.adds.append(n)
         for arg in n.args:
             if isinstance(arg, Node):
-                if is_add(arg) and len(arg.users) == 1:
+                if is_add(arg) and single_user(arg):
                     if not visit(arg):
                         return False
                 else:
@@ -100,7 +100,7 @@ def is_sum_root(node: Node) -> bool:
     """An add that is not itself absorbed into a larger single-use sum."""
     if not is_add(node):
         return False
-    users = list(node.users)
+    users = value_users(node)
     return not (len(users) == 1 and is_add(users[0]))
 
 
@@ -257,5 +257,25 @@ def drop_noops(graph: fx.Graph, root: nn.Module) -> int:
     return removed
 
 
+_META_ATTRS = {"ndim", "shape", "dtype", "device", "is_cuda", "layout", "requires_grad"}
+_META_METHODS = {"size", "dim", "ndimension", "numel", "get_device"}
+
+
+def is_metadata_use(user: Node, node: Node) -> bool:
+    """``user`` reads only the metadata of ``node`` (its shape, rank, dtype, device), e.g. the
+    ``x.ndim`` of an ``assert``: a rewrite that keeps the shape keeps that answer."""
+    if user.op == "call_function" and user.target is getattr:
+        return user.args[0] is node and len(user.args) > 1 and user.args[1] in _META_ATTRS
+    if user.op == "call_method" and user.target in _META_METHODS:
+        return user.args[0] is node
+    return False
+
+
+def value_users(node: Node) -> list[Node]:
+    """The users of ``node`` that read its values (metadata reads excluded)."""
+    return [u for u in node.users if not is_metadata_use(u, node)]
+
+
 def single_user(node: Node) -> bool:
-    return len(node.users) == 1
+    """Exactly one user reads the values of ``node``."""
+    return len(value_users(node)) == 1

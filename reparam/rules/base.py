@@ -14,7 +14,7 @@ scope's submodules only through it, so the engine can report, verify and roll ba
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -58,6 +58,9 @@ class RuleContext:
         self.external_calls = external_calls or {}
         self.replaced: dict[str, nn.Module | None] = {}
         self._call_counts: dict[str, int] | None = None
+        self.shape_provider: Callable[[fx.Graph], bool] | None = None
+        self._version = 0
+        self._shapes_version = -1
 
     # -- reading -----------------------------------------------------------------------------
     def module(self, target: str) -> nn.Module:
@@ -86,6 +89,24 @@ class RuleContext:
                 return f"module '{self.qualified(node.target)}' shares a parameter with another"
         return None
 
+    def shape(self, node: object) -> tuple[int, ...] | None:
+        """The shape of ``node``'s value on the example inputs (None when unknown).
+
+        Shapes are propagated lazily, once per version of the graph, and only for scopes
+        where a rule asks for one.
+        """
+        if not isinstance(node, Node):
+            return None
+        if "shape" not in node.meta and self.shape_provider is not None:
+            if self._shapes_version != self._version:
+                self._shapes_version = self._version
+                self.shape_provider(self.graph)
+        return node.meta.get("shape")
+
+    def rank(self, node: object) -> int | None:
+        shape = self.shape(node)
+        return None if shape is None else len(shape)
+
     def qualified(self, target: str) -> str:
         return f"{self.scope_path}.{target}" if self.scope_path else str(target)
 
@@ -112,6 +133,7 @@ class RuleContext:
     # -- editing -----------------------------------------------------------------------------
     def invalidate(self) -> None:
         self._call_counts = None
+        self._version += 1
 
     def set_module(self, path: str, module: nn.Module | None) -> None:
         """Put ``module`` at ``path`` under the scope (None deletes it), remembering the old."""
@@ -151,14 +173,47 @@ class RuleContext:
         self.invalidate()
         return node
 
-    def erase_unused(self, nodes: Iterable[Node]) -> None:
-        """Erase ``nodes`` (and anything that only fed them) once nothing uses them."""
+    def _fold_rank_read(self, user: Node, node: Node) -> None:
+        """Replace ``node.ndim`` / ``node.dim()`` (an assert's check, say) by the constant rank,
+        so that reading the rank does not keep a merged-away node alive."""
+        is_ndim = (user.op == "call_function" and user.args[1:2] == ("ndim",)) or (
+            user.op == "call_method" and user.target == "dim" and len(user.args) == 1
+        )
+        if not is_ndim:
+            return
+        rank = self.rank(node) if "shape" in node.meta else None
+        if rank is None and node.op == "call_module":
+            weight = getattr(self.module(node.target), "weight", None)
+            if isinstance(weight, torch.Tensor) and weight.dim() >= 3:
+                rank = weight.dim()
+        if rank is None:
+            return
+        for consumer in list(user.users):
+            consumer.args = fx.node.map_arg(consumer.args, lambda n: rank if n is user else n)
+            consumer.kwargs = fx.node.map_arg(consumer.kwargs, lambda n: rank if n is user else n)
+        self.graph.erase_node(user)
+
+    def erase_unused(self, nodes: Iterable[Node], same_shape_as: Node | None = None) -> None:
+        """Erase ``nodes`` (and anything that only fed them) once nothing uses them.
+
+        Reads of their rank (``x.ndim`` in an assert) become constants first; other metadata
+        reads keep a node alive (still correct: merged modules keep their output shapes).
+        """
+        from reparam.graph.views import is_metadata_use
+
         pending = list(nodes)
         while pending:
             node = pending.pop()
-            if node.graph is not self.graph or node.users or node.op in ("placeholder", "output"):
+            if node.graph is not self.graph or node.op in ("placeholder", "output"):
                 continue
-            inputs = [a for a in node.all_input_nodes]
+            if getattr(node, "_erased", False):
+                continue
+            for user in list(node.users):
+                if is_metadata_use(user, node):
+                    self._fold_rank_read(user, node)
+            if node.users:
+                continue
+            inputs = list(node.all_input_nodes)
             self.graph.erase_node(node)
             pending.extend(inputs)
         self.invalidate()

@@ -5,7 +5,8 @@ r"""Merge convs of one input whose outputs are concatenated along channels into 
 after placing the kernels in one frame (zero-padded at aligned offsets). Source: DBB
 transform IV (depth concatenation, arXiv:2103.13425), Inception-style multi-kernel blocks.
 Exact when the convs share stride and output grid and pad alike; only ungrouped convs are
-stacked (grouped ones would interleave their groups).
+stacked (grouped ones would interleave their groups). Declined when zero-padding the smaller
+kernels costs more multiply-adds than the separate convs.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class MergeConcatConvs(Rule):
         "the convs read different inputs or are grouped",
         "they differ in stride, output grid or padding mode",
         "a conv output is used elsewhere",
+        "padding the smaller kernels would cost more multiply-adds (unless allow_slower)",
     )
 
     def match(self, node: Node, ctx: RuleContext) -> tuple[Node, list[Node]] | None:
@@ -80,8 +82,15 @@ class MergeConcatConvs(Rule):
         weights, frame = aligned
         weight, bias = concat_kernels(weights, [s.bias for s in specs])
         like = specs[0].weight
+        merged = frame.with_weights(weight.to(like.dtype), bias.to(like.dtype))
+        before = sum(spec.macs_per_output() for spec in specs)
+        if merged.macs_per_output() > before and not ctx.allow_slower:
+            return Refusal(
+                f"the stacked conv costs {merged.macs_per_output()} MACs per output "
+                f"position vs {before}: slower (allow_slower=True to force)"
+            )
         try:
-            module = conv_from_spec(frame.with_weights(weight.to(like.dtype), bias.to(like.dtype)))
+            module = conv_from_spec(merged)
         except ValueError as err:
             return Refusal(str(err))
         return _Plan(cat, parts, module)

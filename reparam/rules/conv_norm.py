@@ -13,7 +13,7 @@ from torch.fx import Node
 
 from reparam.convspec import conv_from_spec, is_plain_conv, spec_from_conv
 from reparam.errors import Refusal
-from reparam.graph.views import AffineView, channel_affine
+from reparam.graph.views import AffineView, channel_affine, single_user
 from reparam.rules.base import Rewrite, Rule, RuleContext
 from reparam.rules.chain import ChainPlan, apply_chain_fold
 from reparam.transforms import fold_affine_after
@@ -49,7 +49,7 @@ class FoldNormAfterConv(Rule):
             return affine
         conv_node = affine.input
         conv = ctx.module(conv_node.target)
-        if len(conv_node.users) != 1:
+        if not single_user(conv_node):
             return Refusal(
                 f"output of conv '{ctx.qualified(conv_node.target)}' is also used "
                 "elsewhere; folding would change that use"

@@ -13,8 +13,7 @@ from torch import nn
 from torch.fx import Node
 
 from reparam.errors import Refusal
-from reparam.graph.shapes import rank_of
-from reparam.graph.views import AffineView, channel_affine
+from reparam.graph.views import AffineView, channel_affine, single_user
 from reparam.rules.base import Rewrite, Rule, RuleContext
 from reparam.rules.chain import ChainPlan, apply_chain_fold, linear_with
 from reparam.transforms import fold_affine_after
@@ -50,11 +49,11 @@ class FoldNormAfterLinear(Rule):
             return affine
         lin_node = affine.input
         linear = ctx.module(lin_node.target)
-        if len(lin_node.users) != 1:
+        if not single_user(lin_node):
             return Refusal(
                 f"output of linear '{ctx.qualified(lin_node.target)}' is also used elsewhere"
             )
-        rank = rank_of(lin_node)
+        rank = ctx.rank(lin_node)
         if rank is None:
             return Refusal("rank of the linear's output is unknown; pass example_inputs")
         if rank != 2:

@@ -29,8 +29,14 @@ from torch.fx import Node
 
 from reparam.convspec import spec_from_conv
 from reparam.errors import Refusal
-from reparam.graph.shapes import shape_of
-from reparam.graph.views import AffineView, channel_affine, is_sum_root, sum_terms
+from reparam.graph.views import (
+    AffineView,
+    channel_affine,
+    is_sum_root,
+    single_user,
+    sum_terms,
+    value_users,
+)
 from reparam.rules.base import Rewrite, Rule, RuleContext, absmax
 from reparam.transforms import conv_to_fc, fold_affine_after
 
@@ -55,16 +61,16 @@ class _FcChain:
 
 def _fc_chain(term: Node, ctx: RuleContext) -> _FcChain | None:
     node, affines = term, []
-    while len(node.users) <= 1 or node is term:
+    while len(value_users(node)) <= 1 or node is term:
         view = channel_affine(node, ctx.root)
         if isinstance(view, AffineView) and isinstance(view.input, Node):
-            affines.append((view, shape_of(node)))
+            affines.append((view, ctx.shape(node)))
             node = view.input
         elif _is_reshape(node) and isinstance(node.args[0], Node):
             node = node.args[0]
         else:
             break
-        if len(node.users) != 1:
+        if not single_user(node):
             return None
     if node.op != "call_module":
         return None
@@ -82,7 +88,7 @@ def _fc_chain(term: Node, ctx: RuleContext) -> _FcChain | None:
     if not (
         isinstance(flat, Node)
         and _is_reshape(flat)
-        and len(flat.users) == 1
+        and single_user(flat)
         and isinstance(flat.args[0], Node)
     ):
         return None
@@ -139,7 +145,7 @@ class LocalityInjection(Rule):
                     t.op == "call_module"
                     and isinstance(ctx.module(t.target), nn.Conv2d)
                     and t.args[0] is chain.source
-                    and len(t.users) == 1
+                    and single_user(t)
                 ):
                     convs.append(t)
                 else:
@@ -150,7 +156,7 @@ class LocalityInjection(Rule):
 
     def check(self, m: _Match, ctx: RuleContext) -> _Plan | Refusal:
         chain = m.chain
-        p_shape, out_shape = shape_of(chain.source), shape_of(chain.term)
+        p_shape, out_shape = ctx.shape(chain.source), ctx.shape(chain.term)
         if p_shape is None or out_shape is None:
             return Refusal("partition shapes are unknown; pass example_inputs")
         if len(p_shape) != 4 or len(out_shape) != 4 or out_shape[2:] != p_shape[2:]:
@@ -168,7 +174,7 @@ class LocalityInjection(Rule):
             groups, weight = fc.groups, fc.weight.detach().flatten(1)
             if (fc.in_channels, fc.out_channels) != (cin * h * w, cout * h * w):
                 return Refusal("the 1×1 conv does not map C·h·w to O·h·w channels")
-        if shape_of(chain.fc.args[0]) is None or shape_of(chain.fc.args[0])[0] != p_shape[0]:
+        if ctx.shape(chain.fc.args[0]) is None or ctx.shape(chain.fc.args[0])[0] != p_shape[0]:
             return Refusal("the flatten before the FC does not keep one row per partition")
         bias = fc.bias.detach() if fc.bias is not None else None
         for view, shape in chain.affines:
@@ -266,11 +272,15 @@ class LocalityInjection(Rule):
                 value = view.input
         for view, _ in chain.affines:
             view.node.replace_all_uses_with(view.input)
+        fc_out = value
         for other in m.others:
             with ctx.graph.inserting_before(m.root):
                 value = ctx.graph.call_function(torch.add, (value, other))
         m.root.replace_all_uses_with(value)
-        ctx.erase_unused([m.root, *(v.node for v, _ in chain.affines)])
+        ctx.erase_unused(
+            [m.root, *(v.node for v, _ in chain.affines)],
+            same_shape_as=fc_out,
+        )
         return Rewrite(
             self.name, site, plan.detail, 0, 0, plan.absmax_before, absmax(plan.module.weight)
         )

@@ -15,7 +15,7 @@ from torch.fx import Node
 
 from reparam.convspec import conv_from_spec, is_plain_conv, spec_from_conv
 from reparam.errors import Refusal
-from reparam.graph.views import AffineView, channel_affine
+from reparam.graph.views import AffineView, channel_affine, single_user, value_users
 from reparam.rules.base import Rewrite, Rule, RuleContext
 from reparam.rules.chain import ChainPlan, apply_chain_fold
 from reparam.transforms import fold_affine_before
@@ -35,9 +35,9 @@ class FoldNormBeforeConv(Rule):
 
     def match(self, node: Node, ctx: RuleContext) -> tuple[AffineView | Refusal, Node] | None:
         affine = channel_affine(node, ctx.root)
-        if affine is None or len(node.users) != 1:
+        if affine is None or not single_user(node):
             return None
-        user = next(iter(node.users))
+        user = value_users(node)[0]
         if user.op != "call_module" or not is_plain_conv(ctx.module(user.target)):
             return None
         if user.args[0] is not node:

@@ -19,8 +19,7 @@ from torch import nn
 from torch.fx import Node
 
 from reparam.errors import Refusal
-from reparam.graph.shapes import shape_of
-from reparam.graph.views import AffineView, channel_affine, resolve_attr
+from reparam.graph.views import AffineView, channel_affine, single_user, value_users
 from reparam.rules.base import Rewrite, Rule, RuleContext
 from reparam.rules.chain import ChainPlan, apply_chain_fold, linear_with
 from reparam.transforms import fold_affine_before, repeat_affine
@@ -34,13 +33,13 @@ _POOL_FUNCTIONS = {
 _RESHAPES = {"flatten", "reshape", "view"}
 
 
-def commutes_with_channel_affine(node: Node, root: nn.Module) -> bool:
+def commutes_with_channel_affine(node: Node, ctx: RuleContext) -> bool:
     """Ops after which a per-channel affine (dim 1) can be moved: averaging over positions and
     channel-major reshapes that keep dim 0 and put channels first."""
     if node.op == "call_module":
-        module = resolve_attr(root, node.target)
+        module = ctx.module(node.target)
         if isinstance(module, nn.Flatten):
-            return _channel_major_flatten(node)
+            return _channel_major_flatten(node, ctx)
         return isinstance(module, _POOLS)
     if node.op == "call_function" and node.target in _POOL_FUNCTIONS:
         return True
@@ -48,7 +47,7 @@ def commutes_with_channel_affine(node: Node, root: nn.Module) -> bool:
     if node.op in ("call_method", "call_function") and name == "mean":
         dims = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
         dims = (dims,) if isinstance(dims, int) else dims
-        src = shape_of(node.args[0])
+        src = ctx.shape(node.args[0])
         return (
             src is not None
             and isinstance(dims, (tuple, list))
@@ -56,13 +55,13 @@ def commutes_with_channel_affine(node: Node, root: nn.Module) -> bool:
             and all(isinstance(d, int) and d % len(src) >= 2 for d in dims)
         )
     if node.op in ("call_method", "call_function") and name in _RESHAPES:
-        return _channel_major_flatten(node)
+        return _channel_major_flatten(node, ctx)
     return False
 
 
-def _channel_major_flatten(node: Node) -> bool:
+def _channel_major_flatten(node: Node, ctx: RuleContext) -> bool:
     """(N, C, *s) → (N, C·prod(s)): keeps dim 0, channels outermost (by the shapes)."""
-    src, dst = shape_of(node.args[0]), shape_of(node)
+    src, dst = ctx.shape(node.args[0]), ctx.shape(node)
     return (
         src is not None
         and dst is not None
@@ -98,11 +97,11 @@ class FoldNormBeforeLinear(Rule):
             return None
         path: list[Node] = []
         cur = node
-        while len(cur.users) == 1:
-            nxt = next(iter(cur.users))
+        while single_user(cur):
+            nxt = value_users(cur)[0]
             if nxt.op == "call_module" and isinstance(ctx.module(nxt.target), nn.Linear):
                 return _Match(affine, tuple(path), nxt)
-            if not commutes_with_channel_affine(nxt, ctx.root):
+            if not commutes_with_channel_affine(nxt, ctx):
                 return None
             path.append(nxt)
             cur = nxt
@@ -114,10 +113,10 @@ class FoldNormBeforeLinear(Rule):
             return affine
         linear = ctx.module(m.linear_node.target)
         channels = affine.scale.numel()
-        feature_shape = shape_of(m.linear_node.args[0])
+        feature_shape = ctx.shape(m.linear_node.args[0])
         if feature_shape is None:
             return Refusal("shape entering the linear is unknown; pass example_inputs")
-        if not affine.fits_rank(len(shape_of(affine.node) or ())):
+        if not affine.fits_rank(len(ctx.shape(affine.node) or ())):
             return Refusal("the scale does not broadcast over dim 1")
         if len(feature_shape) != 2:
             return Refusal(

@@ -34,8 +34,7 @@ from torch.fx import Node
 
 from reparam.convspec import ConvSpec, conv_from_spec, is_plain_conv, spec_from_conv
 from reparam.errors import Refusal
-from reparam.graph.shapes import shape_of
-from reparam.graph.views import SumView, channel_affine, is_sum_root, sum_terms
+from reparam.graph.views import SumView, channel_affine, is_sum_root, single_user, sum_terms
 from reparam.rules.base import Rewrite, Rule, RuleContext, absmax
 from reparam.transforms import (
     avgpool_kernel,
@@ -71,21 +70,21 @@ def classify(node: Node, ctx: RuleContext) -> Term:
     """Describe summand ``node`` as an affine map of some input node."""
     inner, affine, owned = node, None, [node]
     view = channel_affine(node, ctx.root)
-    if view is not None and not isinstance(view, Refusal) and len(node.users) == 1:
+    if view is not None and not isinstance(view, Refusal) and single_user(node):
         src = view.input
         if (
             isinstance(src, Node)
             and src.op == "call_module"
-            and len(src.users) == 1
+            and single_user(src)
             and (is_plain_conv(ctx.module(src.target)) or _is_avgpool(ctx.module(src.target)))
         ):
             inner, affine = src, view
             owned.append(src)
         else:
             return Term(node, src, "affine", affine=view, nodes=owned)
-    if inner.op == "call_module" and (len(inner.users) == 1 or inner is not node):
+    if inner.op == "call_module" and (single_user(inner) or inner is not node):
         module = ctx.module(inner.target)
-        if len(inner.users) == 1 and isinstance(inner.args[0], Node):
+        if single_user(inner) and isinstance(inner.args[0], Node):
             if is_plain_conv(module):
                 return Term(
                     node, inner.args[0], "conv", conv_node=inner, affine=affine, nodes=owned
@@ -283,7 +282,7 @@ class MergeParallelBranches(Rule):
         convs = [t for t in m.terms if t.kind == "conv"]
         conv_modules = [ctx.module(t.conv_node.target) for t in convs]
         dims_set = {c.weight.dim() - 2 for c in conv_modules}
-        src_shape = shape_of(m.source)
+        src_shape = ctx.shape(m.source)
         if dims_set:
             if len(dims_set) != 1:
                 return Refusal("branches mix 1-D/2-D/3-D convs")
@@ -331,7 +330,7 @@ class MergeParallelBranches(Rule):
         for t in m.terms:
             if t.kind == "conv":
                 reason = ctx.exclusive_reason(t.conv_node)
-                if reason and t.conv_node is not t.node and len(t.conv_node.users) > 1:
+                if reason and t.conv_node is not t.node and not single_user(t.conv_node):
                     return Refusal(reason)
         specs = []
         for t in m.terms:
@@ -390,7 +389,7 @@ class MergeParallelBranches(Rule):
             with ctx.graph.inserting_before(root):
                 value = ctx.graph.call_function(torch.add, (value, other))
         root.replace_all_uses_with(value)
-        ctx.erase_unused([root])
+        ctx.erase_unused([root], same_shape_as=new)
         return Rewrite(
             self.name,
             site,

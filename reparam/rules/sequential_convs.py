@@ -23,6 +23,7 @@ from torch.fx import Node
 
 from reparam.convspec import ConvSpec, conv_from_spec, is_plain_conv, spec_from_conv
 from reparam.errors import Refusal
+from reparam.graph.views import single_user
 from reparam.rules.base import Rewrite, Rule, RuleContext, absmax
 from reparam.transforms import compose_sequential
 
@@ -63,7 +64,7 @@ class MergeSequentialConvs(Rule):
 
     def check(self, m: tuple[Node, Node], ctx: RuleContext) -> _Plan | Refusal:
         first_node, second_node = m
-        if len(first_node.users) != 1:
+        if not single_user(first_node):
             return Refusal(f"output of '{ctx.qualified(first_node.target)}' is used elsewhere")
         a = spec_from_conv(ctx.module(first_node.target))
         b = spec_from_conv(ctx.module(second_node.target))

@@ -41,6 +41,7 @@ from torch import nn
 from reparam.testing._common import _signed, randomize_norms, seeded
 
 __all__ = [
+    "BRANCH_KINDS",
     "MAX_BATCH",
     "MAX_CHANNELS",
     "MAX_SPATIAL",
@@ -58,6 +59,7 @@ __all__ = [
     "linear_bn",
     "randomize_norms",
     "refusal_cases",
+    "seeded",
 ]
 
 Shape = tuple[int, ...]
@@ -88,7 +90,7 @@ _MAX_EFFECTIVE_KERNEL: dict[int, int] = {1: 9, 2: 9, 3: 5}
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(eq=False)
 class Case:
     """A drawn module with an example input.
 
@@ -489,8 +491,9 @@ class ConvSpec:
     def output_size(self, size: Sequence[int]) -> Shape:
         """Spatial output size for spatial input ``size``."""
         out = []
-        for n, e, (a, b), s in zip(size, self.effective_kernel, self.pads(), self.stride,
-                                   strict=True):
+        for n, e, (a, b), s in zip(
+            size, self.effective_kernel, self.pads(), self.stride, strict=True
+        ):
             out.append((n + a + b - e) // s + 1)
         return tuple(out)
 
@@ -750,11 +753,15 @@ def bn_conv(
             _ensure_nonzero_shift(bn, gen)
 
     if refuse:
-        why = ("REFUSE: BN before a zero-padded conv with a non-zero BN shift; the padded "
-               "border would need the shift, so folding the BN into the conv is not exact")
+        why = (
+            "REFUSE: BN before a zero-padded conv with a non-zero BN shift; the padded "
+            "border would need the shift, so folding the BN into the conv is not exact"
+        )
     elif padded:
-        why = (f"BN before a {spec.padding_mode}-padded conv: the padded values are BN outputs "
-               "too, so the fold is exact")
+        why = (
+            f"BN before a {spec.padding_mode}-padded conv: the padded values are BN outputs "
+            "too, so the fold is exact"
+        )
     else:
         why = "BN before an unpadded conv: the fold is exact"
     return _make_case(
@@ -828,8 +835,12 @@ def _draw_block(
     big = (1, 3, 5, 7) if dims < 3 else (1, 3, 5)
     kernels = [k for k in big if k // 2 <= max_pad]
     main_k = draw(st.sampled_from(kernels))
-    dilated_opts = [(k, d) for k in (3, 5) for d in (2, 3)
-                    if d * (k - 1) // 2 <= min(max_pad, 6 if dims < 3 else 2)]
+    dilated_opts = [
+        (k, d)
+        for k in (3, 5)
+        for d in (2, 3)
+        if d * (k - 1) // 2 <= min(max_pad, 6 if dims < 3 else 2)
+    ]
 
     available = [k for k in kinds if k in BRANCH_KINDS]
     conv_kinds = [k for k in available if k in _CONV_KINDS]
@@ -845,35 +856,61 @@ def _draw_block(
         conv_kinds = ["kxk"]
     # identity / BN / scale need in == out and stride 1; avgpool needs in == out and zeros.
     id_kinds = [
-        k for k in available
-        if k in _IDENTITY_KINDS and square
-        and (stride == 1 if k != "avgpool" else mode == "zeros")
+        k
+        for k in available
+        if k in _IDENTITY_KINDS and square and (stride == 1 if k != "avgpool" else mode == "zeros")
     ]
+    if dims == 3 and min(spatial) < 3:  # AvgPool3d rejects inputs smaller than its kernel
+        id_kinds = [k for k in id_kinds if k != "avgpool"]
 
     first = draw(st.sampled_from(conv_kinds))
-    rest = draw(st.lists(st.sampled_from(conv_kinds + id_kinds), min_size=0,
-                         max_size=max(0, max_branches - 1)))
+    rest = draw(
+        st.lists(
+            st.sampled_from(conv_kinds + id_kinds), min_size=0, max_size=max(0, max_branches - 1)
+        )
+    )
     branch_kinds = [first, *rest]
 
     style = draw(st.sampled_from(list(SUM_STYLES)))
     container = draw(st.sampled_from(["modulelist", "attributes"]))
     name_prefix = draw(st.sampled_from(["branch", "rbr_", "path_", "b"]))
     seed = draw(_seeds())
-    tags: list[str] = [f"style:{style}", f"container:{container}", f"padding_mode:{mode}",
-                       f"stride:{stride}"]
+    tags: list[str] = [
+        f"style:{style}",
+        f"container:{container}",
+        f"padding_mode:{mode}",
+        f"stride:{stride}",
+    ]
     descs: list[str] = []
     named: list[tuple[str, nn.Module]] = []
     inline_identity = False
     gamma: torch.Tensor | None = None
     Conv, Avg = _CONV[dims], _AVG[dims]
 
-    def conv(ci: int, co: int, k: Shape | int, *, stride: Shape | int = s,
-             padding: Shape | int = 0, dilation: int = 1, g: int = groups,
-             bias: bool | None = None) -> nn.Module:
+    def conv(
+        ci: int,
+        co: int,
+        k: Shape | int,
+        *,
+        stride: Shape | int = s,
+        padding: Shape | int = 0,
+        dilation: int = 1,
+        g: int = groups,
+        bias: bool | None = None,
+    ) -> nn.Module:
         if bias is None:
             bias = draw(st.booleans())
-        return Conv(ci, co, k, stride=stride, padding=padding, dilation=dilation, groups=g,
-                    bias=bias, padding_mode=mode)
+        return Conv(
+            ci,
+            co,
+            k,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=g,
+            bias=bias,
+            padding_mode=mode,
+        )
 
     def bn(c: int) -> nn.Module:
         return _draw_bn(draw, dims, c)()
@@ -911,33 +948,49 @@ def _draw_block(
                 k = draw(st.sampled_from(kernels))
                 mid = groups * draw(st.integers(1, MAX_CHANNELS // groups))
                 first_conv = conv(cin, mid, 1, stride=1, bias=False)
-                m = nn.Sequential(first_conv, conv_bn_(conv(mid, cout, k, padding=k // 2),
-                                                       bn(cout)))
+                m = nn.Sequential(
+                    first_conv, conv_bn_(conv(mid, cout, k, padding=k // 2), bn(cout))
+                )
                 descs.append(f"conv1x1({cin}->{mid}, no bias) -> conv{k}x{k}+BN")
             elif kind == "seq_dbb_pad":
                 k = draw(st.sampled_from(kernels))
                 mid = groups * draw(st.integers(1, MAX_CHANNELS // groups))
-                m = nn.Sequential(OrderedDict([
-                    ("conv1", conv(cin, mid, 1, stride=1, bias=False)),
-                    ("bn1", _BNAndPad(bn(mid), k // 2, dims)),
-                    ("conv2", conv(mid, cout, k, padding=0)),
-                    ("bn2", bn(cout)),
-                ]))
-                descs.append(f"conv1x1({cin}->{mid})+BN -> pad {k // 2} with BN(0) -> "
-                             f"conv{k}x{k}(p=0)+BN (DBB)")
+                m = nn.Sequential(
+                    OrderedDict(
+                        [
+                            ("conv1", conv(cin, mid, 1, stride=1, bias=False)),
+                            ("bn1", _BNAndPad(bn(mid), k // 2, dims)),
+                            ("conv2", conv(mid, cout, k, padding=0)),
+                            ("bn2", bn(cout)),
+                        ]
+                    )
+                )
+                descs.append(
+                    f"conv1x1({cin}->{mid})+BN -> pad {k // 2} with BN(0) -> "
+                    f"conv{k}x{k}(p=0)+BN (DBB)"
+                )
             elif kind == "seq_1x1_avg":
                 k = draw(st.sampled_from([v for v in kernels if v > 1] or [1]))
-                m = nn.Sequential(OrderedDict([
-                    ("conv", conv(cin, cout, 1, stride=1, bias=False)),
-                    ("bn", _BNAndPad(bn(cout), k // 2, dims)),
-                    ("avg", Avg(k, stride=stride, padding=0)),
-                    ("avgbn", bn(cout)),
-                ]))
+                m = nn.Sequential(
+                    OrderedDict(
+                        [
+                            ("conv", conv(cin, cout, 1, stride=1, bias=False)),
+                            ("bn", _BNAndPad(bn(cout), k // 2, dims)),
+                            ("avg", Avg(k, stride=stride, padding=0)),
+                            ("avgbn", bn(cout)),
+                        ]
+                    )
+                )
                 descs.append(f"conv1x1+BN -> pad with BN(0) -> avgpool{k}(p=0)+BN (DBB)")
             elif kind == "concat":
                 n_parts = draw(st.integers(2, min(3, cout)))
-                cuts = sorted(draw(st.sets(st.integers(1, cout - 1), min_size=n_parts - 1,
-                                           max_size=n_parts - 1)))
+                cuts = sorted(
+                    draw(
+                        st.sets(
+                            st.integers(1, cout - 1), min_size=n_parts - 1, max_size=n_parts - 1
+                        )
+                    )
+                )
                 sizes = [b - a for a, b in zip([0, *cuts], [*cuts, cout], strict=True)]
                 bn_after = draw(st.booleans())
                 parts, pdesc = [], []
@@ -961,7 +1014,8 @@ def _draw_block(
             elif kind == "scale":
                 g_shape = (cin,) + (1,) * dims
                 gamma_init = torch.empty(g_shape).uniform_(0.5, 1.5) * torch.where(
-                    torch.rand(g_shape) < 0.5, -1.0, 1.0)
+                    torch.rand(g_shape) < 0.5, -1.0, 1.0
+                )
                 if gamma is None and draw(st.booleans()):
                     gamma = gamma_init
                     descs.append("x * gamma (inline parameter)")
@@ -986,8 +1040,9 @@ def _draw_block(
         functional_relu = False
         post: nn.Module = nn.Identity()
         if allow_activation:
-            post_kind = draw(st.sampled_from(["none", "relu", "relu_fn", "relu_dropout",
-                                              "dropout", "identity"]))
+            post_kind = draw(
+                st.sampled_from(["none", "relu", "relu_fn", "relu_dropout", "dropout", "identity"])
+            )
             if post_kind == "relu":
                 post = nn.ReLU()
             elif post_kind == "relu_fn":
@@ -1011,9 +1066,12 @@ def _draw_block(
     if post_kind.startswith("relu"):
         tags.append("activation")
     out_spatial = tuple((n - 1) // stride + 1 for n in spatial)
-    desc = (f"branch_block[{style}, {container}] {dims}-D in={cin} out={cout} g={groups} "
-            f"s={stride} {mode}: " + " + ".join(descs)
-            + ("" if post_kind == "none" else f" -> {post_kind}"))
+    desc = (
+        f"branch_block[{style}, {container}] {dims}-D in={cin} out={cout} g={groups} "
+        f"s={stride} {mode}: "
+        + " + ".join(descs)
+        + ("" if post_kind == "none" else f" -> {post_kind}")
+    )
     return _DrawnBlock(module, cout, out_spatial, desc, tags)
 
 
@@ -1286,6 +1344,7 @@ REFUSAL_KINDS: tuple[str, ...] = (
     "mismatched_stride",
     "crop_offset",
     "output_padded_branch",
+    "bn_between_1x1_and_padded_kxk",
     "mixed_padding_modes",
     "shared_conv_sequential",
     "shared_conv_branches",
@@ -1296,14 +1355,33 @@ REFUSAL_KINDS: tuple[str, ...] = (
 )
 
 
-def _cbn(ci: int, co: int, k: int | Shape, stride: int = 1, padding: int | Shape = 0,
-         padding_mode: str = "zeros", bias: bool = False) -> nn.Module:
+def _cbn(
+    ci: int,
+    co: int,
+    k: int | Shape,
+    stride: int = 1,
+    padding: int | Shape = 0,
+    padding_mode: str = "zeros",
+    bias: bool = False,
+) -> nn.Module:
     return nn.Sequential(
-        OrderedDict([
-            ("conv", nn.Conv2d(ci, co, k, stride=stride, padding=padding,
-                               padding_mode=padding_mode, bias=bias)),
-            ("bn", nn.BatchNorm2d(co)),
-        ])
+        OrderedDict(
+            [
+                (
+                    "conv",
+                    nn.Conv2d(
+                        ci,
+                        co,
+                        k,
+                        stride=stride,
+                        padding=padding,
+                        padding_mode=padding_mode,
+                        bias=bias,
+                    ),
+                ),
+                ("bn", nn.BatchNorm2d(co)),
+            ]
+        )
     )
 
 
@@ -1321,7 +1399,8 @@ def refusal_cases(
     match the original outputs. ``description`` starts with ``REFUSE <kind>:`` and says why.
     Kinds (:data:`REFUSAL_KINDS`): BN before a zero-padded conv with non-zero shift;
     branches with different strides (same output size); branches with different centre
-    offsets (a cropped 1x1); a branch zero-padding its output; reflect/circular mixed with
+    offsets (a cropped 1x1); a branch zero-padding its output; 1x1 conv+BN -> zero-padded
+    kxk conv without BN-and-pad; reflect/circular mixed with
     zero padding; one conv called twice in a row or in two branches; a conv output both
     returned and used in the sum; BN with ``track_running_stats=False``; a non-linearity on a
     branch before the sum; avgpool with ``count_include_pad=False`` and padding.
@@ -1353,73 +1432,120 @@ def refusal_cases(
             def after(m: nn.Module, g: torch.Generator, bn: nn.Module = bn) -> None:
                 _ensure_nonzero_shift(bn, g)
 
-            why = ("BN before a zero-padded conv with a non-zero shift: the border would need "
-                   "the shift padded, folding changes border outputs")
+            why = (
+                "BN before a zero-padded conv with a non-zero shift: the border would need "
+                "the shift padded, folding changes border outputs"
+            )
         elif kind == "mismatched_stride":
             stride_tag = "stride:mixed"
             hw = size(2)
             kb = tuple(n // 2 + 1 for n in hw)
             module = _TwoBranch(_cbn(ci, co, 1, stride=2), _cbn(ci, co, kb, stride=1))
             out = (batch, co, *((n + 1) // 2 for n in hw))
-            why = (f"a stride-2 1x1 branch and a stride-1 {_fmt(kb)} branch happen to give the "
-                   "same output size; they sample different grids")
+            why = (
+                f"a stride-2 1x1 branch and a stride-1 {_fmt(kb)} branch happen to give the "
+                "same output size; they sample different grids"
+            )
         elif kind == "crop_offset":
             stride = 1
             hw = size(k)
             module = _CropOffset(_cbn(ci, co, k), _cbn(ci, co, 1), k - 1)
             out = (batch, co, *(n - k + 1 for n in hw))
-            why = (f"the 1x1 branch is cropped to the top-left, so its centre is offset by "
-                   f"{p} from the {k}x{k} (p=0) branch; centring it in the kernel is wrong")
+            why = (
+                f"the 1x1 branch is cropped to the top-left, so its centre is offset by "
+                f"{p} from the {k}x{k} (p=0) branch; centring it in the kernel is wrong"
+            )
         elif kind == "output_padded_branch":
             stride = 1
             hw = size(k)
             module = _OutputPadded(_cbn(ci, co, k, padding=p), _cbn(ci, co, k), p)
             out = (batch, co, *hw)
-            why = ("one branch zero-pads its OUTPUT (after BN): its border is 0, not a conv of "
-                   "the zero-padded input, so no single conv computes the sum")
+            why = (
+                "one branch zero-pads its OUTPUT (after BN): its border is 0, not a conv of "
+                "the zero-padded input, so no single conv computes the sum"
+            )
+        elif kind == "bn_between_1x1_and_padded_kxk":
+            hw = size()
+            mid = draw(st.integers(1, 8))
+            bn_mid = nn.BatchNorm2d(mid)
+            module = _TwoBranch(
+                nn.Sequential(
+                    OrderedDict(
+                        [
+                            ("conv1", nn.Conv2d(ci, mid, 1, bias=False)),
+                            ("bn1", bn_mid),
+                            ("conv2", nn.Conv2d(mid, co, k, stride, p, bias=False)),
+                            ("bn2", nn.BatchNorm2d(co)),
+                        ]
+                    )
+                ),
+                _cbn(ci, co, 1, stride),
+            )
+            out = (batch, co, *same_size(hw, stride))
+
+            def after(m: nn.Module, g: torch.Generator, bn: nn.Module = bn_mid) -> None:
+                _ensure_nonzero_shift(bn, g)
+
+            why = (
+                f"1x1 conv+BN -> zero-padded {k}x{k} conv+BN without DBB's BN-and-pad: the "
+                "middle BN's non-zero shift is zero-padded, so the 1x1 cannot be merged into "
+                "the kxk (folding the BN into the 1x1 alone is still exact)"
+            )
         elif kind == "mixed_padding_modes":
             mode = draw(st.sampled_from(["reflect", "circular"]))
             kb = draw(st.sampled_from([3, 5]))
             hw = size(max(p, kb // 2) + 1)
-            module = _TwoBranch(_cbn(ci, co, k, stride, p, padding_mode=mode),
-                                _cbn(ci, co, kb, stride, kb // 2))
+            module = _TwoBranch(
+                _cbn(ci, co, k, stride, p, padding_mode=mode), _cbn(ci, co, kb, stride, kb // 2)
+            )
             out = (batch, co, *same_size(hw, stride))
-            why = (f"a {mode}-padded {k}x{k} branch summed with a zero-padded {kb}x{kb} branch: "
-                   "the border values differ, one padding mode cannot serve both")
+            why = (
+                f"a {mode}-padded {k}x{k} branch summed with a zero-padded {kb}x{kb} branch: "
+                "the border values differ, one padding mode cannot serve both"
+            )
         elif kind == "shared_conv_sequential":
             stride = 1
             hw = size()
             conv = nn.Conv2d(ci, ci, k, 1, p, bias=draw(st.booleans()))
             module = _SharedSequential(conv, nn.BatchNorm2d(ci))
             out = (batch, ci, *hw)
-            why = ("the same conv module is applied twice in a row; folding the BN into it "
-                   "would also change its first application")
+            why = (
+                "the same conv module is applied twice in a row; folding the BN into it "
+                "would also change its first application"
+            )
         elif kind == "shared_conv_branches":
             hw = size()
             conv = nn.Conv2d(ci, co, k, stride, p, bias=draw(st.booleans()))
             module = _SharedBranches(conv, nn.BatchNorm2d(co), nn.BatchNorm2d(co))
             out = (batch, co, *same_size(hw, stride))
-            why = ("one conv module is called in two branches; folding either BN into the "
-                   "shared weights in place corrupts the other branch")
+            why = (
+                "one conv module is called in two branches; folding either BN into the "
+                "shared weights in place corrupts the other branch"
+            )
         elif kind == "conv_output_returned":
             hw = size()
             conv = nn.Conv2d(ci, co, k, stride, p, bias=draw(st.booleans()))
             module = _ReturnsIntermediate(conv, nn.BatchNorm2d(co), _cbn(ci, co, 1, stride))
             shape = (batch, co, *same_size(hw, stride))
             out = (shape, shape)
-            why = ("the raw conv output is returned as well as BN-ed and summed; folding the BN "
-                   "or merging the branches would change the returned tensor")
+            why = (
+                "the raw conv output is returned as well as BN-ed and summed; folding the BN "
+                "or merging the branches would change the returned tensor"
+            )
         elif kind == "bn_no_running_stats":
             batch = 2
             hw = size(2)
             module = _TwoBranch(
-                nn.Sequential(nn.Conv2d(ci, co, k, stride, p),
-                              nn.BatchNorm2d(co, track_running_stats=False)),
+                nn.Sequential(
+                    nn.Conv2d(ci, co, k, stride, p), nn.BatchNorm2d(co, track_running_stats=False)
+                ),
                 _cbn(ci, co, 1, stride),
             )
             out = (batch, co, *same_size(hw, stride))
-            why = ("BatchNorm2d(track_running_stats=False) normalizes with batch statistics "
-                   "even in eval; there is no fixed affine map to fold")
+            why = (
+                "BatchNorm2d(track_running_stats=False) normalizes with batch statistics "
+                "even in eval; there is no fixed affine map to fold"
+            )
         elif kind == "nonlinear_branch":
             hw = size()
             module = _NonlinearBranch(_cbn(ci, co, k, stride, p), _cbn(ci, co, 1, stride))
@@ -1428,13 +1554,16 @@ def refusal_cases(
         elif kind == "avgpool_exclude_pad":
             hw = size()
             module = _TwoBranch(
-                nn.Sequential(nn.AvgPool2d(k, stride, p, count_include_pad=False),
-                              nn.BatchNorm2d(ci)),
+                nn.Sequential(
+                    nn.AvgPool2d(k, stride, p, count_include_pad=False), nn.BatchNorm2d(ci)
+                ),
                 _cbn(ci, ci, k, stride, p),
             )
             out = (batch, ci, *same_size(hw, stride))
-            why = ("AvgPool2d(count_include_pad=False) with padding divides by the in-bounds "
-                   "count at the border; it is not a fixed conv")
+            why = (
+                "AvgPool2d(count_include_pad=False) with padding divides by the in-bounds "
+                "count at the border; it is not a fixed conv"
+            )
         else:
             raise ValueError(f"unknown refusal kind {kind!r}")
     return _make_case(

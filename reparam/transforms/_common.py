@@ -15,8 +15,14 @@ from torch import Tensor
 WORK_DTYPE = torch.float64
 
 
-def check_tensor(name: str, t: object, *, ndim: int | None = None, min_ndim: int | None = None,
-                 floating: bool = False) -> Tensor:
+def check_tensor(
+    name: str,
+    t: object,
+    *,
+    ndim: int | None = None,
+    min_ndim: int | None = None,
+    floating: bool = False,
+) -> Tensor:
     """Raise ``ValueError`` unless ``t`` is a tensor of the requested rank (and kind)."""
     if not isinstance(t, Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -24,7 +30,8 @@ def check_tensor(name: str, t: object, *, ndim: int | None = None, min_ndim: int
         raise ValueError(f"{name} must have {ndim} dimension(s), got shape {tuple(t.shape)}")
     if min_ndim is not None and t.dim() < min_ndim:
         raise ValueError(
-            f"{name} must have at least {min_ndim} dimensions, got shape {tuple(t.shape)}")
+            f"{name} must have at least {min_ndim} dimensions, got shape {tuple(t.shape)}"
+        )
     if floating and not t.is_floating_point():
         raise ValueError(f"{name} must be floating point, got {t.dtype}")
     return t

@@ -42,8 +42,13 @@ from ._common import (
 __all__ = ["fold_affine_after", "fold_affine_before", "norm_to_affine", "repeat_affine"]
 
 
-def norm_to_affine(running_mean: Tensor, running_var: Tensor, weight: Tensor | None,
-                   bias: Tensor | None, eps: float) -> tuple[Tensor, Tensor]:
+def norm_to_affine(
+    running_mean: Tensor,
+    running_var: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    eps: float,
+) -> tuple[Tensor, Tensor]:
     """Eval-mode batch norm as ``y = scale * x + shift`` per channel.
 
     ``weight``/``bias`` may be ``None`` (``affine=False``). Results have the dtype of
@@ -77,8 +82,9 @@ def _check_weight_and_bias(weight: Tensor, bias: Tensor | None) -> int:
     return out_channels
 
 
-def fold_affine_after(weight: Tensor, bias: Tensor | None, scale: Tensor,
-                      shift: Tensor) -> tuple[Tensor, Tensor]:
+def fold_affine_after(
+    weight: Tensor, bias: Tensor | None, scale: Tensor, shift: Tensor
+) -> tuple[Tensor, Tensor]:
     """Fold a per-output-channel affine that follows a conv / linear into it.
 
     ``weight`` is ``(O, I/g, *k)`` or ``(O, I)``; returns ``(W', b')`` in ``weight``'s dtype.
@@ -92,8 +98,9 @@ def fold_affine_after(weight: Tensor, bias: Tensor | None, scale: Tensor,
     return new_weight.to(weight.dtype), new_bias.to(weight.dtype)
 
 
-def fold_affine_before(weight: Tensor, bias: Tensor | None, scale: Tensor, shift: Tensor,
-                       groups: int = 1) -> tuple[Tensor, Tensor]:
+def fold_affine_before(
+    weight: Tensor, bias: Tensor | None, scale: Tensor, shift: Tensor, groups: int = 1
+) -> tuple[Tensor, Tensor]:
     """Fold a per-input-channel affine that precedes a conv / linear into it.
 
     ``scale``/``shift`` have one entry per input channel (``I = weight.shape[1] * groups``).

@@ -17,7 +17,8 @@ kernels summed over the middle channel. Grouped convs are first regrouped to
 
 Exactness (the caller must check)
 ---------------------------------
-* conv1 must have **no padding**, stride 1 and dilation 1; conv2 stride 1, dilation 1.
+* conv1 must have **no padding**, stride 1 and dilation 1; conv2 dilation 1. conv2 may
+  stride: the merged conv takes conv2's stride (``y(q) = \sum_v w_2[v] y_1(s q + v)``).
 * If conv2 has padding ``p > 0`` the composite uses padding ``p`` on ``x``, but the original
   zero-pads conv1's *output*. They agree only when conv1 is ``1 x 1`` (spatially all ones)
   **and** the padded intermediate equals conv1 applied to zeros, i.e. ``b1 == 0`` — or the
@@ -48,12 +49,14 @@ __all__ = ["compose_sequential"]
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 
-def compose_sequential(w1: Tensor, b1: Tensor | None, groups1: int, w2: Tensor,
-                       b2: Tensor | None, groups2: int) -> tuple[Tensor, Tensor, int]:
-    """Merge conv1 then conv2 (stride 1, dilation 1, conv1 unpadded) into one conv.
+def compose_sequential(
+    w1: Tensor, b1: Tensor | None, groups1: int, w2: Tensor, b2: Tensor | None, groups2: int
+) -> tuple[Tensor, Tensor, int]:
+    """Merge conv1 then conv2 (dilation 1; conv1 stride 1 and unpadded) into one conv.
 
     Returns ``(weight, bias, groups)``: kernel size ``k1 + k2 - 1``, ``groups = gcd(g1, g2)``,
-    in ``w1``'s dtype. The merged conv takes conv2's padding (see the module docstring).
+    in ``w1``'s dtype. The merged conv takes conv2's stride and padding (see the module
+    docstring for when padding is exact).
     """
     check_tensor("w1", w1, min_ndim=3, floating=True)
     check_tensor("w2", w2, min_ndim=3, floating=True)
@@ -71,8 +74,7 @@ def compose_sequential(w1: Tensor, b1: Tensor | None, groups1: int, w2: Tensor,
     if out % groups2:
         raise ValueError(f"conv2 out channels {out} not divisible by groups2 {groups2}")
     if w2.shape[1] * groups2 != mid:
-        raise ValueError(
-            f"conv2 expects {w2.shape[1] * groups2} input channels, conv1 gives {mid}")
+        raise ValueError(f"conv2 expects {w2.shape[1] * groups2} input channels, conv1 gives {mid}")
     if b1 is not None:
         check_vector("b1", b1, mid, w1)
     if b2 is not None:

@@ -23,8 +23,9 @@ from ._common import check_tensor, check_vector
 __all__ = ["concat_kernels"]
 
 
-def concat_kernels(weights: Sequence[Tensor],
-                   biases: Sequence[Tensor | None]) -> tuple[Tensor, Tensor]:
+def concat_kernels(
+    weights: Sequence[Tensor], biases: Sequence[Tensor | None]
+) -> tuple[Tensor, Tensor]:
     """Stack the weights / biases of channel-concatenated ``groups=1`` convs.
 
     All weights must share shape past dim 0, dtype and device; ``None`` biases are zeros.
@@ -42,10 +43,12 @@ def concat_kernels(weights: Sequence[Tensor],
         if w.shape[1:] != first.shape[1:]:
             raise ValueError(
                 f"weights[{j}] has shape {tuple(w.shape)}, incompatible with "
-                f"{tuple(first.shape)} (all but dim 0 must match)")
+                f"{tuple(first.shape)} (all but dim 0 must match)"
+            )
         if w.dtype != first.dtype or w.device != first.device:
-            raise ValueError(f"weights[{j}] is {w.dtype} on {w.device}, expected "
-                             f"{first.dtype} on {first.device}")
+            raise ValueError(
+                f"weights[{j}] is {w.dtype} on {w.device}, expected {first.dtype} on {first.device}"
+            )
         if b is None:
             out_bias.append(w.new_zeros(w.shape[0]))
         else:

@@ -56,7 +56,8 @@ def pad_kernel(weight: Tensor, target_size: Sequence[int], offset: Sequence[int]
     for dim, (t, o, k) in enumerate(zip(target, start, kernel, strict=True)):
         if o + k > t:
             raise ValueError(
-                f"kernel size {k} at offset {o} does not fit in target size {t} (dim {dim})")
+                f"kernel size {k} at offset {o} does not fit in target size {t} (dim {dim})"
+            )
     out = weight.new_zeros((*weight.shape[:2], *target))
     window = tuple(slice(o, o + k) for o, k in zip(start, kernel, strict=True))
     out[(slice(None), slice(None), *window)] = weight
@@ -72,7 +73,8 @@ def center_pad_kernel(weight: Tensor, target_size: Sequence[int]) -> Tensor:
         if t < k or (t - k) % 2:
             raise ValueError(
                 f"cannot centre kernel size {k} in target size {t} (dim {dim}): "
-                "the difference must be even and non-negative")
+                "the difference must be even and non-negative"
+            )
         offset.append((t - k) // 2)
     return pad_kernel(weight, target, offset)
 
@@ -102,16 +104,23 @@ def diagonal_kernel(values: Tensor, groups: int) -> Tensor:
     return out
 
 
-def _depthwise_values(channels: int, groups: int, kernel_size: Sequence[int],
-                      dtype: torch.dtype, device: torch.device | str,
-                      ) -> tuple[Tensor, tuple[int, ...]]:
+def _depthwise_values(
+    channels: int,
+    groups: int,
+    kernel_size: Sequence[int],
+    dtype: torch.dtype,
+    device: torch.device | str,
+) -> tuple[Tensor, tuple[int, ...]]:
     """Validate the arguments; return zeros ``(C, *k)`` and the kernel size."""
     check_int("channels", channels)
     check_int("groups", groups)
     if channels % groups:
         raise ValueError(f"channels {channels} not divisible by groups {groups}")
-    if isinstance(kernel_size, (str, bytes)) or not isinstance(kernel_size, Sequence) \
-            or not kernel_size:
+    if (
+        isinstance(kernel_size, (str, bytes))
+        or not isinstance(kernel_size, Sequence)
+        or not kernel_size
+    ):
         raise ValueError(f"kernel_size must be a non-empty sequence of ints, got {kernel_size!r}")
     size = check_sizes("kernel_size", kernel_size, len(kernel_size), minimum=1)
     check_dtype(dtype)
@@ -122,8 +131,13 @@ def _depthwise_values(channels: int, groups: int, kernel_size: Sequence[int],
     return torch.zeros((channels, *size), dtype=dtype, device=dev), size
 
 
-def identity_kernel(channels: int, groups: int, kernel_size: Sequence[int],
-                    dtype: torch.dtype, device: torch.device | str) -> Tensor:
+def identity_kernel(
+    channels: int,
+    groups: int,
+    kernel_size: Sequence[int],
+    dtype: torch.dtype,
+    device: torch.device | str,
+) -> Tensor:
     """Kernel of a ``groups``-group conv that is the identity (odd kernel sizes, centred)."""
     values, size = _depthwise_values(channels, groups, kernel_size, dtype, device)
     if any(k % 2 == 0 for k in size):
@@ -132,8 +146,13 @@ def identity_kernel(channels: int, groups: int, kernel_size: Sequence[int],
     return diagonal_kernel(values, groups)
 
 
-def avgpool_kernel(channels: int, groups: int, kernel_size: Sequence[int],
-                   dtype: torch.dtype, device: torch.device | str) -> Tensor:
+def avgpool_kernel(
+    channels: int,
+    groups: int,
+    kernel_size: Sequence[int],
+    dtype: torch.dtype,
+    device: torch.device | str,
+) -> Tensor:
     """Average pooling (``count_include_pad=True``) as a conv kernel; use the pool's stride
     and padding for the conv."""
     values, size = _depthwise_values(channels, groups, kernel_size, dtype, device)

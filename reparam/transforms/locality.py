@@ -35,9 +35,17 @@ from ._common import (
 __all__ = ["conv_to_fc", "dense_to_grouped_fc", "grouped_fc_to_dense"]
 
 
-def conv_to_fc(weight: Tensor, bias: Tensor | None, h: int, w: int, padding: Sequence[int],
-               groups: int, dilation: Sequence[int] = (1, 1), *,
-               chunk_elements: int = 2**22) -> tuple[Tensor, Tensor]:
+def conv_to_fc(
+    weight: Tensor,
+    bias: Tensor | None,
+    h: int,
+    w: int,
+    padding: Sequence[int],
+    groups: int,
+    dilation: Sequence[int] = (1, 1),
+    *,
+    chunk_elements: int = 2**22,
+) -> tuple[Tensor, Tensor]:
     """A stride-1 "same" 2-D conv on an ``h x w`` map as grouped FC blocks.
 
     Returns ``fc_weight`` of shape ``(groups, O_g*h*w, I_g*h*w)`` (rows ``(o, y, x)``,
@@ -58,7 +66,8 @@ def conv_to_fc(weight: Tensor, bias: Tensor | None, h: int, w: int, padding: Seq
         if 2 * p != d * (k - 1):
             raise ValueError(
                 f"conv must preserve the map size: need 2*padding == dilation*(k-1) in dim "
-                f"{dim}, got padding={p}, dilation={d}, k={k}")
+                f"{dim}, got padding={p}, dilation={d}, k={k}"
+            )
     if bias is not None:
         check_vector("bias", bias, out_channels, weight)
     n, rows = in_per_group * h * w, (out_channels // groups) * h * w

@@ -12,15 +12,15 @@ from typing import Any
 
 import pytest
 import torch
-from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
-
 from _repmlp_oracle import (
     check_inference_layout,
     deploy_state_dict,
     expected_inference_keys,
     randomize_bn,
 )
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
 from reparam_models import create_model, list_models
 
 ALL_MODELS = list_models()

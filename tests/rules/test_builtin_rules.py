@@ -215,16 +215,21 @@ def test_sequential_1x1_kxk(device):
 
 def test_concat_convs(device):
     class Cat(nn.Module):
-        def __init__(self):
+        def __init__(self, k_b):
             super().__init__()
-            self.a, self.b = nn.Conv2d(4, 3, 3, padding=1), nn.Conv2d(4, 5, 1)
+            self.a = nn.Conv2d(4, 3, 3, padding=1)
+            self.b = nn.Conv2d(4, 5, k_b, padding=k_b // 2)
 
         def forward(self, x):
             return torch.cat([self.a(x), self.b(x)], dim=1)
 
     x = torch.randn(2, 4, 6, 6, dtype=torch.float64, device=device)
-    result = _run(Cat(), x)
+    result = _run(Cat(3), x)
     assert _fired(result) == {"concat_convs": 1}
+    assert sum(isinstance(m, nn.Conv2d) for m in result.model.modules()) == 1
+    result = _run(Cat(1), x)  # the 1×1 padded to 3×3 would cost more
+    assert any("slower" in r for r in _refused(result))
+    assert _fired(_run(Cat(1), x, allow_slower=True)) == {"concat_convs": 1}
 
 
 def test_verify_rolls_back_a_wrong_rule(device):

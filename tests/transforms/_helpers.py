@@ -145,3 +145,20 @@ def channel_view(v: Tensor, nd: int) -> Tensor:
 
 def lcm(a: int, b: int) -> int:
     return a * b // math.gcd(a, b)
+
+
+def check_float32(fn, *args, device: torch.device, **kwargs) -> None:
+    """``fn`` on float32 tensors returns float32 tensors on ``device`` that match ``fn`` on
+    the same values up-cast to float64 within ``TOL32``."""
+    def up(a):
+        return a.to(F64) if isinstance(a, Tensor) else a
+
+    out32 = fn(*args, **kwargs)
+    out64 = fn(*map(up, args), **{k: up(v) for k, v in kwargs.items()})
+    pairs = zip(out32, out64, strict=True) if isinstance(out32, tuple) else [(out32, out64)]
+    for a32, a64 in pairs:
+        if isinstance(a32, Tensor):
+            assert_on(a32, device, torch.float32)
+            assert_close(a64, a32, TOL32)
+        else:
+            assert a32 == a64

@@ -17,11 +17,11 @@ from reparam.transforms import (
 
 from ._helpers import (
     F64,
-    TOL32,
     Rand,
     assert_close,
     assert_on,
     channel_view,
+    check_float32,
     conv_specs,
     seeds,
     strict_defaults,
@@ -119,27 +119,16 @@ def test_repeat_affine_matches_flatten(device, seed, c, a, b):
 @with_device
 @given(seed=seeds, spec=conv_specs(nd=st.integers(0, 2), padded=False))
 def test_float32_in_float32_out(device, seed, spec):
-    r64, r32 = Rand(seed, device), Rand(seed, device, torch.float32)
-    c = spec.out_ch
-    args64 = (r64.normal(c), r64.positive(c), r64.normal(c), r64.normal(c))
-    args32 = (r32.normal(c), r32.positive(c), r32.normal(c), r32.normal(c))
-    s64, t64 = norm_to_affine(*args64, 1e-5)
-    s32, t32 = norm_to_affine(*args32, 1e-5)
-    assert s32.dtype == t32.dtype == torch.float32
-    assert_close(s64, s32, TOL32)
-    assert_close(t64, t32, TOL32)
-    w64, w32 = r64.normal(*spec.weight_shape), r32.normal(*spec.weight_shape)
-    wa64, ba64 = fold_affine_after(w64, None, s64, t64)
-    wa32, ba32 = fold_affine_after(w32, None, s32, t32)
-    assert wa32.dtype == ba32.dtype == torch.float32
-    assert_close(wa64, wa32, TOL32)
-    assert_close(ba64, ba32, TOL32)
-    si, ti = r64.normal(spec.in_ch), r64.normal(spec.in_ch)
-    wb64, bb64 = fold_affine_before(w64, None, si, ti, spec.groups)
-    wb32, bb32 = fold_affine_before(w32, None, si.float(), ti.float(), spec.groups)
-    assert wb32.dtype == bb32.dtype == torch.float32
-    assert_close(wb64, wb32, TOL32)
-    assert_close(bb64, bb32, TOL32)
+    r = Rand(seed, device, torch.float32)
+    c, ci = spec.out_ch, spec.in_ch
+    weight = r.normal(*spec.weight_shape)
+    check_float32(norm_to_affine, r.normal(c), r.positive(c), r.normal(c), r.normal(c), 1e-5,
+                  device=device)
+    check_float32(fold_affine_after, weight, r.normal(c), r.normal(c), r.normal(c),
+                  device=device)
+    check_float32(fold_affine_before, weight, r.normal(c), r.normal(ci), r.normal(ci),
+                  spec.groups, device=device)
+    check_float32(repeat_affine, r.normal(c), r.normal(c), 3, device=device)
 
 
 def _vec(n: int, dtype=F64) -> torch.Tensor:

@@ -11,10 +11,10 @@ from reparam.transforms import concat_kernels
 
 from ._helpers import (
     F64,
-    TOL32,
     Rand,
     assert_close,
     assert_on,
+    check_float32,
     conv_specs,
     seeds,
     strict_defaults,
@@ -41,16 +41,9 @@ def test_concat_matches_cat_of_convs(device, seed, spec, outs):
 @with_device
 @given(seed=seeds, spec=conv_specs(nd=st.integers(1, 2), groups=1))
 def test_float32_in_float32_out(device, seed, spec):
-    results = []
-    for dtype in (torch.float64, torch.float32):
-        r = Rand(seed, device, dtype)
-        results.append(concat_kernels([r.normal(*spec.weight_shape)] * 2,
-                                      [None, r.normal(spec.out_ch)]))
-    (w64, b64), (w32, b32) = results
-    assert_on(w32, device, torch.float32)
-    assert_on(b32, device, torch.float32)
-    assert_close(w64, w32, TOL32)
-    assert_close(b64, b32, TOL32)
+    r = Rand(seed, device, torch.float32)
+    check_float32(lambda w, v, b: concat_kernels([w, v], [None, b]), r.normal(*spec.weight_shape),
+                  r.normal(*spec.weight_shape), r.normal(spec.out_ch), device=device)
 
 
 def _t(*shape: int, dtype=F64) -> torch.Tensor:

@@ -24,6 +24,7 @@ from ._helpers import (
     Rand,
     assert_close,
     assert_on,
+    check_float32,
     conv,
     conv_specs,
     seeds,
@@ -148,19 +149,12 @@ def test_regroup_kernel_matches_grouped_conv(device, seed, g_to, ratio, data):
 @with_device
 @given(seed=seeds, spec=conv_specs(dilated=False, nd=st.integers(1, 2)))
 def test_float32_in_float32_out(device, seed, spec):
-    r64, r32 = Rand(seed, device), Rand(seed, device, torch.float32)
-    w64, w32 = r64.normal(*spec.weight_shape), r32.normal(*spec.weight_shape)
-    ops = [
-        lambda w: pad_kernel(w, [k + 2 for k in spec.kernel], [1] * spec.nd),
-        lambda w: center_pad_kernel(w, [k + 2 for k in spec.kernel]),
-        lambda w: dilate_kernel(w, [2] * spec.nd),
-        lambda w: regroup_kernel(w, spec.groups, 1),
-        lambda w: diagonal_kernel(w[0], 1),
-    ]
-    for op in ops:
-        out = op(w32)
-        assert_on(out, device, torch.float32)
-        assert_close(op(w64), out, TOL32)
+    weight = Rand(seed, device, torch.float32).normal(*spec.weight_shape)
+    check_float32(pad_kernel, weight, [k + 2 for k in spec.kernel], [1] * spec.nd, device=device)
+    check_float32(center_pad_kernel, weight, [k + 2 for k in spec.kernel], device=device)
+    check_float32(dilate_kernel, weight, [2] * spec.nd, device=device)
+    check_float32(regroup_kernel, weight, spec.groups, 1, device=device)
+    check_float32(diagonal_kernel, weight[0], 1, device=device)
 
 
 _W = torch.ones(4, 2, 3, 3, dtype=F64, device="cpu")
