@@ -355,9 +355,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     if args.quick:
-        sizes, repeats, runs, warmup, trials = [4, 16, 32], 1, 10, 2, 1
+        sizes, repeats, runs, warmup, trials = [8, 32, 128], 1, 10, 2, 1
     else:
-        sizes, repeats, runs, warmup, trials = [8, 32, 128], 3, 50, 10, 3
+        sizes, repeats, runs, warmup, trials = [8, 32, 128], 3, 100, 10, 5
     sizes = args.sizes or sizes
     repeats = args.repeats or repeats
     runs = args.runs or runs

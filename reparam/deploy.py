@@ -21,7 +21,7 @@ from torch import nn
 
 from reparam.errors import Refusal, ReparamError
 from reparam.graph.capture import capture, describe_trace_failure, is_builtin_leaf
-from reparam.graph.realize import install_forward
+from reparam.graph.realize import graph_of, install_forward, is_rewritten
 from reparam.graph.shapes import propagate_shapes
 from reparam.graph.views import channel_affine, drop_noops
 from reparam.report import DeployReport, count_flops, count_params
@@ -155,12 +155,24 @@ class _Scope:
 
     def run(self) -> None:
         try:
-            graph = capture(self.module).graph
+            captured = capture(self.module)
+            graph = captured.graph
         except Exception as exc:  # noqa: BLE001 - any tracing failure is reported, not raised
             if isinstance(self.module, (nn.ModuleList, nn.ModuleDict)):
                 return  # containers without a forward: their items are scopes of their own
             self.report.skipped_scopes.append((self.path, describe_trace_failure(exc)))
             return
+        for name, value in captured.constants.items():
+            self.module.register_buffer(name, value, persistent=False)
+        try:
+            self._rewrite(graph)
+        finally:
+            after = _referenced(graph_of(self.module)) if is_rewritten(self.module) else set()
+            for name in captured.constants:
+                if name not in after:
+                    del self.module._buffers[name]
+
+    def _rewrite(self, graph: fx.Graph) -> None:
         before_refs = _referenced(graph)
         drop_noops(graph, self.module)
         ctx = RuleContext(self.module, graph, self.path, self.shared, self.allow_slower)
@@ -169,9 +181,12 @@ class _Scope:
         reference = self._reference(graph) if self.verify and self.inputs is not None else None
         outcomes: dict[tuple[str, str], SiteOutcome] = {}
         rewrites = self._fixpoint(ctx, outcomes, reference)
-        for o in outcomes.values():
-            if not o.fired:
-                self.report.refusals.append(o)
+        # an enclosing scope sees the same sites again: keep one outcome per (rule, site),
+        # the outermost one, and drop refusals for sites where the rule fired after all
+        seen = set(outcomes)
+        self.report.refusals = [
+            o for o in self.report.refusals if (o.rule, o.site) not in seen
+        ] + [o for o in outcomes.values() if not o.fired]
         self._note_unfolded_norms(ctx)
         if not rewrites:
             return

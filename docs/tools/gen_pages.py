@@ -201,8 +201,7 @@ def cli_page() -> str:
         "",
         "Installing the package puts a `reparam` command on your path (`python -m reparam` "
         "does the same). The help texts below are generated from its argument parser when "
-        "the site is built, so they describe this version; `MODEL` and the exit codes are "
-        "explained at the end of each.",
+        "the site is built, so they describe this version.",
         "",
         "```bash",
         "reparam deploy                                   # the demo network, with its report",

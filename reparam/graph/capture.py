@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.fx as fx
@@ -53,6 +53,7 @@ class Capture:
 
     root: nn.Module
     graph: fx.Graph
+    constants: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 _MODULE_INTERNALS = frozenset(nn.Module().__dict__)
@@ -82,14 +83,22 @@ def capture(module: nn.Module, extra_leaf_types: Iterable[type] = ()) -> Capture
 
     Tracing runs the user's forward on proxies, and some forwards cache what they compute
     (timm's LeViT stores attention biases keyed by device): every module's plain attributes
-    are restored afterwards, so no proxy is left behind in the model.
+    are restored afterwards, so no proxy is left behind in the model. Tensor constants that
+    the tracer attached to the root are returned in ``constants`` instead.
     """
     saved = _snapshot(module)
+    before = set(module.__dict__)
     try:
         graph = LeafPolicyTracer(extra_leaf_types).trace(module)
+        # tensors the forward makes from constants become attributes of the root
+        constants = {
+            k: v
+            for k, v in module.__dict__.items()
+            if k not in before and isinstance(v, torch.Tensor)
+        }
     finally:
         _restore(saved)
-    return Capture(root=module, graph=graph)
+    return Capture(root=module, graph=graph, constants=constants)
 
 
 def describe_trace_failure(exc: BaseException) -> str:

@@ -35,20 +35,25 @@ def _strip(graph: fx.Graph) -> fx.Graph:
     return new
 
 
-def _rebuild(original_cls: type, state: dict[str, Any]) -> nn.Module:
-    obj = original_cls.__new__(original_cls)
+def _blank(original_cls: type) -> nn.Module:
+    return original_cls.__new__(original_cls)
+
+
+def _set_state(obj: nn.Module, state: dict[str, Any]) -> None:
     nn.Module.__setstate__(obj, state)
     _attach(obj, state[_GRAPH_ATTR])
-    return obj
 
 
 def _reduce_ex(self: nn.Module, protocol: int):
-    return (_rebuild, (original_class(self), dict(self.__dict__)))
+    # (callable, args, state, listitems, dictitems, state_setter): the blank object is
+    # memoized before its state is pickled, so modules that refer to themselves work too.
+    return (_blank, (original_class(self),), dict(self.__dict__), None, None, _set_state)
 
 
 def _deepcopy(self: nn.Module, memo: dict[int, Any]) -> nn.Module:
-    obj = _rebuild(original_class(self), copy.deepcopy(dict(self.__dict__), memo))
+    obj = _blank(original_class(self))
     memo[id(self)] = obj
+    _set_state(obj, copy.deepcopy(dict(self.__dict__), memo))
     return obj
 
 

@@ -259,6 +259,7 @@ def drop_noops(graph: fx.Graph, root: nn.Module) -> int:
 
 _META_ATTRS = {"ndim", "shape", "dtype", "device", "is_cuda", "layout", "requires_grad"}
 _META_METHODS = {"size", "dim", "ndimension", "numel", "get_device"}
+_SHAPE_OF_OTHER = {"reshape_as", "view_as", "expand_as", "type_as"}  # read the 2nd arg's metadata
 
 
 def is_metadata_use(user: Node, node: Node) -> bool:
@@ -268,6 +269,8 @@ def is_metadata_use(user: Node, node: Node) -> bool:
         return user.args[0] is node and len(user.args) > 1 and user.args[1] in _META_ATTRS
     if user.op == "call_method" and user.target in _META_METHODS:
         return user.args[0] is node
+    if user.op == "call_method" and user.target in _SHAPE_OF_OTHER:
+        return len(user.args) == 2 and user.args[1] is node and user.args[0] is not node
     return False
 
 

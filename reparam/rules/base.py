@@ -87,6 +87,10 @@ class RuleContext:
         for p in module.parameters():
             if id(p) in self.shared_modules:
                 return f"module '{self.qualified(node.target)}' shares a parameter with another"
+        prefix = f"{node.target}."
+        for other in self.graph.nodes:
+            if other.op == "get_attr" and str(other.target).startswith(prefix):
+                return f"the forward also reads '{self.qualified(str(other.target))}' directly"
         return None
 
     def shape(self, node: object) -> tuple[int, ...] | None:

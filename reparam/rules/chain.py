@@ -1,11 +1,11 @@
 """Shared machinery of the chain folds (a per-channel affine next to a conv or a linear).
 
 The four chain rules differ only in their pattern; the graph surgery is the same: the
-linear op gets the folded weights, the affine node disappears. When both modules are used
-only here, the fold is realised by *substitution* (the folded layer takes the old layer's
-path, the norm module becomes ``nn.Identity``), so the user's forward code, and every other
-method of the model, stays valid. Otherwise the folded layer goes to a fresh path and the
-forward is rewritten.
+linear op gets the folded weights, the affine node disappears, and the scope's forward is
+rewritten from the graph. When both modules are used only here, the folded layer takes the
+old layer's path and the norm module becomes ``nn.Identity`` (*substitution*), so checkpoint
+keys stay where they were and other methods that call these modules stay valid. Otherwise
+the folded layer goes to a fresh path and the old modules stay for their other users.
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ def apply_chain_fold(plan: ChainPlan, ctx: RuleContext, rule: str, affine_first:
         # y = op(through(affine(x)))  ->  y = op'(through(x))
         affine.node.replace_all_uses_with(affine.input)
     else:
-        # y = affine(op(x))  ->  y = op'(x)
-        affine.node.replace_all_uses_with(op_node)
+        # y = affine(reshape*(op(x)))  ->  y = reshape*(op'(x))
+        affine.node.replace_all_uses_with(affine.input)
     ctx.erase_unused([affine.node])
     return Rewrite(
         rule=rule,
@@ -59,7 +59,10 @@ def apply_chain_fold(plan: ChainPlan, ctx: RuleContext, rule: str, affine_first:
         detail=plan.detail,
         weight_absmax_before=before,
         weight_absmax_after=absmax(plan.new_module.weight),
-        forward_changed=not (substitute and norm_is_module),
+        # Always rewrite the forward: the user's code may read the norm's attributes (its
+        # statistics, ``affine``) besides calling it, and that code must not run on the
+        # substituted modules. Substitution still keeps paths and other methods valid.
+        forward_changed=True,
     )
 
 

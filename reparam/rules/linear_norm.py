@@ -2,9 +2,10 @@ r"""Fold a batch norm that follows a linear layer into it.
 
 .. math:: s\,(W x + b) + t = (s W) x + (s b + t)
 
-Exact when the norm acts on the linear's output features, i.e. the linear's output is
-2-D ``(N, F)`` (BatchNorm1d on a 3-D tensor normalises dim 1, which is not the feature dim):
-the tensor rank comes from shape propagation on ``example_inputs``.
+Exact when the norm acts on the linear's output features, i.e. the norm's input is
+2-D ``(M, F)`` (directly, or after reshapes that keep the features last, as LeViT's
+``LinearNorm`` flattens the tokens into the batch). BatchNorm1d on a 3-D tensor normalises
+dim 1, which is not the feature dim: refused. The rank comes from the example inputs.
 """
 
 from __future__ import annotations
@@ -19,47 +20,64 @@ from reparam.rules.chain import ChainPlan, apply_chain_fold, linear_with
 from reparam.transforms import fold_affine_after
 
 
+def _is_reshape(node: Node) -> bool:
+    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+    return node.op in ("call_method", "call_function") and name in ("flatten", "reshape", "view")
+
+
 class FoldNormAfterLinear(Rule):
     """Replaces linear → BatchNorm1d with one linear."""
 
     name = "linear_norm"
     summary = "linear followed by a batch norm over its output features"
-    pattern = "batch_norm(linear(x)), x of shape (N, F)"
+    pattern = "batch_norm(reshape*(linear(x))), the norm's input of shape (M, F)"
     refuses_when = (
         "the norm uses batch statistics",
         "the linear output is not 2-D (or its rank is unknown: pass example_inputs)",
         "the linear output is used by another node too",
     )
 
-    def match(self, node: Node, ctx: RuleContext) -> AffineView | Refusal | None:
+    def match(self, node: Node, ctx: RuleContext) -> tuple[AffineView | Refusal, Node] | None:
         affine = channel_affine(node, ctx.root)
         if affine is None or (not isinstance(affine, Refusal) and affine.kind == "channel_scale"):
             return None
         source = node.args[0]
+        # the linear may reach the norm through reshapes of its leading dims
+        # (LeViT's LinearNorm: ``bn(linear(x).flatten(0, 1)).reshape_as(...)``)
+        while isinstance(source, Node) and _is_reshape(source) and single_user(source):
+            source = source.args[0]
         if not (
             isinstance(source, Node)
             and source.op == "call_module"
             and isinstance(ctx.module(source.target), nn.Linear)
         ):
             return None
-        return affine
+        return affine, source
 
-    def check(self, affine: AffineView | Refusal, ctx: RuleContext) -> ChainPlan | Refusal:
+    def check(self, m: tuple[AffineView | Refusal, Node], ctx: RuleContext) -> ChainPlan | Refusal:
+        affine, lin_node = m
         if isinstance(affine, Refusal):
             return affine
-        lin_node = affine.input
         linear = ctx.module(lin_node.target)
         if not single_user(lin_node):
             return Refusal(
                 f"output of linear '{ctx.qualified(lin_node.target)}' is also used elsewhere"
             )
-        rank = ctx.rank(lin_node)
-        if rank is None:
-            return Refusal("rank of the linear's output is unknown; pass example_inputs")
-        if rank != 2:
+        norm_input = affine.node.args[0]
+        shape = ctx.shape(norm_input)
+        if shape is None:
+            return Refusal("rank of the norm's input is unknown; pass example_inputs")
+        if len(shape) != 2:
             return Refusal(
-                f"linear output has rank {rank}: the norm acts on dim 1, not on the features"
+                f"the norm sees a rank-{len(shape)} tensor: it acts on dim 1, not on the "
+                "linear's features"
             )
+        node = norm_input
+        while node is not lin_node:  # every reshape in between keeps the feature dim last
+            node_shape = ctx.shape(node)
+            if node_shape is None or node_shape[-1] != linear.out_features:
+                return Refusal("a reshape between linear and norm moves the feature dim")
+            node = node.args[0]
         if affine.scale.numel() != linear.out_features:
             return Refusal("norm and linear disagree on the feature count")
         weight, bias = fold_affine_after(

@@ -19,8 +19,10 @@ grid (equal ``left+right-extent`` padding signature, and first taps that the mer
 can hold), and every branch that pads uses the padding mode of the merged conv (zero padding
 of one branch cannot be reproduced by reflect padding of another, and vice versa).
 Declined (unless ``allow_slower``) when the merged conv costs more multiply-accumulates than
-the branches it replaces, e.g. a lone dilated kernel expanded to a large dense one, or a
-depthwise branch made dense by a dense 1×1 beside it.
+the branch convs it replaces, e.g. a lone dilated kernel expanded to a large dense one, a
+depthwise branch made dense by a dense 1×1 beside it, or identity-like branches with no conv
+at all. The branches' memory passes (norms, adds) always go away, so an accepted merge moves
+fewer bytes and never raises the FLOP count.
 """
 
 from __future__ import annotations
@@ -341,14 +343,15 @@ class MergeParallelBranches(Rule):
         merged = merge_specs(specs)
         if isinstance(merged, Refusal):
             return merged
-        before_conv = sum(spec_from_conv(c).macs_per_output() for c in conv_modules)
-        # non-conv terms cost a pass over the tensor each; adds one pass per extra term
-        before = before_conv + cout * (len(m.terms) - len(convs)) + cout * (len(m.terms) - 1)
+        # Cost: the convs' multiply-adds. The identity / norm / pool branches and the adds are
+        # memory passes that the merge removes for free, so a merge whose conv costs no more
+        # than the branch convs is faster and never raises the FLOP count.
+        before = sum(spec_from_conv(c).macs_per_output() for c in conv_modules)
         after = merged.macs_per_output()
         if after > before and not ctx.allow_slower:
             return Refusal(
                 f"merged conv costs {after} MACs per output position vs {before} for "
-                "the branches: it would be slower (allow_slower=True to force)"
+                "the branch convs: it would be slower (allow_slower=True to force)"
             )
         try:
             module = conv_from_spec(merged)

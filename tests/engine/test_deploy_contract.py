@@ -172,3 +172,20 @@ def test_unfolded_norms_reported_once_with_reason(device):
     report = reparam.deploy_with_report(model, x).report
     assert len(report.unfolded_norms) == 1
     assert report.unfolded_norms[0][0].endswith("norm")
+
+
+def test_refusals_listed_once_per_site(device):
+    class Deep(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = nn.Sequential(nn.Sequential(nn.BatchNorm2d(3), nn.Conv2d(3, 3, 3,
+                                                                                  padding=1)))
+
+        def forward(self, x):
+            return self.inner(x)
+
+    model = prepare(Deep(), device)
+    x = torch.randn(1, 3, 5, 5, dtype=torch.float64, device=device)
+    refusals = reparam.deploy_with_report(model, x).report.refusals
+    keys = [(o.rule, o.site) for o in refusals]
+    assert len(keys) == len(set(keys)) == 1

@@ -44,7 +44,8 @@ class Negate(nn.Module):
         self.conv = nn.Conv2d(2, 2, 1)
 
     def forward(self, x):
-        return -(-self.conv(x))
+        negated = -self.conv(x)
+        return -negated
 
 
 def test_custom_rule_fires_through_deploy():

@@ -108,11 +108,6 @@ def deployed_family(name: str) -> Deployed:
     return Deployed(model, model32, x, result.model, result.report, timm_model)
 
 
-_LINEAR_NORM = (
-    "the engine does not fold a BatchNorm1d applied to `linear(x).flatten(0, 1)` and reshaped "
-    "back (LeViT's LinearNorm): 46 of 52 norms stay, timm fuses all"
-)
-
 _SLOW = pytest.mark.slow
 
 
@@ -124,7 +119,7 @@ _FAMILIES: dict[str, tuple[dict[str, str], bool]] = {
     "repghostnet_050": ({}, False),
     "repvit_m0_9": ({}, False),
     "levit_conv_128s": ({}, False),  # LeViT with ConvNorm (conv + BN2d) layers
-    "levit_128s": ({"ops": _LINEAR_NORM}, False),  # LeViT with LinearNorm (linear + BN1d)
+    "levit_128s": ({}, False),  # LeViT with LinearNorm (linear → flatten(0, 1) → BN1d)
     # bigger variants of the same families
     "repvgg_b0": ({}, True),
     "fastvit_sa12": ({}, True),  # attention stage + conditional positional encoding

@@ -90,7 +90,21 @@ def test_linear_norm_needs_rank_2(device):
     x3 = torch.randn(2, 4, 5, dtype=torch.float64, device=device)
     result = _run(Seq(nn.Linear(5, 4), nn.BatchNorm1d(4)), x3)
     assert "linear_norm" not in _fired(result)
-    assert any("rank 3" in r for r in _refused(result))
+    assert any("rank-3" in r for r in _refused(result))
+
+
+def test_linear_flatten_norm_reshape_as(device):
+    class LinearNorm(nn.Module):  # LeViT's LinearNorm
+        def __init__(self):
+            super().__init__()
+            self.linear, self.bn = nn.Linear(8, 16, bias=False), nn.BatchNorm1d(16)
+
+        def forward(self, x):
+            x = self.linear(x)
+            return self.bn(x.flatten(0, 1)).reshape_as(x)
+
+    x = torch.randn(2, 5, 8, dtype=torch.float64, device=device)
+    assert _fired(_run(LinearNorm(), x)) == {"linear_norm": 1}
 
 
 def test_norm_pool_flatten_linear_head(device):

@@ -1,0 +1,58 @@
+"""Each property runs twice: in the normal suite with the profile's example count (``ci``:
+100 per property), and under ``-m slow`` with 10,000 examples."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import reparam
+from reparam.testing.strategies import Case
+
+SLOW_EXAMPLES = 10_000
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device"))]
+
+
+def make_property(check: Callable[[Case], None],
+                  strategy: Callable[[str], st.SearchStrategy[Case]]):
+    """(fast, slow) test functions checking ``check`` on cases drawn from ``strategy(device)``."""
+
+    @pytest.mark.parametrize("device", DEVICES)
+    @given(data=st.data())
+    def fast(device: str, data: st.DataObject) -> None:
+        check(data.draw(strategy(device)))
+
+    @pytest.mark.slow
+    @pytest.mark.parametrize("device", DEVICES)
+    @settings(max_examples=SLOW_EXAMPLES)
+    @given(data=st.data())
+    def slow(device: str, data: st.DataObject) -> None:
+        check(data.draw(strategy(device)))
+
+    return fast, slow
+
+
+def deploy_exactly(case: Case, rtol: float = 1e-9) -> reparam.DeployResult:
+    """Deploy ``case.module``; assert the input is untouched and the result exact."""
+    before = {k: v.clone() for k, v in case.module.state_dict().items()}
+    result = reparam.deploy_with_report(case.module, case.example_input, check=False)
+    with torch.no_grad():
+        expected = case.module(case.example_input)
+        got = result.model(case.example_input)
+    err = reparam.relative_error(expected, got)
+    assert err <= rtol, f"relative error {err:.3e} on {case.description}"
+    after = case.module.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k])
+                                                  for k in before), "input model was mutated"
+    report = result.report
+    assert report.flops_after <= report.flops_before, case.description
+    return result
+
+
+def count_modules(model: torch.nn.Module, kinds: tuple[type, ...]) -> int:
+    return sum(isinstance(m, kinds) for m in model.modules())
