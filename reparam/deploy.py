@@ -170,7 +170,7 @@ class _Scope:
             after = _referenced(graph_of(self.module)) if is_rewritten(self.module) else set()
             for name in captured.constants:
                 if name not in after:
-                    del self.module._buffers[name]
+                    self.module._buffers.pop(name, None)
 
     def _rewrite(self, graph: fx.Graph) -> None:
         before_refs = _referenced(graph)
@@ -197,7 +197,7 @@ class _Scope:
         ]
         if any(r.forward_changed for r in rewrites):
             install_forward(self.module, ctx.graph)
-            self._delete_dead(ctx, before_refs)
+            self._delete_dead(ctx, before_refs | ctx.created)
 
     def _fixpoint(self, ctx: RuleContext, outcomes: dict, reference: Any) -> list[Rewrite]:
         rewrites: list[Rewrite] = []

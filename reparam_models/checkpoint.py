@@ -11,10 +11,12 @@ Key mapping (reference -> ours); every other key is identical:
 Layouts: a reference *training-time* checkpoint loads into the training form
 (``create_model(name)``); a reference *deployed* checkpoint loads into the inference form
 (``create_model(name, inference=True)``). The reference RepMLPNet deploy checkpoints keep the BN of
-their plain conv+BN units (stem, embeds, FFN); our inference form has those folded (the layout the
-``reparam.deploy`` engine produces), so the loader folds such a BN into its conv (exact up to
-rounding). A training-time checkpoint cannot be loaded into the inference form (that needs
-Locality Injection): load it into the training form and deploy with the engine.
+their plain conv+BN units (stem, embeds, FFN), the BN in front of each FFN (``prebn2``) and the
+head's BN (``head_norm``); our inference form has all of those folded (the layout the
+``reparam.deploy`` engine produces), so the loader folds each such BN into its conv / linear
+with the engine's maths (:mod:`reparam.transforms`; exact up to rounding). A training-time
+checkpoint cannot be loaded into the inference form (that needs Locality Injection): load it
+into the training form and deploy with the engine.
 """
 
 from __future__ import annotations
@@ -22,12 +24,20 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from .layers import ConvBN
+from reparam.transforms import (
+    fold_affine_after,
+    fold_affine_before,
+    norm_to_affine,
+    repeat_affine,
+)
+
+from .layers import ConvBN, RepMLP, RepMLPNetUnit
 from .repmlp_resnet import RepMLPResNet
 from .repmlpnet import RepMLPNet
 
@@ -123,27 +133,71 @@ def _unwrap(obj: Any) -> dict[str, Tensor]:
     return sd
 
 
-def _fold_unit_bns(model: nn.Module, sd: dict[str, Tensor]) -> dict[str, Tensor]:
-    """For conv+BN units that are folded in ``model`` (conv with bias, bn = Identity) but come
-    with an unfolded BN in ``sd``, fold that BN into the conv weight and bias."""
+@dataclass(frozen=True)
+class _Fold:
+    """A norm that the inference form has folded into a neighbouring conv / linear."""
+
+    norm: str  # key prefix of the norm in a checkpoint that still has it
+    target: str  # the conv / linear it is folded into (keys "{target}.weight" / ".bias")
+    before: bool  # the norm precedes the target (acts on its input) or follows it
+    repeats: int = 1  # input features of the target per norm channel (a flatten between)
+
+
+def _folds(model: nn.Module) -> list[_Fold]:
+    """Every norm of the training form that ``model`` (if an inference form) has folded away,
+    except the RepMLP blocks' own (``fc3_bn``, ``repconv*``: those need Locality Injection)."""
+    folds: list[_Fold] = []
     for name, m in model.named_modules():
-        if not (isinstance(m, ConvBN) and isinstance(m.bn, nn.Identity)
-                and m.conv.bias is not None):
-            continue
         p = f"{name}." if name else ""
-        bn_keys = [f"{p}bn.{s}" for s in ("weight", "bias", "running_mean", "running_var")]
-        wkey, bkey = f"{p}conv.weight", f"{p}conv.bias"
-        if not all(k in sd for k in bn_keys) or wkey not in sd:
+        if isinstance(m, ConvBN) and isinstance(m.bn, nn.Identity) and m.conv.bias is not None:
+            folds.append(_Fold(f"{p}bn", f"{p}conv", before=False))
+        elif isinstance(m, RepMLPNetUnit) and isinstance(m.prebn2, nn.Identity):
+            folds.append(_Fold(f"{p}prebn2", f"{p}ffn_block.ffn_fc1.conv", before=True))
+        elif (
+            isinstance(m, RepMLPNet)
+            and isinstance(getattr(m, "head_norm", None), nn.Identity)
+            and isinstance(getattr(m, "head", None), nn.Linear)
+        ):
+            folds.append(_Fold(f"{p}head_norm", f"{p}head", before=True))
+        elif (
+            isinstance(m, RepMLP)
+            and m.need_global_perceptron
+            and isinstance(m.avg.bn, nn.Identity)
+        ):
+            folds.append(_Fold(f"{p}avg.bn", f"{p}fc1_fc2.fc1", before=True,
+                               repeats=m.h_parts * m.w_parts))
+    return folds
+
+
+def _fold_norms(model: nn.Module, sd: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Fold the norms that ``sd`` still has but ``model``'s inference form has folded away (a
+    reference deployed RepMLPNet checkpoint keeps its plain conv+BN units, ``prebn2`` and
+    ``head_norm``) into their conv / linear, with the engine's maths (:mod:`reparam.transforms`,
+    computed in float64). Exact up to rounding; keys already in our layout pass through."""
+    for fold in _folds(model):
+        stats = [f"{fold.norm}.{s}" for s in ("running_mean", "running_var", "weight", "bias")]
+        wkey, bkey = f"{fold.target}.weight", f"{fold.target}.bias"
+        if not all(k in sd for k in stats) or wkey not in sd:
             continue
-        gamma, beta, mean, var = (sd[k].double() for k in bn_keys)
+        mean, var, gamma, beta = (sd[k] for k in stats)
+        scale, shift = norm_to_affine(mean.double(), var.double(), gamma.double(),
+                                      beta.double(), _BN_EPS)
         weight = sd[wkey]
-        t = gamma / torch.sqrt(var + _BN_EPS)
-        bias = sd[bkey].double() if bkey in sd else torch.zeros_like(mean)
-        sd[wkey] = (weight.double() * t.reshape(-1, 1, 1, 1)).to(weight.dtype)
-        sd[bkey] = (beta + (bias - mean) * t).to(weight.dtype)
-        for k in [*bn_keys, f"{p}bn.num_batches_tracked"]:
+        bias = sd.get(bkey)
+        if fold.before:
+            if fold.repeats > 1:
+                scale, shift = repeat_affine(scale, shift, fold.repeats)
+            new_w, new_b = fold_affine_before(weight.double(), _double(bias), scale, shift)
+        else:
+            new_w, new_b = fold_affine_after(weight.double(), _double(bias), scale, shift)
+        sd[wkey], sd[bkey] = new_w.to(weight.dtype), new_b.to(weight.dtype)
+        for k in [*stats, f"{fold.norm}.num_batches_tracked"]:
             sd.pop(k, None)
     return sd
+
+
+def _double(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.double()
 
 
 def _fmt(keys: list[str], limit: int = 12) -> str:
@@ -162,7 +216,7 @@ def load_reference_state_dict(
     """
     sd = map_reference_keys(model, _unwrap(state_dict))
     target = model.state_dict()
-    sd = _fold_unit_bns(model, sd)
+    sd = _fold_norms(model, sd)
     for k, v in target.items():  # older checkpoints may lack BN counters
         if k.endswith("num_batches_tracked") and k not in sd:
             sd[k] = v.clone()

@@ -17,10 +17,20 @@ exactly the layout the engine produces:
 * a RepMLP block keeps only ``fc3`` (with a bias): ``fc3_bn`` becomes ``nn.Identity()`` and the
   Local Perceptron branches ``repconv{k}`` are absent;
 * in the v1 block the BN after the Global Perceptron's pooling (``avg.bn``) becomes
-  ``nn.Identity()`` (it is folded into ``fc1_fc2.fc1``, which keeps its bias).
+  ``nn.Identity()`` (it is folded into ``fc1_fc2.fc1``, which keeps its bias);
+* in a RepMLPNet unit the BN in front of the FFN (``prebn2``) becomes ``nn.Identity()``: it is
+  folded into the FFN's first 1×1 conv (``ffn_block.ffn_fc1.conv``; exact, a 1×1 conv has no
+  padding). ``prebn1`` stays: its output feeds both the gate and the partitions;
+* RepMLPNet's head norm (``head_norm``) becomes ``nn.Identity()`` when there is a ``Linear``
+  head: it is folded through the global pool into ``head``.
+
+A folded norm leaves no key behind, so ``reparam.deploy(model).state_dict()`` loads strictly
+into ``create_model(name, inference=True)`` (same keys, same shapes).
 
 All modules are ``torch.fx.symbolic_trace``-able: no tensor size is unpacked into Python ints
-while tracing, and input checks run only when not tracing.
+while tracing. The detailed input checks (``ValueError`` with the sizes) run only when not
+tracing; the partition geometry is also checked by a traceable ``torch._assert`` that survives
+tracing and deploying, so a deployed model still fails with a message naming the block.
 """
 
 from __future__ import annotations
@@ -59,6 +69,13 @@ def is_tracing() -> bool:
         return True
     symbolic = getattr(_fx_trace, "is_fx_symbolic_tracing", None)
     return bool(symbolic() if symbolic is not None else _fx_trace.is_fx_tracing())
+
+
+def _partition_message(name: str, h: int, w: int) -> str:
+    return (
+        f"{name}: the feature map does not divide into {h}x{w} partitions; use an input "
+        f"resolution whose feature map here is a multiple of {h}x{w}"
+    )
 
 
 def _check_kernel_sizes(reparam_conv_k: Sequence[int], where: str) -> tuple[int, ...]:
@@ -219,6 +236,9 @@ class RepMLPBlock(nn.Module):
         C, S, h, w = self.C, self.S, self.h, self.w
         H = x.shape[2]
         W = x.shape[3]
+        # Traceable (a node of the fx graph): a deployed model, whose forward is a traced graph
+        # without the eager check above, still stops here with a message naming the block.
+        torch._assert((H % h == 0) & (W % w == 0), _partition_message(self.name, h, w))
         hp = H // h
         wp = W // w
         gate = self.gp(x)
@@ -246,7 +266,11 @@ class FFNBlock(nn.Module):
 
 
 class RepMLPNetUnit(nn.Module):
-    """One RepMLPNet unit: ``y = x + block(prebn1(x)); z = y + ffn(prebn2(y))``."""
+    """One RepMLPNet unit: ``y = x + block(prebn1(x)); z = y + ffn(prebn2(y))``.
+
+    Inference form: ``prebn2`` is ``nn.Identity()`` (folded into the FFN's first 1x1 conv, which
+    has a bias); ``prebn1`` stays (its output feeds the gate and the partitions).
+    """
 
     def __init__(
         self,
@@ -267,7 +291,8 @@ class RepMLPNetUnit(nn.Module):
             globalperceptron_reduce=globalperceptron_reduce, inference=inference,
             name=f"{name}.repmlp_block",
         )
-        self.prebn2 = nn.BatchNorm2d(channels)
+        # Inference form: folded into ffn_block.ffn_fc1.conv (BN before a 1x1 conv, exact).
+        self.prebn2: nn.Module = nn.Identity() if inference else nn.BatchNorm2d(channels)
         self.ffn_block = FFNBlock(channels, channels * ffn_expand, inference=inference)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -369,6 +394,12 @@ class RepMLP(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if not is_tracing():
             self._check_input(x)
+        # Traceable twin of the check above; it survives tracing and deploying.
+        torch._assert(
+            (x.shape[2] == self.H) & (x.shape[3] == self.W),
+            f"{self.name}: this block is built for a fixed {self.H}x{self.W} feature map; "
+            "feed the input resolution the model was built for (its img_size)",
+        )
         C, O, h, w = self.C, self.O, self.h, self.w
         hp, wp = self.h_parts, self.w_parts
         x6 = x.reshape(-1, C, hp, h, wp, w)

@@ -6,7 +6,9 @@ Hierarchical Vision MLP with Re-parameterized Locality", CVPR 2022, arXiv:2112.1
 Layout: stem conv(3->C0, k4, s4)+BN+ReLU; four stages of :class:`~reparam_models.layers.
 RepMLPNetUnit`; between stages conv(k2, s2)+BN+ReLU (``embeds``); head BN -> global average
 pool -> Linear. These are the training-time models; deploy them with the generic engine
-(``reparam.deploy``), or build the inference form directly with ``inference=True``.
+(``reparam.deploy``), or build the inference form directly with ``inference=True``: the layout
+the engine produces (every conv+BN folded, each RepMLP block reduced to ``fc3`` with a bias,
+``prebn2`` folded into the FFN's first conv, ``head_norm`` folded into ``head``).
 
 RepMLPNet is also a dense-prediction backbone: :meth:`RepMLPNet.forward_features` returns the four
 stage maps (strides 4, 8, 16, 32) and ``create_model(name, features_only=True)`` builds the
@@ -104,7 +106,12 @@ class RepMLPNet(nn.Module):
         self.embeds = nn.ModuleList(embeds)
         self.feature_info = info
         if not features_only:
-            self.head_norm = nn.BatchNorm2d(channels[-1])
+            # Inference form: with a Linear head the norm is folded into it (through the global
+            # pool, exact) and becomes an Identity; without one (num_classes=0) it stays.
+            fold_head_norm = inference and num_classes > 0
+            self.head_norm: nn.Module = (
+                nn.Identity() if fold_head_norm else nn.BatchNorm2d(channels[-1])
+            )
             self.head: nn.Module = (
                 nn.Linear(channels[-1], num_classes) if num_classes > 0 else nn.Identity()
             )
@@ -128,10 +135,19 @@ class RepMLPNet(nn.Module):
         return feats
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        """Classify the last stage map: BN -> global average pool -> Linear."""
+        """Classify the last stage map: BN -> global average pool -> Linear.
+
+        In the inference form (and in a deployed model) the BN is folded into the Linear, so
+        ``pre_logits=True`` returns the pooled features *without* the BN's affine there; the
+        logits are the same.
+        """
         if self.features_only:
             raise RuntimeError("RepMLPNet was built with features_only=True: it has no head")
-        x = torch.flatten(nn.functional.adaptive_avg_pool2d(self.head_norm(x), 1), 1)
+        # getattr: reparam.deploy deletes a norm it folded away (here, into `head`).
+        norm = getattr(self, "head_norm", None)
+        if norm is not None:
+            x = norm(x)
+        x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
         return x if pre_logits else self.head(x)
 
     def forward(self, x: Tensor) -> Tensor | list[Tensor]:

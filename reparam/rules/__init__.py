@@ -9,6 +9,8 @@ from reparam.rules.linear_norm import FoldNormAfterLinear
 from reparam.rules.locality_injection import LocalityInjection
 from reparam.rules.norm_conv import FoldNormBeforeConv
 from reparam.rules.norm_linear import FoldNormBeforeLinear
+from reparam.rules.pad_into_conv import FoldPadIntoConv
+from reparam.rules.pad_through_pointwise import PadThroughPointwise
 from reparam.rules.parallel_branches import MergeParallelBranches
 from reparam.rules.registry import RuleRegistry
 from reparam.rules.sequential_convs import MergeSequentialConvs
@@ -17,9 +19,11 @@ BUILTIN_RULES: tuple[type[Rule], ...] = (
     FoldNormAfterConv,
     FoldNormAfterLinear,
     LocalityInjection,
+    PadThroughPointwise,
     MergeSequentialConvs,
     MergeConcatConvs,
     MergeParallelBranches,
+    FoldPadIntoConv,
     FoldNormBeforeLinear,
     FoldNormBeforeConv,
 )

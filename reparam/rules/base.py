@@ -57,6 +57,7 @@ class RuleContext:
         self.allow_slower = allow_slower
         self.external_calls = external_calls or {}
         self.replaced: dict[str, nn.Module | None] = {}
+        self.created: set[str] = set()  # paths rules put modules at (dead ones get deleted)
         self._call_counts: dict[str, int] | None = None
         self.shape_provider: Callable[[fx.Graph], bool] | None = None
         self._version = 0
@@ -107,6 +108,49 @@ class RuleContext:
                 self.shape_provider(self.graph)
         return node.meta.get("shape")
 
+    def constant_value(self, node: object) -> torch.Tensor | None:
+        """The value of ``node`` when it depends only on the model's parameters, buffers and
+        constants (not on the inputs), evaluated on demand; None otherwise."""
+        if isinstance(node, (int, float)) and not isinstance(node, bool):
+            return torch.tensor(node)
+        if not isinstance(node, Node):
+            return None
+        cache = self.__dict__.setdefault("_constants", {})
+        if node in cache:
+            return cache[node]
+        value = None
+        if node.op == "get_attr":
+            from reparam.graph.views import resolve_attr
+
+            obj = resolve_attr(self.root, str(node.target))
+            value = obj.detach() if isinstance(obj, torch.Tensor) else None
+        elif node.op in ("call_function", "call_method"):
+            ok = True
+
+            def arg(a):
+                nonlocal ok
+                if isinstance(a, Node):
+                    v = self.constant_value(a)
+                    ok = ok and v is not None
+                    return v
+                return a
+
+            args = fx.node.map_aggregate(node.args, arg)
+            kwargs = fx.node.map_aggregate(node.kwargs, arg)
+            if ok:
+                try:
+                    with torch.no_grad():
+                        if node.op == "call_function":
+                            value = node.target(*args, **kwargs)
+                        else:
+                            value = getattr(args[0], node.target)(*args[1:], **kwargs)
+                except Exception:  # noqa: BLE001 - not evaluable: not a constant
+                    value = None
+        if not isinstance(value, torch.Tensor):
+            value = None
+        cache[node] = value
+        return value
+
     def rank(self, node: object) -> int | None:
         shape = self.shape(node)
         return None if shape is None else len(shape)
@@ -137,6 +181,7 @@ class RuleContext:
     # -- editing -----------------------------------------------------------------------------
     def invalidate(self) -> None:
         self._call_counts = None
+        self.__dict__.pop("_constants", None)
         self._version += 1
 
     def set_module(self, path: str, module: nn.Module | None) -> None:
@@ -151,6 +196,7 @@ class RuleContext:
         else:
             module.train(self.root.training)
             setattr(parent, name, module)
+            self.created.add(path)
         self.invalidate()
 
     def fresh_path(self, near: str, stem: str) -> str:

@@ -322,3 +322,70 @@ def test_half_precision(device):
     assert result.report.fired()["parallel_branches"] == 1
     # max-norm relative error within the dtype's tolerance (bf16 1.6e-2, fp16 1e-3)
     reparam.assert_equivalent(model, result.model, x)
+
+
+class BNAndPad(nn.Module):
+    """DBB's BN-and-pad: pad the BN output with BN(0), written traceably."""
+
+    def __init__(self, c, pad):
+        super().__init__()
+        self.bn, self.pad = nn.BatchNorm2d(c), pad
+
+    def forward(self, x):
+        out = self.bn(x)
+        fill = (self.bn.bias - self.bn.running_mean * self.bn.weight
+                / torch.sqrt(self.bn.running_var + self.bn.eps)).view(1, -1, 1, 1)
+        return nn.functional.pad(out - fill, [self.pad] * 4) + fill
+
+
+def test_dbb_bn_and_pad_branch_merges(device):
+    c = 4
+    branch = Seq(nn.Conv2d(c, c, 1, bias=False), BNAndPad(c, 1), nn.Conv2d(c, c, 3, bias=False),
+                 nn.BatchNorm2d(c))
+    x = torch.randn(2, c, 6, 6, dtype=torch.float64, device=device)
+    result = _run(Branches([branch, cbn(c, c, 3)]), x)
+    fired = _fired(result)
+    assert fired["pad_through_pointwise"] == 1 and fired["sequential_convs"] == 1
+    assert fired["pad_into_conv"] == 1 and fired["parallel_branches"] == 1
+    assert sum(isinstance(m, nn.Conv2d) for m in result.model.modules()) == 1
+
+
+def test_pad_with_other_value_is_refused(device):
+    class WrongFill(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 1)
+            self.fill = nn.Parameter(torch.ones(1, 3, 1, 1))
+
+        def forward(self, x):
+            return nn.functional.pad(self.conv(x) - self.fill, [1, 1, 1, 1]) + self.fill
+
+    x = torch.randn(1, 3, 4, 4, dtype=torch.float64, device=device)
+    result = _run(WrongFill(), x)
+    assert "pad_through_pointwise" not in _fired(result)
+    assert any("differs from the conv's bias" in r for r in _refused(result))
+
+
+def test_pad_into_conv(device):
+    class Padded(nn.Module):
+        def __init__(self, mode):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1, padding_mode=mode)
+
+        def forward(self, x):
+            return self.conv(nn.functional.pad(x, [1, 2, 1, 2]))
+
+    x = torch.randn(1, 3, 5, 5, dtype=torch.float64, device=device)
+    result = _run(Padded("zeros"), x)
+    assert _fired(result) == {}  # total padding (2, 3) is asymmetric at stride 1: kept
+    assert any("asymmetric" in r for r in _refused(result))
+
+    class Symmetric(Padded):
+        def forward(self, x):
+            return self.conv(nn.functional.pad(x, [2, 2, 1, 1]))
+
+    result = _run(Symmetric("zeros"), x)
+    assert _fired(result) == {"pad_into_conv": 1}
+    assert result.model.conv.padding == (2, 3)
+    result = _run(Symmetric("reflect"), x)
+    assert any("mode 'reflect'" in r for r in _refused(result))

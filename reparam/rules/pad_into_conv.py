@@ -1,0 +1,77 @@
+r"""Fold an explicit zero pad in front of a conv into the conv's own padding.
+
+.. math:: W * \operatorname{pad}_0^{p}(x) \text{ (conv padding } q) = W * x
+          \text{ with padding } p + q
+
+Exact when the pad is a constant-zero pad of the spatial dims and the conv pads with zeros
+(or not at all). Asymmetric totals are only expressible as ``padding='same'`` at stride 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from torch.fx import Node
+
+from reparam.convspec import conv_from_spec, is_plain_conv, spec_from_conv
+from reparam.errors import Refusal
+from reparam.graph.views import single_user
+from reparam.rules.base import Rewrite, Rule, RuleContext
+from reparam.rules.pad_through_pointwise import zero_pad_args
+
+
+class FoldPadIntoConv(Rule):
+    """Replaces conv(pad(x)) with one conv."""
+
+    name = "pad_into_conv"
+    summary = "explicit zero pad before a conv → the conv's padding"
+    pattern = "conv(F.pad(x, p))"
+    refuses_when = (
+        "the conv pads with a non-zero mode",
+        "the pad reaches the channel or batch dim",
+        "the total padding is asymmetric at stride > 1",
+        "the padded tensor is used elsewhere",
+    )
+
+    def match(self, node: Node, ctx: RuleContext) -> tuple[Node, Node] | None:
+        if node.op != "call_module" or not is_plain_conv(ctx.module(node.target)):
+            return None
+        pad = node.args[0]
+        if isinstance(pad, Node) and zero_pad_args(pad) is not None:
+            return node, pad
+        return None
+
+    def check(self, m: tuple[Node, Node], ctx: RuleContext):
+        conv_node, pad = m
+        spec = spec_from_conv(ctx.module(conv_node.target))
+        pads = zero_pad_args(pad)
+        if len(pads) > 2 * spec.dims or len(pads) % 2:
+            return Refusal("the pad reaches the channel or batch dim")
+        if any(spec.is_padded) and spec.padding_mode != "zeros":
+            return Refusal(f"the conv pads with mode '{spec.padding_mode}'")
+        if not single_user(pad):
+            return Refusal("the padded tensor is used elsewhere")
+        extra = [(0, 0)] * spec.dims
+        for i in range(len(pads) // 2):  # F.pad lists the last dim first
+            extra[spec.dims - 1 - i] = (pads[2 * i], pads[2 * i + 1])
+        padding = tuple((a + c, b + d) for (a, b), (c, d) in zip(spec.padding, extra, strict=True))
+        if any(p < 0 for pair in padding for p in pair):
+            return Refusal("negative padding (cropping)")
+        try:
+            module = conv_from_spec(replace(spec, padding=padding, padding_mode="zeros"))
+        except ValueError as err:
+            return Refusal(str(err))
+        return conv_node, pad, module
+
+    def rewrite(self, plan, ctx: RuleContext) -> Rewrite:
+        conv_node, pad, module = plan
+        site = ctx.site_name(conv_node)
+        if ctx.exclusive_reason(conv_node) is None:
+            ctx.set_module(conv_node.target, module)
+        else:
+            path = ctx.fresh_path(ctx.owner_path(conv_node), "reparam_padded")
+            ctx.set_module(path, module)
+            conv_node.target = path
+        conv_node.args = (pad.args[0], *conv_node.args[1:])
+        ctx.erase_unused([pad])
+        return Rewrite(self.name, site, "zero pad folded into the conv's padding")

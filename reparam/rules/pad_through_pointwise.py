@@ -1,0 +1,124 @@
+r"""Move a "pad with the conv's bias" after a 1×1 conv in front of it, as zero padding.
+
+A 1×1 conv (stride 1, no padding) maps a zero pixel to its bias ``b``, so padding its output
+with ``b`` per channel is the same as zero-padding its input:
+
+.. math:: \operatorname{pad}_{b}(W x + b) = W \operatorname{pad}_{0}(x) + b
+
+DBB (arXiv:2103.13425) writes this "BN-and-pad" as ``pad(y - c) + c`` with ``c = BN(0)``
+so that its 1×1 → k×k branch stays exact; once the BN is folded into the 1×1 conv, ``c``
+is the conv's bias. Moving the pad in front lets the two convs compose
+(``sequential_convs``) and the zero pad fold into the result (``pad_into_conv``).
+Exact when ``c`` equals the bias (to the dtype's rounding) and the pad is a constant-zero pad.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.fx import Node
+
+from reparam.convspec import is_plain_conv, spec_from_conv
+from reparam.errors import Refusal
+from reparam.graph.views import single_user
+from reparam.rules.base import Rewrite, Rule, RuleContext
+from reparam.verify import tolerance_for
+
+_ADDS = {operator.add, torch.add}
+_SUBS = {operator.sub, torch.sub}
+
+
+def zero_pad_args(node: Node) -> list[int] | None:
+    """The pad list of ``F.pad(x, pads)`` in constant mode with value 0, else None."""
+    if node.op != "call_function" or node.target is not F.pad:
+        return None
+    pads = node.args[1] if len(node.args) > 1 else node.kwargs.get("pad")
+    mode = node.args[2] if len(node.args) > 2 else node.kwargs.get("mode", "constant")
+    value = node.args[3] if len(node.args) > 3 else node.kwargs.get("value", None)
+    if mode != "constant" or value not in (None, 0, 0.0):
+        return None
+    if not isinstance(pads, (list, tuple)) or not all(isinstance(p, int) for p in pads):
+        return None
+    return list(pads)
+
+
+@dataclass
+class _Match:
+    add: Node
+    pad: Node
+    sub: Node
+    conv: Node
+    fill: Node
+
+
+class PadThroughPointwise(Rule):
+    """Replaces pad(conv1x1(x) - b) + b with conv1x1(pad(x))."""
+
+    name = "pad_through_pointwise"
+    summary = "DBB's BN-and-pad after a 1×1 conv → zero padding before it"
+    pattern = "pad(conv1x1(x) - c) + c, c = bias of the conv"
+    refuses_when = (
+        "the conv is not 1×1 with stride 1 and no padding",
+        "the fill value is not the conv's bias",
+        "an intermediate tensor is used elsewhere",
+    )
+
+    def match(self, node: Node, ctx: RuleContext) -> _Match | None:
+        if node.op != "call_function" or node.target not in _ADDS or len(node.args) != 2:
+            return None
+        for pad, fill in (node.args, reversed(node.args)):
+            if not isinstance(pad, Node) or zero_pad_args(pad) is None:
+                continue
+            sub = pad.args[0]
+            if not (
+                isinstance(sub, Node)
+                and sub.op == "call_function"
+                and sub.target in _SUBS
+                and len(sub.args) == 2
+                and isinstance(sub.args[0], Node)
+            ):
+                continue
+            conv = sub.args[0]
+            if conv.op == "call_module" and is_plain_conv(ctx.module(conv.target)):
+                return _Match(node, pad, sub, conv, fill)
+        return None
+
+    def check(self, m: _Match, ctx: RuleContext) -> _Match | Refusal:
+        spec = spec_from_conv(ctx.module(m.conv.target))
+        if (
+            any(k != 1 for k in spec.kernel_size)
+            or any(s != 1 for s in spec.stride)
+            or any(spec.is_padded)
+        ):
+            return Refusal("the conv before the pad is not a 1×1, stride-1, unpadded conv")
+        if not (single_user(m.conv) and single_user(m.sub) and single_user(m.pad)):
+            return Refusal("an intermediate tensor is used elsewhere")
+        if len(zero_pad_args(m.pad)) > 2 * spec.dims:
+            return Refusal("the pad reaches the channel or batch dim")
+        fill, fill2 = ctx.constant_value(m.fill), ctx.constant_value(m.sub.args[1])
+        if fill is None or fill2 is None:
+            return Refusal("the fill value depends on the input")
+        bias = spec.bias if spec.bias is not None else torch.zeros(spec.out_channels)
+        shape = (1, spec.out_channels) + (1,) * spec.dims
+        try:
+            fill, fill2 = fill.expand(shape), fill2.expand(shape)
+        except RuntimeError:
+            return Refusal("the fill value is not one value per channel")
+        b = bias.reshape(shape).to(fill)
+        tol = tolerance_for(spec.weight.dtype) * max(1.0, float(b.abs().max()))
+        if float((fill - b).abs().max()) > tol or float((fill2 - b).abs().max()) > tol:
+            return Refusal("the fill value differs from the conv's bias: the border would differ")
+        return m
+
+    def rewrite(self, m: _Match, ctx: RuleContext) -> Rewrite:
+        site = ctx.site_name(m.add)
+        source = m.conv.args[0]
+        with ctx.graph.inserting_before(m.conv):
+            padded = ctx.graph.call_function(F.pad, (source, list(zero_pad_args(m.pad))))
+        m.conv.args = (padded, *m.conv.args[1:])
+        m.add.replace_all_uses_with(m.conv)
+        ctx.erase_unused([m.add])
+        return Rewrite(self.name, site, "pad with the 1×1 conv's bias moved before it as zeros")
