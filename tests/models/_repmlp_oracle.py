@@ -1,7 +1,8 @@
 """Test-only oracle: an independent, direct transcription of the RepMLP papers' merge rules.
 
 It turns a training-time model's state_dict into the inference-form state_dict (BN folding into
-conv+BN units, Locality Injection into ``fc3``, the v1 pooled BN into ``fc1``). The package itself
+conv+BN units, Locality Injection into ``fc3``, the v1 pooled BN into ``fc1``, RepMLPNet's
+``prebn2`` into the FFN's first 1x1 conv and its ``head_norm`` into the ``head`` Linear). The package itself
 has no conversion code (the ``reparam.deploy`` engine does that); the tests use this oracle to
 check that the inference form (``inference=True``) computes the same function, and as a
 cross-check for the engine.
@@ -13,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from reparam_models.layers import ConvBN, RepMLP, RepMLPBlock
+from reparam_models.layers import ConvBN, RepMLP, RepMLPBlock, RepMLPNetUnit
+from reparam_models.repmlpnet import RepMLPNet
 
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d)
 
@@ -121,7 +123,29 @@ def deploy_state_dict(model: nn.Module) -> dict[str, Tensor]:
             wt, b = fold_bn(m.conv.weight, m.bn, m.conv.bias)
             sd[f"{name}.conv.weight"], sd[f"{name}.conv.bias"] = wt, b
             drop(f"{name}.bn.")
+
+    # Norms *before* a layer: W' = W diag(t), b' = b + W shift (summed over the input). Applied
+    # to the already BN-folded weights above (the two folds commute).
+    for name, m in model.named_modules():
+        p = f"{name}." if name else ""
+        if isinstance(m, RepMLPNetUnit) and isinstance(m.prebn2, _BN):
+            key = f"{p}ffn_block.ffn_fc1.conv"
+            sd[f"{key}.weight"], sd[f"{key}.bias"] = _fold_bn_before(
+                sd[f"{key}.weight"], sd[f"{key}.bias"], m.prebn2)
+            drop(f"{p}prebn2.")
+        if isinstance(m, RepMLPNet) and isinstance(m.head, nn.Linear) and isinstance(
+                getattr(m, "head_norm", None), _BN):
+            sd[f"{p}head.weight"], sd[f"{p}head.bias"] = _fold_bn_before(
+                sd[f"{p}head.weight"], sd[f"{p}head.bias"], m.head_norm)
+            drop(f"{p}head_norm.")
     return sd
+
+
+def _fold_bn_before(weight: Tensor, bias: Tensor, bn: nn.Module) -> tuple[Tensor, Tensor]:
+    t = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    shift = bn.bias - bn.running_mean * t
+    w2 = weight.reshape(weight.shape[0], -1)  # (O, I) for a 1x1 conv or a linear
+    return (w2 * t[None, :]).reshape(weight.shape), bias + w2 @ shift
 
 
 def expected_inference_keys(train_model: nn.Module) -> set[str]:
@@ -139,6 +163,11 @@ def expected_inference_keys(train_model: nn.Module) -> set[str]:
         if isinstance(m, ConvBN) and name not in skip:
             keys = {k for k in keys if not k.startswith(f"{name}.bn.")}
             keys.add(f"{name}.conv.bias")
+        p = f"{name}." if name else ""
+        if isinstance(m, RepMLPNetUnit):
+            keys = {k for k in keys if not k.startswith(f"{p}prebn2.")}
+        if isinstance(m, RepMLPNet) and isinstance(getattr(m, "head", None), nn.Linear):
+            keys = {k for k in keys if not k.startswith(f"{p}head_norm.")}
     return keys
 
 
@@ -155,3 +184,9 @@ def check_inference_layout(model: nn.Module) -> None:
             if isinstance(m, RepMLP) and m.need_global_perceptron:
                 assert isinstance(m.avg.bn, nn.Identity), name
                 assert m.fc1_fc2.fc1.bias is not None, name
+        if isinstance(m, RepMLPNetUnit):
+            assert isinstance(m.prebn2, nn.Identity), name
+            assert isinstance(m.prebn1, nn.BatchNorm2d), name
+            assert m.ffn_block.ffn_fc1.conv.bias is not None, name
+        if isinstance(m, RepMLPNet) and isinstance(getattr(m, "head", None), nn.Linear):
+            assert isinstance(m.head_norm, nn.Identity), name

@@ -87,9 +87,18 @@ def _plain_units(model: nn.Module) -> list[str]:
             if isinstance(m, ConvBN) and not n.rsplit(".", 1)[-1].startswith("repconv")]
 
 
+def _kept_norms(model: nn.Module) -> list[str]:
+    """RepMLPNet norms that the reference's deploy keeps but our inference form folds."""
+    names = [n for n, _ in model.named_modules() if n.endswith(".prebn2")]
+    if isinstance(getattr(model, "head", None), nn.Linear):
+        names.append("head_norm")
+    return names
+
+
 def reference_v2_deploy(train: nn.Module) -> dict[str, Tensor]:
     """A reference-style RepMLPNet deploy checkpoint: RepMLP blocks merged (fc3 with bias), but
-    the plain conv+BN units keep their BN, as the reference's locality_injection() leaves them."""
+    the plain conv+BN units keep their BN, and so do ``prebn2`` and ``head_norm``, as the
+    reference's locality_injection() leaves them."""
     sd = deploy_state_dict(train)
     train_sd = train.state_dict()
     for n in _plain_units(train):
@@ -97,6 +106,12 @@ def reference_v2_deploy(train: nn.Module) -> dict[str, Tensor]:
         sd[f"{n}.conv.weight"] = train_sd[f"{n}.conv.weight"].clone()
         for s in _BN_KEYS:
             sd[f"{n}.bn.{s}"] = train_sd[f"{n}.bn.{s}"].clone()
+    for n in _kept_norms(train):
+        for s in _BN_KEYS:
+            sd[f"{n}.{s}"] = train_sd[f"{n}.{s}"].clone()
+    # (the FFN's first conv is a plain unit: restored above to its training weights)
+    if "head_norm" in _kept_norms(train):
+        sd["head.weight"], sd["head.bias"] = train_sd["head.weight"], train_sd["head.bias"]
     return to_reference_keys(train, sd)
 
 
@@ -105,11 +120,18 @@ def reference_layout(name: str, form: str) -> dict[str, tuple[int, ...]]:
     with torch.device("meta"):
         model = create_model(name, inference=form == "deploy")
     keys = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    if form == "deploy" and name.startswith("repmlpnet"):  # reference keeps plain units' BNs
+    if form == "deploy" and name.startswith("repmlpnet"):
+        # the reference keeps the BNs of plain units, prebn2 and head_norm
         for n in _plain_units(model):
             del keys[f"{n}.conv.bias"]
             c = keys[f"{n}.conv.weight"][0]
             keys.update({f"{n}.bn.{s}": (() if s == "num_batches_tracked" else (c,))
+                         for s in _BN_KEYS})
+        for n in _kept_norms(model):
+            target = "head.weight" if n == "head_norm" else (
+                n[: -len("prebn2")] + "ffn_block.ffn_fc1.conv.weight")
+            c = keys[target][1]
+            keys.update({f"{n}.{s}": (() if s == "num_batches_tracked" else (c,))
                          for s in _BN_KEYS})
     return {to_reference_keys(model, {k: torch.empty(0)}).popitem()[0]: v
             for k, v in keys.items()}

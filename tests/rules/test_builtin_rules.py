@@ -8,6 +8,7 @@ from torch import nn
 
 import reparam
 from reparam.demo import randomize_batch_norms
+from reparam.rules.parallel_branches import MergeParallelBranches
 
 
 def _run(model: nn.Module, x: torch.Tensor, **kw):
@@ -246,42 +247,31 @@ def test_concat_convs(device):
     assert _fired(_run(Cat(1), x, allow_slower=True)) == {"concat_convs": 1}
 
 
+class WrongBranches(MergeParallelBranches):
+    """A deliberately wrong rule: scales the merged kernel."""
+
+    name = "wrong_branches"
+
+    def check(self, m, ctx):
+        plan = super().check(m, ctx)
+        if plan:
+            with torch.no_grad():
+                plan.module.weight.mul_(1.5)
+        return plan
+
+
 def test_verify_rolls_back_a_wrong_rule(device):
-    from reparam.rules.parallel_branches import MergeParallelBranches
-
-    class Wrong(MergeParallelBranches):
-        name = "wrong_branches"
-
-        def check(self, m, ctx):
-            plan = super().check(m, ctx)
-            if plan:
-                with torch.no_grad():
-                    plan.module.weight.mul_(1.5)
-            return plan
-
     x = torch.randn(2, 4, 6, 6, dtype=torch.float64, device=device)
     model = Branches([cbn(4, 4, 3), cbn(4, 4, 1)])
-    result = _run(model, x, rules=reparam.RuleRegistry([Wrong()]), verify=True)
+    result = _run(model, x, rules=reparam.RuleRegistry([WrongBranches()]), verify=True)
     assert result.report.rolled_back and result.report.rewrites == []
 
 
 def test_wrong_rule_without_verify_is_caught_by_the_final_check(device):
-    from reparam.rules.parallel_branches import MergeParallelBranches
-
-    class Wrong(MergeParallelBranches):
-        name = "wrong_branches"
-
-        def check(self, m, ctx):
-            plan = super().check(m, ctx)
-            if plan:
-                with torch.no_grad():
-                    plan.module.weight.mul_(1.5)
-            return plan
-
     x = torch.randn(2, 4, 6, 6, dtype=torch.float64, device=device)
     model = randomize_batch_norms(Branches([cbn(4, 4, 3), cbn(4, 4, 1)]).double()).eval()
     with pytest.raises(reparam.ReparamError, match="differs"):
-        reparam.deploy(model.to(device), x, rules=reparam.RuleRegistry([Wrong()]))
+        reparam.deploy(model.to(device), x, rules=reparam.RuleRegistry([WrongBranches()]))
 
 
 def test_functional_batch_norm_subclass(device):
