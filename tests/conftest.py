@@ -3,8 +3,8 @@
 Profiles (select with ``HYPOTHESIS_PROFILE``):
 
 * ``dev`` (default): few examples, fast feedback.
-* ``ci``: the CI run (100 examples per property), ``deadline=None`` and ``print_blob=True``
-  so failures reproduce.
+* ``ci``: the CI run (100 examples per property), derandomized so that a run is repeatable,
+  ``deadline=None`` and ``print_blob=True`` so failures reproduce.
 * ``slow``: >= 10,000 examples per property (use with ``pytest -m slow``).
 """
 
@@ -22,7 +22,7 @@ _COMMON = dict(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.register_profile("dev", max_examples=25, **_COMMON)
-settings.register_profile("ci", max_examples=100, **_COMMON)
+settings.register_profile("ci", max_examples=100, derandomize=True, **_COMMON)
 settings.register_profile("slow", max_examples=10_000, **_COMMON)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 

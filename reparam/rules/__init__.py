@@ -5,6 +5,7 @@ from __future__ import annotations
 from reparam.rules.base import Rewrite, Rule, RuleContext
 from reparam.rules.concat_convs import MergeConcatConvs
 from reparam.rules.conv_norm import FoldNormAfterConv
+from reparam.rules.grouped_fc import GroupedFcAsBmm
 from reparam.rules.linear_norm import FoldNormAfterLinear
 from reparam.rules.locality_injection import LocalityInjection
 from reparam.rules.norm_conv import FoldNormBeforeConv
@@ -26,6 +27,7 @@ BUILTIN_RULES: tuple[type[Rule], ...] = (
     FoldPadIntoConv,
     FoldNormBeforeLinear,
     FoldNormBeforeConv,
+    GroupedFcAsBmm,
 )
 
 _DEFAULT: RuleRegistry | None = None

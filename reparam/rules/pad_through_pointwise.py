@@ -10,10 +10,13 @@ so that its 1×1 → k×k branch stays exact; once the BN is folded into the 1×
 is the conv's bias. Moving the pad in front lets the two convs compose
 (``sequential_convs``) and the zero pad fold into the result (``pad_into_conv``).
 Exact when ``c`` equals the bias (to the dtype's rounding) and the pad is a constant-zero pad.
+Only done when an unpadded conv follows that the 1×1 will compose with at no extra cost:
+alone, the moved pad would make the 1×1 conv also compute the border.
 """
 
 from __future__ import annotations
 
+import math
 import operator
 from dataclasses import dataclass
 
@@ -23,7 +26,7 @@ from torch.fx import Node
 
 from reparam.convspec import is_plain_conv, spec_from_conv
 from reparam.errors import Refusal
-from reparam.graph.views import single_user
+from reparam.graph.views import single_user, value_users
 from reparam.rules.base import Rewrite, Rule, RuleContext
 from reparam.verify import tolerance_for
 
@@ -64,6 +67,7 @@ class PadThroughPointwise(Rule):
         "the conv is not 1×1 with stride 1 and no padding",
         "the fill value is not the conv's bias",
         "an intermediate tensor is used elsewhere",
+        "no unpadded conv follows to compose with (the 1×1 would compute the border for nothing)",
     )
 
     def match(self, node: Node, ctx: RuleContext) -> _Match | None:
@@ -98,6 +102,25 @@ class PadThroughPointwise(Rule):
             return Refusal("an intermediate tensor is used elsewhere")
         if len(zero_pad_args(m.pad)) > 2 * spec.dims:
             return Refusal("the pad reaches the channel or batch dim")
+        users = value_users(m.add)
+        nxt = users[0] if len(users) == 1 else None
+        if not (
+            nxt is not None
+            and nxt.op == "call_module"
+            and is_plain_conv(ctx.module(nxt.target))
+            and nxt.args[0] is m.add
+        ):
+            return Refusal(
+                "no conv follows to compose with: moving the pad would make the "
+                "1×1 conv run on the border for nothing"
+            )
+        after = spec_from_conv(ctx.module(nxt.target))
+        if any(after.is_padded) or any(d != 1 for d in after.dilation):
+            return Refusal("the conv after the pad pads or dilates: the two would not compose")
+        merged = after.out_channels * (spec.in_channels // math.gcd(spec.groups, after.groups))
+        merged *= math.prod(after.kernel_size)
+        if merged > spec.macs_per_output() * math.prod(after.stride) + after.macs_per_output():
+            return Refusal("composing the 1×1 with the next conv would cost more multiply-adds")
         fill, fill2 = ctx.constant_value(m.fill), ctx.constant_value(m.sub.args[1])
         if fill is None or fill2 is None:
             return Refusal("the fill value depends on the input")

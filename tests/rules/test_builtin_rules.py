@@ -344,16 +344,26 @@ def test_pad_with_other_value_is_refused(device):
     class WrongFill(nn.Module):
         def __init__(self):
             super().__init__()
-            self.conv = nn.Conv2d(3, 3, 1)
+            self.conv, self.conv2 = nn.Conv2d(3, 3, 1), nn.Conv2d(3, 3, 3)
             self.fill = nn.Parameter(torch.ones(1, 3, 1, 1))
 
         def forward(self, x):
-            return nn.functional.pad(self.conv(x) - self.fill, [1, 1, 1, 1]) + self.fill
+            return self.conv2(nn.functional.pad(self.conv(x) - self.fill, [1, 1, 1, 1])
+                              + self.fill)
 
     x = torch.randn(1, 3, 4, 4, dtype=torch.float64, device=device)
     result = _run(WrongFill(), x)
     assert "pad_through_pointwise" not in _fired(result)
     assert any("differs from the conv's bias" in r for r in _refused(result))
+
+
+def test_pad_move_needs_a_conv_to_compose_with(device):
+    c = 3
+    model = Seq(nn.Conv2d(c, c, 1, bias=False), BNAndPad(c, 1), nn.AvgPool2d(3))
+    x = torch.randn(1, c, 4, 4, dtype=torch.float64, device=device)
+    result = _run(model, x)
+    assert "pad_through_pointwise" not in _fired(result)
+    assert any("no conv follows" in r for r in _refused(result))
 
 
 def test_pad_into_conv(device):

@@ -1,0 +1,210 @@
+"""grouped_fc_as_bmm: a grouped 1×1 conv on 1×1 maps computed by a batched matmul.
+
+Exactness is a property over random shapes and groups (float64, <= 1e-9 relative); whether the
+rule fires is a timing decision, so the engine tests inject the timer (``GroupedFcAsBmm(timer=)``)
+and one test runs the real one, accepting either outcome as long as the report is consistent.
+"""
+
+from __future__ import annotations
+
+import copy
+import pickle
+import re
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import reparam
+from reparam.rules import default_registry
+from reparam.rules.grouped_fc import (
+    GroupedFcAsBmm,
+    GroupedPointwiseConv,
+    grouped_pointwise_conv2d,
+    measure,
+)
+
+f64 = torch.float64
+# the device fixture is the same for every example of a property: nothing to reset
+with_device = settings(suppress_health_check=[*settings.default.suppress_health_check,
+                                              HealthCheck.function_scoped_fixture])
+
+
+def _faster(conv, shape):
+    return 2e-3, 1e-3
+
+
+def _slower(conv, shape):
+    return 1.2e-3, 1.5e-3
+
+
+class GroupedFC(nn.Module):
+    """RepMLP's shape: rows of a (N, C) matrix through a grouped FC written as a 1×1 conv."""
+
+    def __init__(self, cin: int, cout: int, groups: int, bias: bool = True) -> None:
+        super().__init__()
+        self.fc = nn.Conv2d(cin, cout, 1, groups=groups, bias=bias)
+
+    def forward(self, x):
+        return self.fc(x.reshape(x.shape[0], -1, 1, 1)).flatten(1).relu()
+
+
+def _deploy(model: nn.Module, x: torch.Tensor | None, timer=_faster, **kw):
+    model = (model if x is None else model.to(x)).eval()
+    return reparam.deploy_with_report(model, x, rules=[GroupedFcAsBmm(timer=timer)], **kw)
+
+
+@given(
+    n=st.integers(1, 5),
+    groups=st.integers(1, 6),
+    in_per=st.integers(1, 6),
+    out_per=st.integers(1, 6),
+    size=st.sampled_from([(1, 1), (1, 1), (2, 3), (1, 2)]),
+    bias=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+@with_device
+def test_same_function_as_the_conv(device, n, groups, in_per, out_per, size, bias, seed):
+    torch.manual_seed(seed)
+    conv = nn.Conv2d(in_per * groups, out_per * groups, 1, groups=groups, bias=bias)
+    conv = conv.to(device, f64)
+    fast = GroupedPointwiseConv.from_conv(conv)
+    x = torch.randn(n, in_per * groups, *size, dtype=f64, device=device)
+    with torch.no_grad():
+        expected = conv(x)
+        out = fast(x)
+    assert out.shape == expected.shape
+    assert reparam.relative_error(expected, out) <= 1e-9
+    # same parameters (shared tensors), same state_dict keys and shapes
+    assert fast.weight is conv.weight and fast.bias is conv.bias
+    assert {k: v.shape for k, v in fast.state_dict().items()} == {
+        k: v.shape for k, v in conv.state_dict().items()
+    }
+
+
+@given(
+    n=st.integers(1, 4),
+    groups=st.integers(2, 5),
+    in_per=st.integers(1, 5),
+    out_per=st.integers(1, 5),
+    bias=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_rule_is_exact_and_keeps_the_layout(n, groups, in_per, out_per, bias, seed):
+    torch.manual_seed(seed)
+    model = GroupedFC(in_per * groups, out_per * groups, groups, bias).double().eval()
+    x = torch.randn(n, in_per * groups, dtype=f64)
+    result = _deploy(model, x)
+    assert result.report.fired() == {"grouped_fc_as_bmm": 1}
+    deployed = result.model
+    assert type(deployed.fc) is GroupedPointwiseConv and isinstance(deployed.fc, nn.Conv2d)
+    assert reparam.relative_error(model(x), deployed(x)) <= 1e-9
+    assert {k: v.shape for k, v in deployed.state_dict().items()} == {
+        k: v.shape for k, v in model.state_dict().items()
+    }
+    assert "bmm" in result.report.rewrites[0].detail
+
+
+def test_deployed_model_pickles_traces_and_redeploys():
+    torch.manual_seed(0)
+    model = GroupedFC(12, 8, 4).double().eval()
+    x = torch.randn(3, 12, dtype=f64)
+    deployed = _deploy(model, x).model
+    for other in (pickle.loads(pickle.dumps(deployed)), copy.deepcopy(deployed)):
+        assert type(other.fc) is GroupedPointwiseConv
+        assert torch.equal(other(x), deployed(x))
+    # plain torch.fx traces through it to one call of the batched-matmul function
+    gm = torch.fx.symbolic_trace(deployed)
+    assert any(n.target is grouped_pointwise_conv2d for n in gm.graph.nodes)
+    assert torch.equal(gm(x), deployed(x))
+    # the engine sees an ordinary conv leaf: deploying again changes nothing, skips nothing
+    again = reparam.deploy_with_report(deployed, x)
+    assert again.report.fired() == {} and again.report.skipped_scopes == []
+    # a deployed checkpoint loads into the plain model (and back)
+    plain = GroupedFC(12, 8, 4).double().eval()
+    plain.load_state_dict(deployed.state_dict(), strict=True)
+    assert reparam.relative_error(plain(x), deployed(x)) <= 1e-12
+
+
+def test_refuses_when_the_bmm_is_not_faster():
+    model = GroupedFC(12, 8, 4).double()
+    result = _deploy(model, torch.randn(3, 12, dtype=f64), timer=_slower)
+    assert result.report.fired() == {}
+    assert type(result.model.fc) is nn.Conv2d
+    (refusal,) = result.report.refusals
+    assert refusal.rule == "grouped_fc_as_bmm" and refusal.site == "fc"
+    assert refusal.reason.startswith("grouped conv 1.2 ms vs bmm 1.5 ms")
+
+
+def test_refuses_without_shapes_and_when_shared():
+    result = _deploy(GroupedFC(12, 8, 4), None)
+    assert [o.reason for o in result.report.refusals] == [
+        "the input shape is unknown; pass example_inputs"
+    ]
+
+    class TwoCalls(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Conv2d(8, 8, 1, groups=2)
+
+        def forward(self, x):
+            return self.fc(self.fc(x))
+
+    result = _deploy(TwoCalls(), torch.randn(2, 8, 1, 1))
+    assert result.report.fired() == {}
+    assert "called more than once" in result.report.refusals[0].reason
+
+
+@pytest.mark.parametrize(
+    ("conv", "size"),
+    [
+        (nn.Conv2d(8, 8, 1, groups=1), 1),  # not grouped: an ordinary linear already
+        (nn.Conv2d(8, 8, 1, groups=2), 3),  # real maps, not an FC
+        (nn.Conv2d(8, 8, 1, groups=2, stride=2), 1),
+        (nn.Conv2d(8, 8, 3, groups=2, padding=1), 1),
+    ],
+)
+def test_other_convs_are_not_sites(conv, size):
+    model = nn.Sequential(conv)
+    result = _deploy(model, torch.randn(2, 8, size, size))
+    assert result.report.fired() == {} and result.report.refusals == []
+    assert reparam.explain(model, torch.randn(2, 8, size, size)).fired() == []
+
+
+def test_real_timer_decides_and_reports_consistently():
+    GroupedFcAsBmm.clear_timings()
+    torch.manual_seed(0)
+    model = GroupedFC(6272, 6272, 128).eval()  # RepMLPNet-B224's last-stage FC
+    x = torch.randn(6, 6272)
+    result = reparam.deploy_with_report(model, x, rules=["grouped_fc_as_bmm"])
+    if result.report.fired():
+        assert type(result.model.fc) is GroupedPointwiseConv
+        detail = result.report.rewrites[0].detail
+        assert re.match(r"grouped conv \S+ \S+ → bmm \S+ \S+ \(\d+\.\d× faster\)", detail)
+    else:
+        assert type(result.model.fc) is nn.Conv2d
+        assert re.match(r"grouped conv \S+ \S+ vs bmm ", result.report.refusals[0].reason)
+    assert reparam.relative_error(model(x), result.model(x)) <= 1e-5
+
+
+def test_measure_is_bounded_and_cached():
+    GroupedFcAsBmm.clear_timings()
+    conv = nn.Conv2d(256, 256, 1, groups=8)
+    import time
+
+    start = time.perf_counter()
+    first = measure(conv, (4, 256, 1, 1))
+    elapsed = time.perf_counter() - start
+    assert all(t > 0 for t in first)
+    assert elapsed < 0.5  # budget ~50 ms (plus one warm-up pair)
+    assert measure(nn.Conv2d(256, 256, 1, groups=8), (4, 256, 1, 1)) == first  # same geometry
+
+
+def test_is_a_builtin_rule_and_validates_its_geometry():
+    assert "grouped_fc_as_bmm" in default_registry()
+    rule = default_registry().get("grouped_fc_as_bmm")
+    assert rule.refuses_when and "2105.01883" in rule.maths
+    with pytest.raises(ValueError, match="1×1 conv with stride 1"):
+        GroupedPointwiseConv(4, 4, 3, groups=2)
