@@ -41,3 +41,5 @@ __all__ = [
     "register_model",
     "verify_pair",
 ]
+
+from . import timm_bridge  # noqa: E402, F401  (registers the zoo with timm; safe without timm)

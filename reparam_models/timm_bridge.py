@@ -38,7 +38,6 @@ from __future__ import annotations
 import contextlib
 import importlib.abc
 import importlib.util
-import os
 import sys
 import warnings
 from collections.abc import Callable, Iterable
@@ -161,7 +160,7 @@ def _register_quietly_failing() -> None:
     """Registration triggered by an import: never let it break that import."""
     try:
         register_timm_models()
-    except Exception as exc:  # noqa: BLE001 - a broken timm must not break our import
+    except Exception as exc:  # a broken timm install must not break the import
         warnings.warn(
             f"could not register reparam_models with timm: {type(exc).__name__}: {exc}",
             TimmBridgeWarning,
@@ -199,12 +198,15 @@ def _remove_hook() -> None:
 
 
 def _install() -> None:
-    """Called on ``import reparam_models``."""
-    if os.environ.get("REPARAM_MODELS_NO_TIMM"):
-        return
+    """Called on ``import reparam_models``: register now, or when timm gets imported."""
     if "timm" in sys.modules:
         _register_quietly_failing()
-    elif importlib.util.find_spec("timm") is not None:
+        return
+    try:
+        installed = importlib.util.find_spec("timm") is not None
+    except (ImportError, ValueError):
+        installed = False
+    if installed and _HOOK not in sys.meta_path:
         sys.meta_path.insert(0, _HOOK)
 
 
