@@ -3,9 +3,10 @@
 The four chain rules differ only in their pattern; the graph surgery is the same: the
 linear op gets the folded weights, the affine node disappears, and the scope's forward is
 rewritten from the graph. When both modules are used only here, the folded layer takes the
-old layer's path and the norm module becomes ``nn.Identity`` (*substitution*), so checkpoint
-keys stay where they were and other methods that call these modules stay valid. Otherwise
-the folded layer goes to a fresh path and the old modules stay for their other users.
+old layer's path (so checkpoint keys stay where they were) and the norm is removed; another
+method that still calls the norm then fails loudly rather than silently computing something
+else. Otherwise the folded layer goes to a fresh path and the old modules stay for their
+other users.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ def apply_chain_fold(plan: ChainPlan, ctx: RuleContext, rule: str, affine_first:
         ctx.set_module(target, plan.new_module)
         op_node.target = target
     if norm_is_module and substitute:
+        # Identity for the moment; once the forward is rewritten the unused norm is deleted,
+        # so another method that still calls it fails loudly instead of silently computing
+        # something else (the op it was folded into may carry other folds too).
         ctx.set_module(affine.node.target, nn.Identity())
     site = ctx.site_name(affine.node)
     if affine_first:

@@ -1,8 +1,9 @@
 r"""A grouped FC written as a grouped 1×1 conv on 1×1 maps, computed as a batched matmul.
 
 RepMLP's FC (``fc3``; RepMLP, arXiv:2105.01883, Sec. 3; RepMLPNet, arXiv:2112.11081, Sec. 3) is a
-``Conv2d(I, O, 1, groups=g)`` applied to partitions reshaped to ``(N, I, 1, 1)``. On such an
-input (stride 1, no padding, no dilation) the conv is ``g`` independent matrix products: with
+``Conv2d(I, O, 1, groups=g)`` applied to partitions reshaped to ``(N, I, 1, 1)`` (``g = 1`` for
+RepMLPNet's first stage, one share set). On such an input (stride 1, no padding, no dilation)
+the conv is ``g`` independent matrix products: with
 ``I' = I/g``, ``O' = O/g``, ``X_j = x[:, j I' : (j+1) I']`` (``N × I'``) and
 ``W_j = W[j O' : (j+1) O', :, 0, 0]`` (``O' × I'``),
 
@@ -22,18 +23,28 @@ its path by a :class:`GroupedPointwiseConv`, an ``nn.Conv2d`` with the *same* pa
 checkpoints stay as they were; only its kernel differs. On any other input (maps larger than
 1×1) it runs ``F.conv2d`` as before.
 
-Why: CPU conv kernels handle a grouped 1×1 conv on 1×1 maps poorly (3–25× slower than a
-batched GEMM of the same numbers), so a deployed RepMLP, which is mostly such FCs, can be
-slower than its training form. The rule fires only where the batched matmul is measured to be
-faster: at deploy time it times both kernels on the example input's shape, on the model's
+Why: CPU conv kernels handle a 1×1 conv on 1×1 maps poorly: grouped, it runs as a loop of
+per-group convs (3–25× slower than a batched GEMM of the same numbers); dense with many rows
+(RepMLPNet-B224's first-stage FC: 96 rows of 3136), about 3× slower than one GEMM. So a
+deployed RepMLP, which is mostly such FCs, can be slower than its training form. The rule fires
+only where the batched matmul is measured to be faster, by at least 10% (less is within timing
+noise): at deploy time it times both kernels on the example input's shape, on the model's
 device, dtype and thread count (a few interleaved repetitions within about 50 ms, median), and
 refuses with the measured numbers otherwise. Identical geometries are timed once per process.
+The decision holds for the example input's batch size (other batches still compute the same
+function). FCs under 2^18 multiply-adds (squeeze-excitation gates, say) are no site at all.
+
+``GroupedPointwiseConv`` keeps ``nn.Conv2d.forward`` and overrides only ``_conv_forward``, so
+the engine's tracer keeps it as a leaf conv that every other rule still understands; plain
+``torch.fx.symbolic_trace`` traces into it and records one call of the wrapped
+:func:`grouped_pointwise_conv2d`.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -120,6 +131,8 @@ Timer = Callable[[nn.Conv2d, tuple[int, ...]], tuple[float, float]]
 _TIMINGS: dict[tuple, tuple[float, float]] = {}
 _BUDGET_S = 0.05
 _MAX_REPS = 5
+_MIN_GAIN = 0.9  # fire when bmm time <= 0.9 x conv time
+_MIN_MACS = 1 << 18  # below this any kernel takes microseconds: not worth timing or reporting
 
 
 def _synchronize(device: torch.device) -> None:
@@ -208,7 +221,6 @@ class _Plan:
 def _is_grouped_pointwise(module: nn.Module) -> bool:
     return (
         type(module) is nn.Conv2d  # exactly: not a subclass with a kernel of its own (or ours)
-        and module.groups > 1
         and module.kernel_size == (1, 1)
         and module.stride == (1, 1)
         and module.dilation == (1, 1)
@@ -220,23 +232,42 @@ def _is_pointwise_input(shape: tuple[int, ...]) -> bool:
     return len(shape) == 4 and tuple(shape[2:]) == (1, 1)
 
 
+def _macs(conv: nn.Conv2d, shape: tuple[int, ...]) -> int:
+    return shape[0] * conv.out_channels * (conv.in_channels // conv.groups)
+
+
 class GroupedFcAsBmm(Rule):
-    """Replaces a grouped 1×1 conv on 1×1 maps with the same conv computed by ``baddbmm``."""
+    """Replaces a (grouped) 1×1 conv on 1×1 maps with the same conv computed by ``baddbmm``."""
 
     name = "grouped_fc_as_bmm"
-    summary = "grouped 1×1 conv on 1×1 maps (a grouped FC) → the same product as a batched matmul"
-    pattern = "conv2d_1×1(x), groups > 1, x of shape (N, C, 1, 1)"
+    summary = "1×1 conv on 1×1 maps (a grouped FC) → the same product as a batched matmul"
+    pattern = "conv2d_1×1(x), any groups, x of shape (N, C, 1, 1)"
     refuses_when = (
-        "shapes are unknown (pass example_inputs)",
-        "the input's maps are not 1×1",
+        "shapes are unknown (pass example_inputs; a dense 1×1 conv then is no site at all)",
+        "the input's maps are not 1×1, or the FC is tiny (< 262,144 multiply-adds: no site)",
         "the conv module is shared or called more than once",
-        "the batched matmul is not faster for this shape on this device, dtype and thread "
-        "count (both are timed at deploy time)",
+        "the batched matmul is not at least 10% faster for this shape on this device, dtype "
+        "and thread count (both are timed at deploy time)",
     )
 
-    def __init__(self, timer: Timer | None = None) -> None:
+    def __init__(self, timer: Timer | None = None, min_macs: int = _MIN_MACS) -> None:
         # ``timer(conv, input_shape) -> (conv seconds, bmm seconds)``; tests inject one.
         self.timer: Timer = timer or measure
+        # smaller FCs (a squeeze-excitation gate, say) are no site: microseconds either way
+        self.min_macs = min_macs
+        # The input shape each conv was last seen with. A scope that is never called itself
+        # (an nn.Sequential the model iterates over) is deployed without inputs; there the conv
+        # is judged by the shape an inner scope saw, not refused for want of one.
+        self._seen: weakref.WeakKeyDictionary[nn.Module, tuple[int, ...]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def _input_shape(self, node: Node, conv: nn.Module, ctx: RuleContext) -> tuple | None:
+        shape = ctx.shape(node.args[0])
+        if shape is None:
+            return self._seen.get(conv)
+        self._seen[conv] = tuple(shape)
+        return tuple(shape)
 
     @staticmethod
     def clear_timings() -> None:
@@ -246,16 +277,23 @@ class GroupedFcAsBmm(Rule):
     def match(self, node: Node, ctx: RuleContext) -> Node | None:
         if node.op != "call_module" or len(node.args) != 1 or node.kwargs:
             return None
-        if not _is_grouped_pointwise(ctx.module(node.target)):
+        conv = ctx.module(node.target)
+        if not _is_grouped_pointwise(conv):
             return None
-        shape = ctx.shape(node.args[0])
+        shape = self._input_shape(node, conv, ctx)
+        if shape is None and conv.groups == 1:
+            # a dense 1×1 conv of unknown input is most likely on real maps and too common
+            # (every ResNet block) to refuse each; a grouped one is likely an FC: refused below
+            return None
         if shape is not None and not _is_pointwise_input(shape):
-            return None  # a grouped 1×1 conv on real maps: not a grouped FC, nothing to say
+            return None  # a 1×1 conv on real maps: not an FC, nothing to say
+        if shape is not None and _macs(conv, shape) < self.min_macs:
+            return None
         return node
 
     def check(self, node: Node, ctx: RuleContext) -> _Plan | Refusal:
         conv = ctx.module(node.target)
-        shape = ctx.shape(node.args[0])
+        shape = self._input_shape(node, conv, ctx)
         if shape is None:
             return Refusal("the input shape is unknown; pass example_inputs")
         if not _is_pointwise_input(shape):
@@ -266,18 +304,17 @@ class GroupedFcAsBmm(Rule):
         if not conv.weight.is_floating_point() or conv.weight.device.type == "meta":
             return Refusal("the weights are not floating-point tensors with data")
         conv_s, bmm_s = self.timer(conv, tuple(shape))
-        if not bmm_s < conv_s:
+        if not bmm_s <= _MIN_GAIN * conv_s:
             return Refusal(
                 f"grouped conv {_fmt(conv_s)} vs bmm {_fmt(bmm_s)} for input {tuple(shape)}: "
-                "the batched matmul is not faster here"
+                "the batched matmul is not clearly faster here"
             )
         return _Plan(node, conv, tuple(shape), conv_s, bmm_s)
 
     def rewrite(self, plan: _Plan, ctx: RuleContext) -> Rewrite:
         conv = plan.conv
         ctx.set_module(plan.node.target, GroupedPointwiseConv.from_conv(conv))
-        n = plan.shape[0]
-        macs = n * conv.out_channels * (conv.in_channels // conv.groups)
+        macs = _macs(conv, plan.shape)
         weight_absmax = absmax(conv.weight)
         return Rewrite(
             self.name,

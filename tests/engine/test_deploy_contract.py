@@ -189,3 +189,27 @@ def test_refusals_listed_once_per_site(device):
     refusals = reparam.deploy_with_report(model, x).report.refusals
     keys = [(o.rule, o.site) for o in refusals]
     assert len(keys) == len(set(keys)) == 1
+
+
+def test_other_methods_never_silently_wrong_after_norm_folds(device):
+    """Methods other than forward that call a folded norm fail loudly: the conv it was folded
+    into may carry other folds too (here both norms), so running it alone would be wrong."""
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)
+            self.norm, self.head = nn.BatchNorm2d(4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.head(self.norm(self.bn(self.conv(x))).mean((2, 3)))
+
+        def features(self, x):
+            return self.bn(self.conv(x))
+
+    model = prepare(Net(), device)
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64, device=device)
+    deployed = reparam.deploy(model, x)
+    assert relerr(model(x), deployed(x)) <= 1e-9
+    with pytest.raises(AttributeError):
+        deployed.features(x)

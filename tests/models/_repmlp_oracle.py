@@ -2,10 +2,10 @@
 
 It turns a training-time model's state_dict into the inference-form state_dict (BN folding into
 conv+BN units, Locality Injection into ``fc3``, the v1 pooled BN into ``fc1``, RepMLPNet's
-``prebn2`` into the FFN's first 1x1 conv and its ``head_norm`` into the ``head`` Linear). The package itself
-has no conversion code (the ``reparam.deploy`` engine does that); the tests use this oracle to
-check that the inference form (``inference=True``) computes the same function, and as a
-cross-check for the engine.
+``prebn2`` into the FFN's first 1x1 conv and its ``head_norm`` into the ``head`` Linear). The
+package itself has no conversion code (the ``reparam.deploy`` engine does that); the tests use
+this oracle to check that the inference form (``inference=True``) computes the same function,
+and as a cross-check for the engine.
 """
 
 from __future__ import annotations

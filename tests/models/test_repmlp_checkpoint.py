@@ -201,8 +201,31 @@ def test_deployed_checkpoint_loads_into_inference_form(name: str) -> None:
     else:
         ref_sd = to_reference_keys(train, deploy_state_dict(train))
         assert "stage0.0.conv.bias" in ref_sd
+    if name.startswith("repmlpnet"):
+        assert "stages.0.0.prebn2.running_var" in ref_sd and "head_norm.weight" in ref_sd
     infer, _ = _small(name, inference=True)
     load_reference_state_dict(infer, ref_sd)
+    with torch.no_grad():
+        torch.testing.assert_close(infer(x), train(x), rtol=1e-9, atol=1e-9)
+
+
+def test_deployed_checkpoint_with_unfolded_pooled_bn_loads() -> None:
+    """A v1 deployed checkpoint that kept the BN after the Global Perceptron's pooling
+    (``avg.bn``) loads too: the loader folds it into ``fc1_fc2.fc1``."""
+    train, x = _small("repmlp_res50_light_224")
+    randomize_bn(train, seed=4)
+    sd = deploy_state_dict(train)
+    train_sd = train.state_dict()
+    units = [n for n, m in train.named_modules() if n.endswith("light_repmlp")
+             and m.need_global_perceptron]
+    assert units
+    for n in units:
+        for s in _BN_KEYS:
+            sd[f"{n}.avg.bn.{s}"] = train_sd[f"{n}.avg.bn.{s}"].clone()
+        for s in ("weight", "bias"):
+            sd[f"{n}.fc1_fc2.fc1.{s}"] = train_sd[f"{n}.fc1_fc2.fc1.{s}"].clone()
+    infer, _ = _small("repmlp_res50_light_224", inference=True)
+    load_reference_state_dict(infer, to_reference_keys(train, sd))
     with torch.no_grad():
         torch.testing.assert_close(infer(x), train(x), rtol=1e-9, atol=1e-9)
 

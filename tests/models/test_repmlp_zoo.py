@@ -8,7 +8,6 @@ shrunken configurations of every variant. A full-size CPU forward of every model
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import pytest
 import torch
@@ -18,6 +17,7 @@ from _repmlp_oracle import (
     expected_inference_keys,
     randomize_bn,
 )
+from _small_configs import small_kwargs
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -40,23 +40,6 @@ SPEC: dict[str, dict[str, float]] = {
                                         deploy_macs=3.89),
 }
 REL_TOL = 0.005
-
-# Shrunken configurations of every variant (same depth and block types) for real CPU forwards.
-_SMALL_NET = dict(channels=(8, 16, 32, 64), hs=(8, 4, 2, 1), num_sharesets=(1, 2, 4, 8),
-                  img_size=32)
-_SMALL_RES = dict(channels=(64, 128, 256, 512), stem_channels=16, img_size=64, h=4)
-_SMALL_FACE = dict(channels=(16, 32, 64, 128), stem_channels=8, embedding_dim=32)
-
-
-def small_kwargs(name: str) -> tuple[dict[str, Any], int]:
-    if name.startswith("repmlpnet_"):
-        return dict(_SMALL_NET, num_classes=10), 32
-    if name.startswith(("repmlp_res50", "resnet")):
-        return dict(_SMALL_RES, num_classes=10), 64
-    if name.startswith(("face_", "repmlp_face")):
-        return dict(_SMALL_FACE), 96
-    raise AssertionError(f"no small configuration for {name}")
-
 
 def input_size(model: nn.Module) -> int:
     return int(model.pretrained_cfg["input_size"][-1])

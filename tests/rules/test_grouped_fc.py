@@ -1,4 +1,4 @@
-"""grouped_fc_as_bmm: a grouped 1×1 conv on 1×1 maps computed by a batched matmul.
+"""grouped_fc_as_bmm: a (grouped) 1×1 conv on 1×1 maps computed by a batched matmul.
 
 Exactness is a property over random shapes and groups (float64, <= 1e-9 relative); whether the
 rule fires is a timing decision, so the engine tests inject the timer (``GroupedFcAsBmm(timer=)``)
@@ -40,6 +40,10 @@ def _slower(conv, shape):
     return 1.2e-3, 1.5e-3
 
 
+def _marginal(conv, shape):
+    return 1.0e-3, 0.95e-3  # within timing noise: not worth a different kernel
+
+
 class GroupedFC(nn.Module):
     """RepMLP's shape: rows of a (N, C) matrix through a grouped FC written as a 1×1 conv."""
 
@@ -53,7 +57,8 @@ class GroupedFC(nn.Module):
 
 def _deploy(model: nn.Module, x: torch.Tensor | None, timer=_faster, **kw):
     model = (model if x is None else model.to(x)).eval()
-    return reparam.deploy_with_report(model, x, rules=[GroupedFcAsBmm(timer=timer)], **kw)
+    rule = GroupedFcAsBmm(timer=timer, min_macs=0)  # tiny test FCs count as sites
+    return reparam.deploy_with_report(model, x, rules=[rule], **kw)
 
 
 @given(
@@ -86,7 +91,7 @@ def test_same_function_as_the_conv(device, n, groups, in_per, out_per, size, bia
 
 @given(
     n=st.integers(1, 4),
-    groups=st.integers(2, 5),
+    groups=st.integers(1, 5),
     in_per=st.integers(1, 5),
     out_per=st.integers(1, 5),
     bias=st.booleans(),
@@ -138,6 +143,20 @@ def test_refuses_when_the_bmm_is_not_faster():
     assert refusal.reason.startswith("grouped conv 1.2 ms vs bmm 1.5 ms")
 
 
+def test_refuses_a_marginal_gain():
+    result = _deploy(GroupedFC(12, 8, 4).double(), torch.randn(3, 12, dtype=f64),
+                     timer=_marginal)
+    assert result.report.fired() == {}
+    assert "not clearly faster" in result.report.refusals[0].reason
+
+
+def test_dense_fc_is_a_site_too():
+    """groups=1 (RepMLPNet's first-stage FC): the conv kernel is ~3x slower than one GEMM."""
+    result = _deploy(GroupedFC(12, 8, 1).double(), torch.randn(3, 12, dtype=f64))
+    assert result.report.fired() == {"grouped_fc_as_bmm": 1}
+    assert type(result.model.fc) is GroupedPointwiseConv
+
+
 def test_refuses_without_shapes_and_when_shared():
     result = _deploy(GroupedFC(12, 8, 4), None)
     assert [o.reason for o in result.report.refusals] == [
@@ -152,15 +171,45 @@ def test_refuses_without_shapes_and_when_shared():
         def forward(self, x):
             return self.fc(self.fc(x))
 
+    dense = _deploy(GroupedFC(12, 8, 1), None)  # no shapes, dense: no site, no refusal
+    assert dense.report.refusals == []
+
     result = _deploy(TwoCalls(), torch.randn(2, 8, 1, 1))
     assert result.report.fired() == {}
     assert "called more than once" in result.report.refusals[0].reason
 
 
+class Iterated(nn.Module):
+    """Calls the items of an nn.Sequential one by one: the Sequential itself is never called, so
+    the engine deploys it as a scope without inputs (no shapes)."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.Sequential(GroupedFC(12, 12, 4), GroupedFC(12, 12, 4))
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+@pytest.mark.parametrize(("timer", "min_macs"), [(_slower, 0), (_faster, 10**9)])
+def test_a_never_called_scope_does_not_refuse_for_want_of_shapes(timer, min_macs):
+    model = Iterated().double().eval()
+    x = torch.randn(2, 12, dtype=f64)
+    rule = GroupedFcAsBmm(timer=timer, min_macs=min_macs)
+    result = reparam.deploy_with_report(model, x, rules=[rule])
+    reasons = [o.reason for o in result.report.refusals]
+    assert not any("unknown" in r for r in reasons), reasons
+    if min_macs:  # too small to be a site: nothing to say anywhere
+        assert reasons == []
+    else:
+        assert len(reasons) == 2 and all(" vs bmm " in r for r in reasons)
+
+
 @pytest.mark.parametrize(
     ("conv", "size"),
     [
-        (nn.Conv2d(8, 8, 1, groups=1), 1),  # not grouped: an ordinary linear already
         (nn.Conv2d(8, 8, 1, groups=2), 3),  # real maps, not an FC
         (nn.Conv2d(8, 8, 1, groups=2, stride=2), 1),
         (nn.Conv2d(8, 8, 3, groups=2, padding=1), 1),
@@ -171,6 +220,13 @@ def test_other_convs_are_not_sites(conv, size):
     result = _deploy(model, torch.randn(2, 8, size, size))
     assert result.report.fired() == {} and result.report.refusals == []
     assert reparam.explain(model, torch.randn(2, 8, size, size)).fired() == []
+
+
+def test_tiny_fcs_are_no_sites():
+    """An SE-style gate (a few thousand multiply-adds) is not worth timing or reporting."""
+    model = GroupedFC(96, 24, 1).eval()
+    result = reparam.deploy_with_report(model, torch.randn(1, 96), rules=["grouped_fc_as_bmm"])
+    assert result.report.fired() == {} and result.report.refusals == []
 
 
 def test_real_timer_decides_and_reports_consistently():
