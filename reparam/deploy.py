@@ -393,8 +393,9 @@ def deploy_with_report(
             "the model was in training mode: deploy uses eval semantics "
             "(running statistics); the result is in eval mode"
         )
-    original_mode = model.training
-    target = model if inplace else copy.deepcopy(model)
+    # always work on a copy: a deploy that fails half-way leaves nothing half-converted;
+    # ``inplace`` moves the finished result into the user's object at the very end
+    target = copy.deepcopy(model)
     target.eval()
     dtype = model_dtype(target)
     if dtype in (torch.float16, torch.bfloat16):
@@ -417,7 +418,7 @@ def deploy_with_report(
         _Scope(
             path, module, registry, shared, allow_slower, scope_inputs, verify, report, dtype
         ).run()
-    _keep_memory_format(model if not inplace else target, target, report)
+    _keep_memory_format(model, target, report)
     _final_unfolded_norms(target, report)
     report.params_after = count_params(target)
     report.weight_absmax_after = absmax(*[p for p in target.parameters() if p.dim() > 1])
@@ -434,15 +435,23 @@ def deploy_with_report(
             b, _ = to_float64(target, inputs)
             err64 = relative_error(run(a, xs), run(b, xs))
             if not err64 <= tolerance_for(dtype):
-                if not inplace:
-                    model.train(original_mode)
                 raise ReparamError(
                     f"deployed model differs from the original (relative error {err64:.2e} in "
                     "float64); this is a bug in a rule: please report it with the model"
                 )
         report.max_relative_error = err
     report.seconds = time.perf_counter() - start
+    if inplace:
+        _transplant(target, into=model)
+        target = model
     return DeployResult(target, report)
+
+
+def _transplant(source: nn.Module, into: nn.Module) -> None:
+    """Make ``into`` the deployed module (same object identity for the caller)."""
+    into.__dict__.clear()
+    into.__dict__.update(source.__dict__)
+    into.__class__ = type(source)
 
 
 def deploy(

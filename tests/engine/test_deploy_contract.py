@@ -213,3 +213,27 @@ def test_other_methods_never_silently_wrong_after_norm_folds(device):
     assert relerr(model(x), deployed(x)) <= 1e-9
     with pytest.raises(AttributeError):
         deployed.features(x)
+
+
+def test_failed_inplace_deploy_leaves_the_model_untouched(device):
+    from reparam.rules.parallel_branches import MergeParallelBranches
+
+    class Wrong(MergeParallelBranches):
+        name = "wrong_branches"
+
+        def check(self, m, ctx):
+            plan = super().check(m, ctx)
+            if plan:
+                with torch.no_grad():
+                    plan.module.weight.mul_(2.0)
+            return plan
+
+    model = prepare(DemoNet(channels=8), device)
+    x = torch.randn(1, 3, 16, 16, dtype=torch.float64, device=device)
+    before = copy.deepcopy(model.state_dict())
+    rules = reparam.RuleRegistry([reparam.default_registry().get("conv_norm"), Wrong()])
+    with pytest.raises(reparam.ReparamError, match="differs"):
+        reparam.deploy(model, x, inplace=True, rules=rules)
+    assert type(model) is DemoNet
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
