@@ -27,45 +27,22 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import statistics
 import sys
 import time
 from typing import Any
 
 import torch
+from _machine import cpu_model
 from torch import nn
 
 import reparam
+from reparam.demo import randomize_batch_norms
 from reparam.rules.grouped_fc import GroupedPointwiseConv
 from reparam_models import create_model
 
 DEFAULT_MODELS = ("repmlpnet_b224", "repmlp_res50_light_224")
 FORMS = ("train", "deployed", "reference-style")
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial BN statistics, so that the folds do real work (timing does not depend on
-    the values, the equivalence check does)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                n = m.num_features
-                m.running_mean.copy_(torch.rand(n, generator=g) * 0.2 - 0.1)
-                m.running_var.copy_(torch.rand(n, generator=g) * 0.5 + 0.75)
-    return model
 
 
 def reference_style(deployed: nn.Module) -> nn.Module:
@@ -109,7 +86,7 @@ def latencies(
 def bench_model(name: str, batches: list[int], rounds: dict[int, int], warmup: int,
                 log: Any) -> list[dict[str, Any]]:
     torch.manual_seed(0)
-    train = randomize_bn(create_model(name)).eval()
+    train = randomize_batch_norms(create_model(name)).eval()
     start = time.perf_counter()
     result = reparam.deploy_with_report(train)  # example input from pretrained_cfg (batch 1)
     deploy_s = time.perf_counter() - start

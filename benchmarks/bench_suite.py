@@ -55,6 +55,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from _machine import cpu_model
 from torch import nn
 from torch.fx.experimental.optimization import fuse as fx_fuse
 from torch.overrides import TorchFunctionMode
@@ -87,17 +88,6 @@ METHOD_LABELS = {
 
 
 # --------------------------------------------------------------------------- machine
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def machine() -> dict[str, Any]:
