@@ -112,16 +112,3 @@ def describe_trace_failure(exc: BaseException) -> str:
     else:
         hint = ""
     return f"{type(exc).__name__}: {first}{hint}"
-
-
-def module_call_sites(graph: fx.Graph) -> dict[str, int]:
-    """How many ``call_module`` nodes call each submodule path."""
-    counts: dict[str, int] = {}
-    for node in graph.nodes:
-        if node.op == "call_module":
-            counts[node.target] = counts.get(node.target, 0) + 1
-    return counts
-
-
-def is_tracing_supported_dtype(dtype: torch.dtype) -> bool:
-    return dtype.is_floating_point

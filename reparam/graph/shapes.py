@@ -49,8 +49,3 @@ def shape_of(node: Any) -> tuple[int, ...] | None:
 def rank_of(node: Any) -> int | None:
     shape = shape_of(node)
     return None if shape is None else len(shape)
-
-
-def copy_shape(src: Node, dst: Node) -> None:
-    if "shape" in src.meta:
-        dst.meta["shape"] = src.meta["shape"]

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.fx as fx
@@ -65,11 +65,10 @@ def _is_zero(value: object) -> bool:
 
 @dataclass
 class SumView:
-    """An n-ary sum: ``root`` computes ``sum(terms)``; ``adds`` are the nodes of the tree."""
+    """An n-ary sum: ``root`` computes ``sum(terms)``."""
 
     root: Node
     terms: list[Node]
-    adds: list[Node] = field(default_factory=list)
 
 
 def sum_terms(node: Node) -> SumView | None:
@@ -79,7 +78,6 @@ def sum_terms(node: Node) -> SumView | None:
     view = SumView(root=node, terms=[])
 
     def visit(n: Node) -> bool:
-        view.adds.append(n)
         for arg in n.args:
             if isinstance(arg, Node):
                 if is_add(arg) and single_user(arg):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -48,14 +48,12 @@ class RuleContext:
         scope_path: str = "",
         shared_modules: frozenset[int] = frozenset(),
         allow_slower: bool = False,
-        external_calls: dict[str, int] | None = None,
     ) -> None:
         self.root = root
         self.graph = graph
         self.scope_path = scope_path
         self.shared_modules = shared_modules
         self.allow_slower = allow_slower
-        self.external_calls = external_calls or {}
         self.replaced: dict[str, nn.Module | None] = {}
         self.created: set[str] = set()  # paths rules put modules at (dead ones get deleted)
         self._call_counts: dict[str, int] | None = None
@@ -74,7 +72,7 @@ class RuleContext:
                 if node.op == "call_module":
                     counts[node.target] = counts.get(node.target, 0) + 1
             self._call_counts = counts
-        return self._call_counts.get(target, 0) + self.external_calls.get(target, 0)
+        return self._call_counts.get(target, 0)
 
     def exclusive_reason(self, node: Node) -> str | None:
         """Why the module that ``node`` calls may not be changed for this site alone."""
@@ -309,13 +307,6 @@ class SiteOutcome:
     site: str
     fired: bool
     reason: str = ""
-
-
-@dataclass
-class ScopeResult:
-    path: str
-    rewrites: list[Rewrite] = field(default_factory=list)
-    outcomes: list[SiteOutcome] = field(default_factory=list)
 
 
 def absmax(*tensors: torch.Tensor | None) -> float:

@@ -28,7 +28,7 @@ fewer bytes and never raises the FLOP count.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -60,8 +60,6 @@ class Term:
     conv_node: Node | None = None  # call_module conv, when kind == conv
     pool: nn.Module | None = None
     affine: object | None = None  # AffineView applied last, if any
-    nodes: list[Node] = field(default_factory=list)  # the nodes this term owns
-    refusal: str = ""
 
 
 def _is_avgpool(module: nn.Module) -> bool:
@@ -70,7 +68,7 @@ def _is_avgpool(module: nn.Module) -> bool:
 
 def classify(node: Node, ctx: RuleContext) -> Term:
     """Describe summand ``node`` as an affine map of some input node."""
-    inner, affine, owned = node, None, [node]
+    inner, affine = node, None
     view = channel_affine(node, ctx.root)
     if view is not None and not isinstance(view, Refusal) and single_user(node):
         src = view.input
@@ -81,19 +79,16 @@ def classify(node: Node, ctx: RuleContext) -> Term:
             and (is_plain_conv(ctx.module(src.target)) or _is_avgpool(ctx.module(src.target)))
         ):
             inner, affine = src, view
-            owned.append(src)
         else:
-            return Term(node, src, "affine", affine=view, nodes=owned)
+            return Term(node, src, "affine", affine=view)
     if inner.op == "call_module" and (single_user(inner) or inner is not node):
         module = ctx.module(inner.target)
         if single_user(inner) and isinstance(inner.args[0], Node):
             if is_plain_conv(module):
-                return Term(
-                    node, inner.args[0], "conv", conv_node=inner, affine=affine, nodes=owned
-                )
+                return Term(node, inner.args[0], "conv", conv_node=inner, affine=affine)
             if _is_avgpool(module):
-                return Term(node, inner.args[0], "pool", pool=module, affine=affine, nodes=owned)
-    return Term(node, node, "identity", nodes=[])
+                return Term(node, inner.args[0], "pool", pool=module, affine=affine)
+    return Term(node, node, "identity")
 
 
 def _as_spec(
