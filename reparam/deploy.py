@@ -20,16 +20,22 @@ import torch.fx as fx
 from torch import nn
 
 from reparam.errors import Refusal, ReparamError
-from reparam.graph.capture import capture, describe_trace_failure, is_builtin_leaf
+from reparam.graph.capture import CallPattern, capture, describe_trace_failure
+from reparam.graph.inplace import functionalize
 from reparam.graph.realize import graph_of, install_forward, is_rewritten
 from reparam.graph.shapes import propagate_shapes
+from reparam.graph.trust import is_trusted_leaf, opaque_reason
+from reparam.graph.uses import UsePicture, record_uses
 from reparam.graph.views import channel_affine, drop_noops
+from reparam.inputs import check_model, copy_model, validate_inputs
 from reparam.report import DeployReport, count_flops, count_params
 from reparam.rules import default_registry
 from reparam.rules.base import Rewrite, Rule, RuleContext, SiteOutcome, absmax
 from reparam.rules.registry import RuleRegistry
 from reparam.verify import (
-    as_inputs,
+    clone_inputs,
+    float64_default,
+    float64_error,
     model_dtype,
     relative_error,
     run,
@@ -65,29 +71,6 @@ def _shared_ids(model: nn.Module) -> frozenset[int]:
     for _, p in model.named_parameters(remove_duplicate=False):
         seen[id(p)] = seen.get(id(p), 0) + 1
     return frozenset(k for k, v in seen.items() if v > 1)
-
-
-def _record_inputs(model: nn.Module, inputs: tuple[Any, ...]) -> dict[str, tuple[Any, ...]]:
-    """The positional inputs each module's first call receives on ``inputs``."""
-    recorded: dict[str, tuple[Any, ...]] = {}
-    handles = []
-    for path, module in model.named_modules():
-        if is_builtin_leaf(module):
-            continue
-
-        def hook(mod, args, kwargs, path=path):
-            if path not in recorded and not kwargs:
-                recorded[path] = tuple(
-                    a.detach().clone() if isinstance(a, torch.Tensor) else a for a in args
-                )
-
-        handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
-    try:
-        run(model, inputs)
-    finally:
-        for h in handles:
-            h.remove()
-    return recorded
 
 
 def default_example_inputs(model: nn.Module) -> tuple[torch.Tensor, ...] | None:
@@ -134,51 +117,93 @@ class FoldedNorm(nn.Module):
         )
 
 
+@dataclass
+class _Deployment:
+    """What every scope of one deploy shares."""
+
+    rules: RuleRegistry
+    shared: frozenset[int]
+    allow_slower: bool
+    verify: bool
+    check: bool
+    report: DeployReport
+    dtype: torch.dtype
+    picture: UsePicture | None
+    opaque: dict[int, str]
+
+
 class _Scope:
     """One module being deployed."""
 
-    def __init__(
-        self,
-        path: str,
-        module: nn.Module,
-        rules: RuleRegistry,
-        shared: frozenset[int],
-        allow_slower: bool,
-        inputs: tuple[Any, ...] | None,
-        verify: bool,
-        report: DeployReport,
-        dtype: torch.dtype,
-    ) -> None:
-        self.path, self.module, self.rules = path, module, rules
-        self.shared, self.allow_slower = shared, allow_slower
-        self.inputs, self.verify, self.report, self.dtype = inputs, verify, report, dtype
+    def __init__(self, path: str, module: nn.Module, deployment: _Deployment) -> None:
+        self.path, self.module, self.deployment = path, module, deployment
+        self.rules, self.shared = deployment.rules, deployment.shared
+        self.allow_slower, self.report = deployment.allow_slower, deployment.report
+        self.dtype = deployment.dtype
+        picture = deployment.picture
+        self.pattern: CallPattern | None = picture.pattern(path) if picture else None
+        self.inputs = self.pattern.tensors if self.pattern is not None else None
+        self.verify = deployment.verify and self.inputs is not None
+
+    def _opaque(self, module: nn.Module, path: str) -> bool:
+        return id(module) in self.deployment.opaque
+
+    def _pinned(self) -> dict[str, str]:
+        """Modules under this scope that something outside its graph uses."""
+        picture = self.deployment.picture
+        if picture is None:
+            return {}
+        pinned = {}
+        prefix = f"{self.path}." if self.path else ""
+        for sub, _ in self.module.named_modules():
+            if not sub:
+                continue
+            users = picture.users_outside(prefix + sub, self.path)
+            if users:
+                pinned[sub] = f"'{prefix + sub}' is also used directly by '{users[0]}'"
+        return pinned
 
     def run(self) -> None:
+        if isinstance(self.module, (nn.ModuleList, nn.ModuleDict)):
+            return  # containers without a forward: their items are scopes of their own
+        picture = self.deployment.picture
+        conflict = picture.pattern_conflict(self.path) if picture is not None else None
         try:
-            captured = capture(self.module)
-            graph = captured.graph
-        except Exception as exc:  # noqa: BLE001 - any tracing failure is reported, not raised
-            if isinstance(self.module, (nn.ModuleList, nn.ModuleDict)):
-                return  # containers without a forward: their items are scopes of their own
-            self.report.skipped_scopes.append((self.path, describe_trace_failure(exc)))
+            captured = capture(self.module, opaque=self._opaque, pattern=self.pattern)
+            functionalize(captured.graph, self.module)
+        except Exception as exc:  # noqa: BLE001 - any capture failure is reported, not raised
+            reason = describe_trace_failure(exc)
+            self.deployment.opaque[id(self.module)] = reason
+            self.report.skipped_scopes.append((self.path or "<model>", reason))
             return
+        if conflict is not None:
+            # parents still trace through it (each call with its own arguments)
+            self.report.skipped_scopes.append((self.path or "<model>", conflict))
+            return
+        graph = captured.graph
+        for node, value in captured.values.items():
+            if isinstance(value, torch.Tensor) and node.graph is graph:
+                node.meta["shape"] = tuple(value.shape)
         for name, value in captured.constants.items():
             self.module.register_buffer(name, value, persistent=False)
         try:
-            self._rewrite(graph)
+            self._rewrite(graph, captured.guards)
         finally:
             after = _referenced(graph_of(self.module)) if is_rewritten(self.module) else set()
             for name in captured.constants:
                 if name not in after:
                     self.module._buffers.pop(name, None)
 
-    def _rewrite(self, graph: fx.Graph) -> None:
+    def _rewrite(self, graph: fx.Graph, guards: list[str]) -> None:
         before_refs = _referenced(graph)
         drop_noops(graph, self.module)
         ctx = RuleContext(self.module, graph, self.path, self.shared, self.allow_slower)
+        ctx.pinned = self._pinned()
         if self.inputs is not None:
             ctx.shape_provider = lambda g: propagate_shapes(self.module, g, self.inputs)
-        reference = self._reference(graph) if self.verify and self.inputs is not None else None
+        checking = self.deployment.check and self.inputs is not None
+        original = fx.GraphModule(self.module, copy.deepcopy(graph)) if checking else None
+        reference = self._reference(graph) if self.verify else None
         outcomes: dict[tuple[str, str], SiteOutcome] = {}
         rewrites = self._fixpoint(ctx, outcomes, reference)
         # an enclosing scope sees the same sites again: keep one outcome per (rule, site),
@@ -198,6 +223,26 @@ class _Scope:
         if any(r.forward_changed for r in rewrites):
             install_forward(self.module, ctx.graph)
             self._delete_dead(ctx, before_refs | ctx.created)
+            if guards:
+                self.report.notes.append(
+                    f"'{self.path or '<model>'}' is specialized on "
+                    f"{'; '.join(sorted(set(guards))[:3])} (checked at every call)"
+                )
+        if original is not None:
+            self._check(original, rewrites)
+
+    def _check(self, original: nn.Module, rewrites: list[Rewrite]) -> None:
+        """The rewritten scope against its original, in float64, on the inputs it received."""
+        err = float64_error(original, self.module, self.inputs)
+        self.report.checked_scopes += 1
+        if not err <= tolerance_for(self.dtype):
+            rules = sorted({r.rule for r in rewrites})
+            sites = sorted({r.site for r in rewrites})[:3]
+            raise ReparamError(
+                f"deployed '{self.path or '<model>'}' differs from the original after "
+                f"{', '.join(rules)} (at {', '.join(sites)}): relative error {err:.2e} in "
+                "float64 on the inputs it received; this is a bug in a rule, please report it"
+            )
 
     def _fixpoint(self, ctx: RuleContext, outcomes: dict, reference: Any) -> list[Rewrite]:
         rewrites: list[Rewrite] = []
@@ -259,12 +304,14 @@ class _Scope:
 
     def _reference(self, graph: fx.Graph) -> Any:
         m, xs = to_float64(fx.GraphModule(self.module, graph), self.inputs)
-        return run(m, xs)
+        with float64_default():
+            return run(m, xs)
 
     def _error(self, graph: fx.Graph, reference: Any) -> float:
         try:
             m, xs = to_float64(fx.GraphModule(self.module, graph), self.inputs)
-            return relative_error(reference, run(m, xs))
+            with float64_default():
+                return relative_error(reference, run(m, xs))
         except Exception:  # noqa: BLE001 - a rewrite that breaks the forward is not exact
             return float("inf")
 
@@ -294,7 +341,7 @@ class _Scope:
             except AttributeError:
                 continue
             obj = getattr(parent, name, None)
-            if obj is None or id(obj) in self.shared:
+            if obj is None or id(obj) in self.shared or self._is_pinned(target, ctx):
                 continue
             if name in parent._modules:
                 del parent._modules[name]
@@ -304,6 +351,10 @@ class _Scope:
                 del parent._buffers[name]
             self._retire_emptied_norm(parent_path)
             self._prune_empty(parent_path, after)
+
+    @staticmethod
+    def _is_pinned(target: str, ctx: RuleContext) -> bool:
+        return any(target == p or target.startswith(p + ".") for p in ctx.pinned)
 
     def _retire_emptied_norm(self, path: str) -> None:
         """A norm module (e.g. timm's BatchNormAct2d) whose statistics were folded away but
@@ -316,6 +367,7 @@ class _Scope:
         if "weight" in module._parameters or module._buffers.get("running_mean") is not None:
             return
         holder = FoldedNorm(module)
+        holder.train(module.training)
         parent_path, _, name = path.rpartition(".")
         parent = self.module.get_submodule(parent_path) if parent_path else self.module
         setattr(parent, name, holder)
@@ -378,9 +430,10 @@ def deploy_with_report(
     """Deploy ``model`` and say what was done. See :func:`deploy`."""
     start = time.perf_counter()
     model = _validate(model)
+    check_model(model)
     registry = _registry(rules)
     report = DeployReport()
-    inputs = as_inputs(example_inputs)
+    inputs = validate_inputs(example_inputs)
     if not inputs:
         inputs = default_example_inputs(model) or ()
         if inputs:
@@ -388,6 +441,11 @@ def deploy_with_report(
                 f"example input {tuple(inputs[0].shape)} taken from the "
                 "model's pretrained_cfg['input_size']"
             )
+    if verify and not inputs:
+        raise ReparamError(
+            "verify=True checks every rewrite numerically and needs example_inputs "
+            "(the model has no pretrained_cfg input size to make them from)"
+        )
     if model.training:
         report.notes.append(
             "the model was in training mode: deploy uses eval semantics "
@@ -395,51 +453,72 @@ def deploy_with_report(
         )
     # always work on a copy: a deploy that fails half-way leaves nothing half-converted;
     # ``inplace`` moves the finished result into the user's object at the very end
-    target = copy.deepcopy(model)
+    target = copy_model(model)
     target.eval()
     dtype = model_dtype(target)
     if dtype in (torch.float16, torch.bfloat16):
         report.notes.append(
             f"{dtype} model: merges are computed in float64 and rounded once to the model dtype"
         )
+    picture = None
     reference_out = None
     if inputs:
-        reference_out = run(target, inputs)
-        report.flops_before = count_flops(target, inputs)
+        leaves = {id(m) for m in target.modules() if is_trusted_leaf(m)}
+        try:
+            picture, reference_out = record_uses(target, clone_inputs(inputs), skip=leaves)
+        except Exception as exc:  # noqa: BLE001 - the user's inputs do not fit the model
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ReparamError(
+                f"example inputs do not fit {type(model).__name__}: "
+                f"{type(exc).__name__}: {first}"
+            ) from None
+        report.flops_before = count_flops(target, clone_inputs(inputs))
+    else:
+        report.notes.append(
+            "no example inputs: nothing was checked numerically (pass example_inputs to "
+            "check every rewritten module in float64)"
+        )
     report.params_before = count_params(target)
     report.weight_absmax_before = absmax(*[p for p in target.parameters() if p.dim() > 1])
-    reference64 = copy.deepcopy(target) if (inputs and check) else None
-    recorded = _record_inputs(target, inputs) if inputs else {}
-    shared = _shared_ids(target)
+    deployment = _Deployment(
+        registry,
+        _shared_ids(target),
+        allow_slower,
+        verify,
+        check,
+        report,
+        dtype,
+        picture,
+        opaque={},
+    )
     for path, module in _post_order(target):
-        if is_builtin_leaf(module):
+        if is_trusted_leaf(module):
             continue
-        scope_inputs = recorded.get(path) if inputs else None
-        _Scope(
-            path, module, registry, shared, allow_slower, scope_inputs, verify, report, dtype
-        ).run()
+        reason = opaque_reason(module)
+        if reason is not None:
+            deployment.opaque[id(module)] = reason
+            report.skipped_scopes.append((path or "<model>", f"kept as it is: {reason}"))
+            continue
+        if picture is not None and not picture.was_called(path):
+            continue  # not run on the example inputs: nothing to rewrite it for
+        _Scope(path, module, deployment).run()
     _keep_memory_format(model, target, report)
     _final_unfolded_norms(target, report)
     report.params_after = count_params(target)
     report.weight_absmax_after = absmax(*[p for p in target.parameters() if p.dim() > 1])
     if inputs:
-        report.flops_after = count_flops(target, inputs)
+        report.flops_after = count_flops(target, clone_inputs(inputs))
         if (report.flops_after or 0) > (report.flops_before or 0) and not allow_slower:
             raise ReparamError(
                 f"deployed model needs more FLOPs ({report.flops_after:,}) than the original "
                 f"({report.flops_before:,}); this is a bug in a rule's cost check"
             )
-        err = relative_error(reference_out, run(target, inputs))
-        if reference64 is not None:
-            a, xs = to_float64(reference64, inputs)
-            b, _ = to_float64(target, inputs)
-            err64 = relative_error(run(a, xs), run(b, xs))
-            if not err64 <= tolerance_for(dtype):
-                raise ReparamError(
-                    f"deployed model differs from the original (relative error {err64:.2e} in "
-                    "float64); this is a bug in a rule: please report it with the model"
-                )
-        report.max_relative_error = err
+        try:
+            report.max_relative_error = relative_error(
+                reference_out, run(target, clone_inputs(inputs))
+            )
+        except Exception:  # noqa: BLE001 - informative only: each scope was checked already
+            report.max_relative_error = None
     report.seconds = time.perf_counter() - start
     if inplace:
         _transplant(target, into=model)

@@ -43,6 +43,7 @@ class DeployReport:
     weight_absmax_before: float = 0.0
     weight_absmax_after: float = 0.0
     max_relative_error: float | None = None
+    checked_scopes: int = 0  # rewritten modules checked in float64 on their own inputs
     seconds: float = 0.0
 
     def fired(self) -> dict[str, int]:

@@ -74,13 +74,67 @@ def run(model: nn.Module, inputs: Sequence[Any]) -> Any:
         return model(*inputs)
 
 
+def _map_tensors(value: Any, fn: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # named tuple
+        return type(value)(*(_map_tensors(v, fn) for v in value))
+    if isinstance(value, (list, tuple)):
+        return type(value)(_map_tensors(v, fn) for v in value)
+    if isinstance(value, dict):
+        return {k: _map_tensors(v, fn) for k, v in value.items()}
+    return value
+
+
+def clone_inputs(inputs: Sequence[Any]) -> tuple[Any, ...]:
+    """Copies of the inputs at every nesting level: a forward that writes into its input
+    never writes into the caller's tensors."""
+    return tuple(_map_tensors(x, lambda t: t.detach().clone()) for x in inputs)
+
+
+def _to_double(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().double() if t.is_floating_point() else t.detach().clone()
+
+
 def to_float64(model: nn.Module, inputs: Sequence[Any]) -> tuple[nn.Module, tuple[Any, ...]]:
-    """Deep copies of ``model`` and ``inputs`` in float64 (integer tensors untouched)."""
+    """Deep copies of ``model`` and ``inputs`` in float64, at every nesting level of the
+    inputs (integer tensors untouched)."""
     m = copy.deepcopy(model).double()
-    xs = tuple(
-        x.double() if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x in inputs
-    )
+    xs = tuple(_map_tensors(x, _to_double) for x in inputs)
     return m, xs
+
+
+class float64_default:  # noqa: N801 - used like a function
+    """While checking in float64, tensors a forward creates without a dtype are float64."""
+
+    def __enter__(self) -> None:
+        self._saved = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float64)
+
+    def __exit__(self, *exc: object) -> None:
+        torch.set_default_dtype(self._saved)
+
+
+def float64_error(reference: nn.Module, candidate: nn.Module, inputs: Sequence[Any]) -> float:
+    """Relative error between two modules run in float64 on copies of ``inputs``."""
+    a, xs = to_float64(reference, inputs)
+    b, ys = to_float64(candidate, inputs)
+    with float64_default():
+        try:
+            expected = run(a, xs)
+        except Exception:  # noqa: BLE001 - the forward only runs in its own dtype
+            a, b, xs = reference, candidate, clone_inputs(inputs)
+            ys = clone_inputs(inputs)
+            expected = None
+        if expected is not None:
+            try:
+                return relative_error(expected, run(b, ys))
+            except Exception:  # noqa: BLE001 - a rewrite that breaks the forward is not exact
+                return float("inf")
+    try:
+        return relative_error(run(a, xs), run(b, ys))
+    except Exception:  # noqa: BLE001
+        return float("inf")
 
 
 def model_dtype(model: nn.Module) -> torch.dtype:

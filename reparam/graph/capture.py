@@ -1,50 +1,95 @@
-"""Capture a module's forward as a torch.fx graph, with a leaf-module policy.
+"""Capture a module's forward as a torch.fx graph that is a true account of what it runs.
 
-Leaves are the built-in ``torch.nn`` layers whose ``forward`` is the library's own (convs,
-linears, norms, pools, activations ...). A subclass that overrides ``forward`` (timm's
-``BatchNormAct2d``, say) is traced through, so the engine sees what it computes. Containers
-(``Sequential``, ``ModuleList``, ``ModuleDict``) and user modules are always traced through.
+**Leaves.** Trusted built-in layers (:func:`reparam.graph.trust.is_trusted_leaf`) and the
+modules the caller names as *opaque* (hooks, instance forwards, TorchScript, forwards that do
+not trace) stay single ``call_module`` nodes; everything else is traced through, so a conv
+subclass that overrides ``_conv_forward`` shows what it really computes.
+
+**Concrete values.** Given the inputs the module received in a real forward, every node
+also gets its real value while tracing (a shadow run). Python that needs a value then works
+where plain fx gives up: ``x.reshape(*y.size())`` iterates a size of known length (symbolic:
+one ``getitem`` per dimension), ``int(w.shape[0] / g)`` on a parameter is a constant, and
+``int(x.shape[-1] / p)`` on an input is specialized with a guard
+(:mod:`reparam.graph.guards`) that raises at run time for a shape it was not traced for.
+A branch on tensor *data* is refused.
+
+**Call pattern.** Arguments the recorded call passed as ``None``, bools, numbers or strings
+are traced as those constants (``concrete_args``) and guarded, so an optional argument
+(``identity=None``) or a flag cannot silently take the other path.
+
+**What a trace cannot record** — a ``torch.autocast`` region, a write to ``self`` or to any
+module's attributes (features stored, caches), in-place ``+=`` on a traced tensor, slice
+assignment — either appears in the graph as what it is (``operator.iadd``,
+``operator.setitem``, so :mod:`reparam.graph.inplace` can reason about it) or makes the
+capture fail with the reason, so the module is kept as it is (opaque) by its parents.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+import inspect
+import operator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.fx as fx
 from torch import nn
+from torch.fx.proxy import TraceError
+
+from reparam.graph.guards import guard_equal, guard_len
+from reparam.graph.trust import is_trusted_leaf, opaque_reason
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict, nn.ParameterList, nn.ParameterDict)
+_META_ATTRS = {"shape", "ndim", "dtype", "device", "is_cuda", "layout"}
+_META_METHODS = {"size", "dim", "ndimension", "numel", "get_device", "__len__"}
 
 
-def _defining_class(cls: type, attr: str) -> type | None:
-    for klass in cls.__mro__:
-        if attr in klass.__dict__:
-            return klass
-    return None
+class CaptureError(Exception):
+    """The forward cannot be captured faithfully; the message says why."""
 
 
 def is_builtin_leaf(module: nn.Module) -> bool:
     """True for a built-in torch.nn layer that computes exactly what its library class says."""
-    if isinstance(module, _CONTAINERS) or type(module) is nn.Module:
-        return False
-    owner = _defining_class(type(module), "forward")
-    return owner is not None and owner.__module__.startswith("torch.nn.")
+    return is_trusted_leaf(module)
 
 
-class LeafPolicyTracer(fx.Tracer):
-    """fx tracer whose leaves are built-in layers plus user-named module types."""
+@dataclass
+class CallPattern:
+    """How a module was called in the recorded forward (real values, bound by name)."""
 
-    def __init__(self, extra_leaf_types: Iterable[type] = ()) -> None:
-        super().__init__()
-        self.extra_leaf_types = tuple(extra_leaf_types)
+    arguments: dict[str, Any]
+    positional: tuple[str, ...]
 
-    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if self.extra_leaf_types and isinstance(m, self.extra_leaf_types):
-            return True
-        return is_builtin_leaf(m)
+    @property
+    def tensors(self) -> tuple[Any, ...]:
+        return tuple(self.arguments[n] for n in self.positional)
+
+
+def bind_call(
+    module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> CallPattern | None:
+    """Bind one call of ``module`` to its forward's parameters (defaults applied)."""
+    try:
+        sig = inspect.signature(type(module).forward)
+        bound = sig.bind(module, *args, **kwargs)
+    except (TypeError, ValueError):
+        return None
+    bound.apply_defaults()
+    names = list(sig.parameters)[1:]  # the first is the module itself
+    kinds = {n: sig.parameters[n].kind for n in names}
+    if any(
+        k in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        for k in kinds.values()
+    ):
+        return None
+    arguments = {n: bound.arguments[n] for n in names}
+    return CallPattern(arguments, tuple(names))
+
+
+def _is_constant_arg(value: Any) -> bool:
+    return value is None or type(value) in (bool, int, float, str)
 
 
 @dataclass
@@ -54,61 +99,486 @@ class Capture:
     root: nn.Module
     graph: fx.Graph
     constants: dict[str, torch.Tensor] = field(default_factory=dict)
+    values: dict[fx.Node, Any] = field(default_factory=dict)
+    guards: list[str] = field(default_factory=list)
+    pattern: CallPattern | None = None
+
+    @property
+    def example_inputs(self) -> tuple[Any, ...] | None:
+        """The positional inputs of the recorded call, in the traced graph's order."""
+        if self.pattern is None:
+            return None
+        placeholders = [n for n in self.graph.nodes if n.op == "placeholder"]
+        if any(n not in self.values for n in placeholders):
+            return None
+        return tuple(self.values[n] for n in placeholders)
+
+
+class _ValueProxy(fx.Proxy):
+    """A proxy that can answer Python's questions from the real value of its node."""
+
+    def __len__(self) -> int:
+        return self.tracer.concrete_len(self)  # type: ignore[attr-defined]
+
+    def __int__(self) -> int:
+        return int(self.tracer.concrete(self, "int"))  # type: ignore[attr-defined]
+
+    def __index__(self) -> int:
+        return int(self.tracer.concrete(self, "int"))  # type: ignore[attr-defined]
+
+    def __float__(self) -> float:
+        return float(self.tracer.concrete(self, "float"))  # type: ignore[attr-defined]
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        self.tracer.create_proxy("call_function", operator.setitem, (self, index, value), {})
+
+    def _inplace(self, fn: Callable[..., Any], other: Any) -> fx.Proxy:
+        return self.tracer.create_proxy("call_function", fn, (self, other), {})
+
+    def __iadd__(self, other: Any) -> fx.Proxy:
+        return self._inplace(operator.iadd, other)
+
+    def __isub__(self, other: Any) -> fx.Proxy:
+        return self._inplace(operator.isub, other)
+
+    def __imul__(self, other: Any) -> fx.Proxy:
+        return self._inplace(operator.imul, other)
+
+    def __itruediv__(self, other: Any) -> fx.Proxy:
+        return self._inplace(operator.itruediv, other)
+
+
+def _describe(node: Any, depth: int = 0) -> str:
+    """A short Python-like expression for a node (for guard and refusal messages)."""
+    if not isinstance(node, fx.Node):
+        return repr(node)
+    if depth > 4:
+        return node.name
+    if node.op == "placeholder":
+        return str(node.target)
+    if node.op == "get_attr":
+        return f"self.{node.target}"
+    args = [_describe(a, depth + 1) for a in node.args]
+    if node.op == "call_method":
+        return f"{args[0]}.{node.target}({', '.join(args[1:])})"
+    if node.target is getattr and len(args) == 2:
+        return f"{args[0]}.{node.args[1]}"
+    if node.target is operator.getitem and len(args) == 2:
+        return f"{args[0]}[{args[1]}]"
+    symbols = {
+        operator.add: "+",
+        operator.sub: "-",
+        operator.mul: "*",
+        operator.truediv: "/",
+        operator.floordiv: "//",
+        operator.gt: ">",
+        operator.lt: "<",
+        operator.ge: ">=",
+        operator.le: "<=",
+        operator.eq: "==",
+        operator.ne: "!=",
+    }
+    if node.target in symbols and len(args) == 2:
+        return f"({args[0]} {symbols[node.target]} {args[1]})"
+    name = getattr(node.target, "__name__", str(node.target))
+    return f"{name}({', '.join(args)})"
+
+
+class ConcreteTracer(fx.Tracer):
+    """fx tracer with a leaf policy, a shadow run of real values and guarded specialization."""
+
+    def __init__(
+        self,
+        opaque: Callable[[nn.Module, str], bool] = lambda m, q: False,
+        placeholder_values: list[Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self._opaque = opaque
+        self._placeholders: Iterator[Any] | None = (
+            iter(placeholder_values) if placeholder_values is not None else None
+        )
+        self.values: dict[fx.Node, Any] = {}
+        self.dependence: dict[fx.Node, str] = {}  # "const" | "shape" | "data"
+        self.guards: list[str] = []
+
+    # -- leaves -----------------------------------------------------------------------------
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if self._opaque(m, module_qualified_name):
+            return True
+        if opaque_reason(m) is not None:
+            return True
+        return is_trusted_leaf(m)
+
+    def proxy(self, node: fx.Node) -> fx.Proxy:
+        return _ValueProxy(node, self)
+
+    # -- the shadow run ---------------------------------------------------------------------
+    def create_proxy(
+        self, kind, target, args, kwargs, name=None, type_expr=None, proxy_factory_fn=None
+    ):  # noqa: ANN001, E501
+        proxy = super().create_proxy(kind, target, args, kwargs, name, type_expr, proxy_factory_fn)
+        self._shadow(proxy.node)
+        return proxy
+
+    def _shadow(self, node: fx.Node) -> None:
+        inputs = node.all_input_nodes
+        if node.op == "placeholder":
+            self.dependence[node] = "data"
+            if self._placeholders is not None:
+                try:
+                    self.values[node] = next(self._placeholders)
+                except StopIteration:
+                    self._placeholders = None
+            return
+        if node.op == "get_attr":
+            self.dependence[node] = "const"
+            try:
+                obj: Any = self.root
+                with _untraced_modules():
+                    for part in str(node.target).split("."):
+                        obj = getattr(obj, part)
+                self.values[node] = obj
+            except AttributeError:
+                pass
+            return
+        deps = {self.dependence.get(n, "data") for n in inputs}
+        if "data" in deps and self._reads_metadata(node):
+            self.dependence[node] = "shape"
+        elif "data" in deps:
+            self.dependence[node] = "data"
+        elif "shape" in deps:
+            self.dependence[node] = "shape"
+        else:
+            self.dependence[node] = "const"
+        if any(n not in self.values for n in inputs):
+            return
+        if node.op not in ("call_function", "call_method", "call_module"):
+            return
+
+        def value(a: Any) -> Any:
+            return self.values[a] if isinstance(a, fx.Node) else a
+
+        args = fx.node.map_aggregate(node.args, value)
+        kwargs = fx.node.map_aggregate(node.kwargs, value)
+        try:
+            with torch.no_grad():
+                if node.op == "call_function":
+                    if node.target is operator.setitem:
+                        args = (args[0].clone(), *args[1:])  # never write into a real value
+                    result = node.target(*args, **kwargs)
+                elif node.op == "call_method":
+                    result = getattr(args[0], node.target)(*args[1:], **kwargs)
+                else:
+                    with _untraced_modules():
+                        result = self.root.get_submodule(str(node.target))(*args, **kwargs)
+        except Exception:  # noqa: BLE001 - no value: questions about this node stay unanswered
+            return
+        self.values[node] = result
+
+    @staticmethod
+    def _reads_metadata(node: fx.Node) -> bool:
+        if node.op == "call_method":
+            return node.target in _META_METHODS
+        if node.op == "call_function" and node.target is getattr:
+            return len(node.args) > 1 and node.args[1] in _META_ATTRS
+        return node.op == "call_function" and node.target is len
+
+    # -- Python asking for values -----------------------------------------------------------
+    def _known(self, proxy: fx.Proxy, question: str) -> tuple[Any, str]:
+        node = proxy.node
+        if node not in self.values:
+            raise TraceError(
+                f"the forward needs the {question} of '{_describe(node)}', which is only "
+                "known with example inputs"
+            )
+        dependence = self.dependence.get(node, "data")
+        if dependence == "data":
+            raise TraceError(
+                f"the forward's Python depends on tensor data ({question} of "
+                f"'{_describe(node)}'): data-dependent control flow"
+            )
+        return self.values[node], dependence
+
+    def _guard(self, proxy: fx.Proxy, fn: Callable[..., Any], expected: Any) -> None:
+        what = _describe(proxy.node)
+        self.guards.append(f"{what} == {expected!r}")
+        self.create_proxy("call_function", fn, (proxy, expected, what), {})
+
+    def concrete(self, proxy: fx.Proxy, question: str) -> Any:
+        value, dependence = self._known(proxy, question)
+        if isinstance(value, torch.Tensor):
+            value = value.item()
+        if dependence == "shape":
+            self._guard(proxy, guard_equal, value)
+        return value
+
+    def to_bool(self, obj: fx.Proxy) -> bool:
+        value, dependence = self._known(obj, "truth value")
+        result = bool(value)
+        if dependence == "shape":
+            self._guard(obj, guard_equal, value)
+        return result
+
+    def concrete_len(self, proxy: fx.Proxy) -> int:
+        value, dependence = self._known(proxy, "length")
+        n = len(value)
+        if dependence == "shape" or (isinstance(value, torch.Tensor) and dependence != "const"):
+            self._guard(proxy, guard_len, n)
+        return n
+
+    def iter(self, obj: fx.Proxy) -> Iterator:
+        node = obj.node
+        value = self.values.get(node)
+        if value is None:
+            return super().iter(obj)
+        if isinstance(value, torch.Tensor):
+            if value.dim() == 0:
+                raise TraceError("iteration over a 0-d tensor")
+            n = value.shape[0]
+            if self.dependence.get(node, "data") != "const":
+                self._guard(obj, guard_len, n)
+        elif isinstance(value, (tuple, list)):
+            n = len(value)
+            if self.dependence.get(node, "data") == "shape":
+                self._guard(obj, guard_len, n)
+        else:
+            return super().iter(obj)
+        return iter([obj[i] for i in range(n)])
 
 
 _MODULE_INTERNALS = frozenset(nn.Module().__dict__)
 
 
-def _snapshot(module: nn.Module) -> list[tuple[nn.Module, dict[str, object]]]:
+class _untraced_modules:  # noqa: N801 - used like a function
+    """Undo fx's patching of ``nn.Module.__call__``/``__getattr__`` while a real value is
+    computed, so a module called on real tensors runs instead of being recorded."""
+
+    def __enter__(self) -> None:
+        from torch.fx import _symbolic_trace as st
+
+        self._saved = (nn.Module.__call__, nn.Module.__getattr__)
+        nn.Module.__call__ = st._orig_module_call  # type: ignore[method-assign]
+        nn.Module.__getattr__ = st._orig_module_getattr  # type: ignore[method-assign]
+
+    def __exit__(self, *exc: object) -> None:
+        nn.Module.__call__, nn.Module.__getattr__ = self._saved  # type: ignore[method-assign]
+
+
+def _snapshot(module: nn.Module) -> list[tuple[str, nn.Module, dict[str, object]]]:
     saved = []
-    for m in module.modules():
+    for path, m in module.named_modules():
         state = {}
         for key, value in m.__dict__.items():
             if key in _MODULE_INTERNALS:
                 continue
             state[key] = copy.copy(value) if isinstance(value, (dict, list, set)) else value
-        saved.append((m, state))
+        saved.append((path, m, state))
     return saved
 
 
-def _restore(saved: list[tuple[nn.Module, dict[str, object]]]) -> None:
-    for m, state in saved:
+def _changed(before: object, after: object) -> bool:
+    if isinstance(before, dict) and isinstance(after, dict):
+        return before.keys() != after.keys() or any(before[k] is not after[k] for k in before)
+    if isinstance(before, list) and isinstance(after, list):
+        return len(before) != len(after) or any(
+            a is not b for a, b in zip(before, after, strict=True)
+        )
+    if isinstance(before, set) and isinstance(after, set):
+        return before != after
+    return before is not after
+
+
+def _side_effects(saved, skip: Callable[[str], bool]) -> list[str]:
+    found = []
+    for path, m, state in saved:
+        if skip(path):
+            continue
+        for key, value in m.__dict__.items():
+            if key in _MODULE_INTERNALS or key.startswith("_reparam"):
+                continue
+            if key not in state or _changed(state[key], value):
+                found.append(f"{path}.{key}" if path else f"self.{key}")
+    return found
+
+
+def _restore(saved) -> None:
+    for _, m, state in saved:
         for key in [k for k in m.__dict__ if k not in _MODULE_INTERNALS and k not in state]:
             del m.__dict__[key]
         m.__dict__.update(state)
 
 
-def capture(module: nn.Module, extra_leaf_types: Iterable[type] = ()) -> Capture:
-    """Trace ``module``; raises whatever torch.fx raises when the forward is not traceable.
+class _NoAutocast:
+    """While tracing, opening a torch.autocast region is a capture error (fx cannot record
+    it: the region would silently vanish from the rewritten forward)."""
 
-    Tracing runs the user's forward on proxies, and some forwards cache what they compute
-    (timm's LeViT stores attention biases keyed by device): every module's plain attributes
-    are restored afterwards, so no proxy is left behind in the model. Tensor constants that
-    the tracer attached to the root are returned in ``constants`` instead.
+    def __enter__(self) -> None:
+        klass = torch.amp.autocast_mode.autocast
+        self._enter = klass.__enter__
+
+        def refuse(obj: Any) -> None:
+            raise CaptureError(
+                "the forward opens a torch.autocast region, which a traced graph cannot record"
+            )
+
+        klass.__enter__ = refuse  # type: ignore[method-assign]
+
+    def __exit__(self, *exc: object) -> None:
+        torch.amp.autocast_mode.autocast.__enter__ = self._enter  # type: ignore[method-assign]
+
+
+_FLAG_TYPES = (bool,)  # mode flags; sizes and other config values are not guarded
+
+
+class _FlagReads:
+    """Records the plain Python attributes (flags, sizes, modes) each traced-through module
+    reads while tracing, so the rewritten forward can check them at every call.
+
+    Each module's class is swapped for a subclass with a recording ``__getattribute__``
+    during the trace only.
     """
+
+    def __init__(self, root: nn.Module, skip: Callable[[str], bool]) -> None:
+        self.root, self.skip = root, skip
+        self.reads: dict[tuple[str, str], Any] = {}
+        self._swapped: list[tuple[nn.Module, type]] = []
+
+    def __enter__(self) -> _FlagReads:
+        reads = self.reads
+        for path, m in self.root.named_modules():
+            if self.skip(path) or is_trusted_leaf(m):
+                continue
+            cls = type(m)
+
+            def getattribute(obj: Any, name: str, _path: str = path, _cls: type = cls) -> Any:
+                value = object.__getattribute__(obj, name)
+                if (
+                    not name.startswith("_")
+                    and name != "training"
+                    and isinstance(value, _FLAG_TYPES)
+                    and name in object.__getattribute__(obj, "__dict__")
+                ):
+                    reads.setdefault((_path, name), value)
+                return value
+
+            spy = type(cls.__name__, (cls,), {"__getattribute__": getattribute})
+            self._swapped.append((m, cls))
+            m.__class__ = spy
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for m, cls in self._swapped:
+            m.__class__ = cls
+
+
+def _guard_flags(graph: fx.Graph, reads: dict[tuple[str, str], Any], guards: list[str]) -> None:
+    """Check, at the start of the rewritten forward, every flag the trace read."""
+    anchor = next((n for n in graph.nodes if n.op != "placeholder"), None)
+    if anchor is None:
+        return
+    for (path, name), value in sorted(reads.items(), key=lambda kv: kv[0]):
+        target = f"{path}.{name}" if path else name
+        what = f"self.{target}"
+        with graph.inserting_before(anchor):
+            attr = graph.get_attr(target)
+            graph.call_function(guard_equal, (attr, value, what))
+        guards.append(f"{what} == {value!r}")
+
+
+def _concrete_args(pattern: CallPattern) -> tuple[dict[str, Any], list[Any]]:
+    concrete: dict[str, Any] = {}
+    placeholder_values: list[Any] = []
+    for name in pattern.positional:
+        value = pattern.arguments[name]
+        if _is_constant_arg(value):
+            concrete[name] = value
+        placeholder_values.append(value)
+    return concrete, placeholder_values
+
+
+def capture(
+    module: nn.Module,
+    extra_leaf_types: Iterable[type] = (),
+    *,
+    opaque: Callable[[nn.Module, str], bool] | None = None,
+    pattern: CallPattern | None = None,
+) -> Capture:
+    """Trace ``module``; raises :class:`CaptureError` (or what torch.fx raises) when the
+    forward cannot be captured faithfully.
+
+    ``opaque(m, path)`` names more modules to keep as calls; ``pattern`` is a recorded call
+    (real values) that drives the shadow run and the call-pattern specialization.
+    Tracing runs the user's forward on proxies: every module's plain attributes are restored
+    afterwards, so no proxy is left behind in the model; a forward that changed any of them
+    has side effects a graph would drop, and the capture fails saying which. Tensor constants
+    the tracer attached to the root are returned in ``constants``.
+    """
+    leaf_types = tuple(extra_leaf_types)
+
+    def is_opaque(m: nn.Module, path: str) -> bool:
+        if leaf_types and isinstance(m, leaf_types):
+            return True
+        return opaque(m, path) if opaque is not None else False
+
+    concrete: dict[str, Any] | None = None
+    values: list[Any] | None = None
+    if pattern is not None:
+        concrete, values = _concrete_args(pattern)
+    tracer = ConcreteTracer(is_opaque, values)
     saved = _snapshot(module)
     before = set(module.__dict__)
+    leaves: list[str] = []
+    flags = _FlagReads(module, skip=lambda p: bool(p) and is_opaque(module.get_submodule(p), p))
     try:
-        graph = LeafPolicyTracer(extra_leaf_types).trace(module)
-        # tensors the forward makes from constants become attributes of the root
+        with _NoAutocast(), flags:
+            graph = tracer.trace(module, concrete_args=concrete or None)
+        leaves = [str(n.target) for n in graph.nodes if n.op == "call_module"]
         constants = {
             k: v
             for k, v in module.__dict__.items()
             if k not in before and isinstance(v, torch.Tensor)
         }
+        effects = _side_effects(
+            saved,
+            skip=lambda p: any(p == leaf or p.startswith(leaf + ".") for leaf in leaves),
+        )
+        effects = [e for e in effects if e.split(".")[-1] not in constants]
     finally:
         _restore(saved)
-    return Capture(root=module, graph=graph, constants=constants)
+    if effects:
+        raise CaptureError(
+            f"the forward writes module attributes ({', '.join(sorted(effects)[:3])}): a "
+            "rewritten forward would drop that side effect"
+        )
+    guards = list(tracer.guards)
+    _guard_flags(graph, flags.reads, guards)
+    values_by_node = dict(tracer.values)
+    for node in graph.nodes:
+        node.meta["dependence"] = tracer.dependence.get(node, "data")
+    return Capture(
+        root=module,
+        graph=graph,
+        constants=constants,
+        values=values_by_node,
+        guards=guards,
+        pattern=pattern,
+    )
 
 
 def describe_trace_failure(exc: BaseException) -> str:
     """One line saying why tracing failed (data-dependent control flow, unpacked shapes ...)."""
     text = str(exc).strip().splitlines()
     first = text[0] if text else type(exc).__name__
+    if isinstance(exc, CaptureError):
+        return first
     if "iterated" in first or "__iter__" in first:
-        hint = " (the forward unpacks a traced tensor or its size)"
+        hint = " (the forward unpacks a traced tensor or its size; give example inputs)"
     elif "bool" in first or "control flow" in first:
         hint = " (data-dependent control flow)"
     else:
         hint = ""
     return f"{type(exc).__name__}: {first}{hint}"
+
+
+# kept for callers that name the tracer class
+LeafPolicyTracer = ConcreteTracer

@@ -20,6 +20,7 @@ from torch import nn
 from torch.fx import Node
 
 from reparam.errors import Refusal
+from reparam.graph.trust import untrusted_reason
 from reparam.transforms import norm_to_affine
 
 _ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
@@ -113,23 +114,42 @@ class AffineView:
     kind: str
     module_path: str | None = None
     param_rank: int | None = None  # for ``x * gamma``: gamma's rank (it must reach dim 1)
+    leading_one: bool = False  # gamma is (1, C, 1, ...) rather than (C, 1, ...)
 
     def fits_rank(self, rank: int | None) -> bool:
-        """Whether the affine acts on dim 1 of a tensor of this rank."""
+        """Whether the affine acts on dim 1 of a tensor of this rank: ``(C, 1, 1)`` does
+        for a rank-4 tensor only (for rank 3 its C meets the batch dim), ``(1, C, 1, 1)``
+        for rank 4 only."""
         if self.param_rank is None:
             return True
-        return rank is not None and self.param_rank in (rank - 1, rank)
+        if rank is None:
+            return False
+        return rank == (self.param_rank if self.leading_one else self.param_rank + 1)
+
+
+def _degenerate(running_var: torch.Tensor, eps: float) -> bool:
+    return bool(((running_var.detach().double() + float(eps)) <= 0).any()) or bool(
+        (~torch.isfinite(running_var.detach())).any()
+    )
 
 
 def _norm_module_affine(
     node: Node, module: nn.modules.batchnorm._BatchNorm
 ) -> AffineView | Refusal:
+    reason = untrusted_reason(module)
+    if reason is not None:
+        return Refusal(f"batch norm '{node.target}' is kept as it is: {reason}")
     if module.training:
         return Refusal(f"batch norm '{node.target}' is in training mode (batch statistics)")
     if module.running_mean is None or module.running_var is None:
         return Refusal(
             f"batch norm '{node.target}' has no running statistics "
             "(track_running_stats=False normalizes with batch statistics)"
+        )
+    if _degenerate(module.running_var, module.eps):
+        return Refusal(
+            f"batch norm '{node.target}' has running_var + eps <= 0 (or not finite) in some "
+            "channel: it is not an affine map"
         )
     scale, shift = norm_to_affine(
         module.running_mean, module.running_var, module.weight, module.bias, module.eps
@@ -167,6 +187,8 @@ def _functional_norm_affine(node: Node, root: nn.Module) -> AffineView | Refusal
     eps = bound.get("eps", 1e-5)
     if not isinstance(eps, (int, float)):
         return Refusal("functional batch_norm's eps is not a constant")
+    if _degenerate(tensors["running_var"], eps):
+        return Refusal("functional batch_norm has running_var + eps <= 0 in some channel")
     scale, shift = norm_to_affine(
         tensors["running_mean"],
         tensors["running_var"],
@@ -191,7 +213,8 @@ def _scale_affine(node: Node, root: nn.Module) -> AffineView | Refusal | None:
                 return None
             shape = list(value.shape)
             # (C, 1, ..., 1) or (1, C, 1, ..., 1): one factor per channel on dim 1
-            if shape and shape[0] == 1 and len(shape) >= 2:
+            leading_one = bool(shape and shape[0] == 1 and len(shape) >= 2)
+            if leading_one:
                 shape = shape[1:]
             if len(shape) < 2 or any(s != 1 for s in shape[1:]):
                 return None
@@ -204,6 +227,7 @@ def _scale_affine(node: Node, root: nn.Module) -> AffineView | Refusal | None:
                 "channel_scale",
                 str(p.target),
                 param_rank=value.dim(),
+                leading_one=leading_one,
             )
     return None
 
@@ -232,6 +256,8 @@ def is_noop(node: Node, root: nn.Module) -> bool:
     """Eval-mode Dropout, Identity, and F.dropout(training=False) compute ``x``."""
     if node.op == "call_module":
         module = resolve_attr(root, node.target)
+        if untrusted_reason(module) is not None:
+            return False
         if isinstance(module, nn.Identity):
             return True
         return isinstance(module, _NOOP_MODULES) and not module.training

@@ -23,6 +23,21 @@ import torch.fx as fx
 from torch import nn
 from torch.fx import Node
 
+from reparam.graph.trust import untrusted_reason
+
+
+class OpaqueModule(nn.Module):
+    """Stands for a module that must be called as it is: matches no rule's pattern."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.reason = untrusted_reason(module) or "is opaque"
+        self.wrapped_type = type(module).__name__
+
+
+def _is_deployed(module: nn.Module) -> bool:
+    return "_reparam_graph" in module.__dict__
+
 
 @dataclass
 class Rewrite:
@@ -54,6 +69,7 @@ class RuleContext:
         self.scope_path = scope_path
         self.shared_modules = shared_modules
         self.allow_slower = allow_slower
+        self.pinned: dict[str, str] = {}  # path -> who else uses it (outside this graph)
         self.replaced: dict[str, nn.Module | None] = {}
         self.created: set[str] = set()  # paths rules put modules at (dead ones get deleted)
         self._call_counts: dict[str, int] | None = None
@@ -63,7 +79,12 @@ class RuleContext:
 
     # -- reading -----------------------------------------------------------------------------
     def module(self, target: str) -> nn.Module:
-        return self.root.get_submodule(target)
+        """The module at ``target``; a layer the trust model does not vouch for (hooks,
+        overridden internals) is returned as :class:`OpaqueModule`, which no rule folds."""
+        module = self.root.get_submodule(target)
+        if untrusted_reason(module) is not None and not _is_deployed(module):
+            return OpaqueModule(module)
+        return module
 
     def call_count(self, target: str) -> int:
         if self._call_counts is None:
@@ -78,7 +99,12 @@ class RuleContext:
         """Why the module that ``node`` calls may not be changed for this site alone."""
         if node.op != "call_module":
             return None
+        for path, reason in self.pinned.items():
+            if node.target == path or str(node.target).startswith(path + "."):
+                return reason
         module = self.module(node.target)
+        if isinstance(module, OpaqueModule):
+            return f"module '{self.qualified(node.target)}' {module.reason}"
         if id(module) in self.shared_modules:
             return f"module '{self.qualified(node.target)}' is shared (reachable by two paths)"
         if self.call_count(node.target) > 1:

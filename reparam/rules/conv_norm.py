@@ -14,7 +14,7 @@ from torch.fx import Node
 from reparam.convspec import conv_from_spec, is_plain_conv, spec_from_conv
 from reparam.errors import Refusal
 from reparam.graph.views import AffineView, channel_affine, single_user
-from reparam.rules.base import Rewrite, Rule, RuleContext
+from reparam.rules.base import OpaqueModule, Rewrite, Rule, RuleContext
 from reparam.rules.chain import ChainPlan, apply_chain_fold
 from reparam.transforms import fold_affine_after
 
@@ -36,6 +36,10 @@ class FoldNormAfterConv(Rule):
         if affine is None:
             return None
         source = node.args[0] if isinstance(affine, Refusal) else affine.input
+        if isinstance(source, Node) and source.op == "call_module":
+            held = ctx.module(source.target)
+            if isinstance(held, OpaqueModule) and held.wrapped_type.startswith("Conv"):
+                return Refusal(f"conv '{ctx.qualified(source.target)}' {held.reason}")
         if not (
             isinstance(source, Node)
             and source.op == "call_module"
