@@ -152,6 +152,8 @@ def record_uses(
 
     handles = []
     for m in model.modules():
+        if isinstance(m, torch.jit.ScriptModule):
+            continue  # called as it is; TorchScript takes no Python hooks
         handles.append(m.register_forward_pre_hook(pre, with_kwargs=True, prepend=True))
         handles.append(m.register_forward_hook(post, always_call=True))
     try:

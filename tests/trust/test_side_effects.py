@@ -1,0 +1,77 @@
+"""Python side effects and autocast regions never silently vanish from a forward."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import reparam
+
+from ._common import count, outputs_agree, prepared, skipped
+
+
+class StoresFeatures(nn.Module):
+    def __init__(self, c=4):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1)
+        self.bn = nn.BatchNorm2d(c)
+        self.features = None
+
+    def forward(self, x):
+        y = self.bn(self.conv(x))
+        self.features = y  # read later by the user
+        return F.relu(y)
+
+
+class CountsCalls(nn.Module):
+    def __init__(self, c=4):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(c, c, 1), nn.BatchNorm2d(c))
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.body(x)
+
+
+class Autocasts(nn.Module):
+    def __init__(self, c=4):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1)
+        self.bn = nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = self.conv(x)
+        return self.bn(y.to(x.dtype))
+
+
+def test_forward_that_stores_features_keeps_storing_them():
+    model = prepared(nn.Sequential(StoresFeatures(), StoresFeatures()))
+    x = torch.randn(2, 4, 5, 5, dtype=torch.float64)
+    result = reparam.deploy_with_report(model, x)
+    assert "writes module attributes" in skipped(result.report, "0")
+    result.model(x)
+    model(x)
+    torch.testing.assert_close(result.model[1].features, model[1].features)
+    outputs_agree(model, result.model, x, torch.randn(1, 4, 8, 8, dtype=torch.float64))
+
+
+def test_a_counter_in_forward_still_counts_and_children_still_merge():
+    model = prepared(CountsCalls())
+    x = torch.randn(2, 4, 5, 5, dtype=torch.float64)
+    deployed = reparam.deploy(model, x)
+    before = deployed.calls
+    deployed(x)
+    assert deployed.calls == before + 1
+    assert count(deployed, nn.BatchNorm2d) == 0  # the child Sequential merged on its own
+
+
+def test_autocast_region_is_kept():
+    model = prepared(Autocasts()).float()
+    x = torch.randn(2, 4, 6, 6)
+    result = reparam.deploy_with_report(model, x)
+    assert "autocast" in skipped(result.report, "<model>")
+    with torch.no_grad():
+        torch.testing.assert_close(result.model(x), model(x))
