@@ -343,6 +343,8 @@ class _Scope:
             obj = getattr(parent, name, None)
             if obj is None or id(obj) in self.shared or self._is_pinned(target, ctx):
                 continue
+            if parent_path and id(parent) not in self.shared:
+                parent = self._own_copy(parent_path)
             if name in parent._modules:
                 del parent._modules[name]
             elif name in parent._parameters:
@@ -351,6 +353,20 @@ class _Scope:
                 del parent._buffers[name]
             self._retire_emptied_norm(parent_path)
             self._prune_empty(parent_path, after)
+
+    def _own_copy(self, path: str) -> nn.Module:
+        """Replace the module at ``path`` by a shallow copy with its own attribute tables and
+        return it: edits then never reach the original object, which the scope's check (and
+        anything else holding it) still runs as it was."""
+        module = self.module.get_submodule(path)
+        clone = type(module).__new__(type(module))
+        clone.__dict__.update(module.__dict__)
+        for table in ("_parameters", "_buffers", "_modules"):
+            clone.__dict__[table] = dict(module.__dict__[table])
+        parent_path, _, name = path.rpartition(".")
+        parent = self.module.get_submodule(parent_path) if parent_path else self.module
+        parent._modules[name] = clone
+        return clone
 
     @staticmethod
     def _is_pinned(target: str, ctx: RuleContext) -> bool:

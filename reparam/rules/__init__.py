@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from reparam.rules.base import Rewrite, Rule, RuleContext
+from reparam.rules.border_fill import BorderFillAsPad
 from reparam.rules.concat_convs import MergeConcatConvs
 from reparam.rules.conv_norm import FoldNormAfterConv
 from reparam.rules.grouped_fc import GroupedFcAsBmm
@@ -20,6 +21,7 @@ BUILTIN_RULES: tuple[type[Rule], ...] = (
     FoldNormAfterConv,
     FoldNormAfterLinear,
     LocalityInjection,
+    BorderFillAsPad,
     PadThroughPointwise,
     MergeSequentialConvs,
     MergeConcatConvs,
