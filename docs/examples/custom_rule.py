@@ -8,18 +8,42 @@ is the new case.
 Run it with ``python docs/examples/custom_rule.py``.
 """
 
-# --8<-- [start:rule]
-import copy
-import math
-import operator
-
+# --8<-- [start:model]
 import torch
 from torch import nn
-from torch.fx import Node
 
 import reparam
-from reparam import Refusal, Rewrite, Rule, RuleContext, RuleRegistry
 from reparam.demo import randomize_batch_norms
+
+
+class ScaledResidual(nn.Module):
+    """x + 0.2 * BN(conv(x)): residual scaling as in ESRGAN's dense blocks."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + 0.2 * self.bn(self.conv(x))
+
+
+torch.manual_seed(0)
+model = randomize_batch_norms(ScaledResidual(8)).eval()
+x = torch.randn(1, 8, 16, 16)
+
+print(reparam.deploy_with_report(model, x).report.fired())  # built-ins alone
+# --8<-- [end:model]
+
+
+# --8<-- [start:rule]
+import copy  # noqa: E402
+import math  # noqa: E402
+import operator  # noqa: E402
+
+from torch.fx import Node  # noqa: E402
+
+from reparam import Refusal, Rewrite, Rule, RuleContext, RuleRegistry  # noqa: E402
 
 _MUL = (operator.mul, torch.mul)
 _DIV = (operator.truediv, torch.div)
@@ -96,27 +120,6 @@ class FoldConstantScale(Rule):
             weight_absmax_after=float(scaled.weight.detach().abs().max()),
         )
 # --8<-- [end:rule]
-
-
-# --8<-- [start:model]
-class ScaledResidual(nn.Module):
-    """x + 0.2 * BN(conv(x)): residual scaling as in ESRGAN's dense blocks."""
-
-    def __init__(self, c: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(c, c, 3, padding=1, bias=False)
-        self.bn = nn.BatchNorm2d(c)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + 0.2 * self.bn(self.conv(x))
-
-
-torch.manual_seed(0)
-model = randomize_batch_norms(ScaledResidual(8)).eval()
-x = torch.randn(1, 8, 16, 16)
-
-print(reparam.deploy_with_report(model, x).report.fired())  # built-ins alone
-# --8<-- [end:model]
 
 # --8<-- [start:private]
 registry = RuleRegistry([*reparam.default_registry(), FoldConstantScale()])
