@@ -135,8 +135,8 @@ def zoo_page() -> str:
         params, flops, size, summary = _measure(name, inference=False)
         params_inf, flops_inf, _, _ = _measure(name, inference=True)
         rows.append(
-            f"| `{name}` | {'×'.join(map(str, size[1:]))} | {params / 1e6:.2f} M "
-            f"| {params_inf / 1e6:.2f} M | {flops / 1e9:.2f} G | {flops_inf / 1e9:.2f} G |"
+            f"| `{name}` | {'×'.join(map(str, size[1:]))} | {params / 1e6:.2f} "
+            f"| {params_inf / 1e6:.2f} | {flops / 1e9:.2f} | {flops_inf / 1e9:.2f} |"
         )
         about.append(f"`{name}`\n:   {summary or 'no description'}\n")
     log.info("zoo: %d models measured in %.1f s", len(rows), time.perf_counter() - start)
@@ -159,8 +159,8 @@ def zoo_page() -> str:
             "figures quoted from them in the descriptions below, count multiply-accumulates "
             "(MACs): halve the FLOPs here to compare.",
             "",
-            "| model | input | params (train) | params (inference) | FLOPs (train) "
-            "| FLOPs (inference) |",
+            "| model | input | params, M (train) | params, M (inference) | GFLOPs (train) "
+            "| GFLOPs (inference) |",
             "|-------|------:|---------------:|-------------------:|--------------:"
             "|------------------:|",
             *rows,
