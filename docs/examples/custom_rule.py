@@ -37,13 +37,13 @@ print(reparam.deploy_with_report(model, x).report.fired())  # built-ins alone
 
 
 # --8<-- [start:rule]
-import copy  # noqa: E402
-import math  # noqa: E402
-import operator  # noqa: E402
+import copy
+import math
+import operator
 
-from torch.fx import Node  # noqa: E402
+from torch.fx import Node
 
-from reparam import Refusal, Rewrite, Rule, RuleContext, RuleRegistry  # noqa: E402
+from reparam import Refusal, Rewrite, Rule, RuleContext, RuleRegistry
 
 _MUL = (operator.mul, torch.mul)
 _DIV = (operator.truediv, torch.div)

@@ -27,7 +27,7 @@ class RepBlock(nn.Module):
     def __init__(self, c: int) -> None:
         super().__init__()
         self.k3, self.k1 = conv_bn(c, c, 3), conv_bn(c, c, 1)
-        # count_include_pad=True: a kernel
+        # count_include_pad=True: the pool is a conv kernel
         self.pool = nn.AvgPool2d(3, stride=1, padding=1)
         self.skip = nn.BatchNorm2d(c)
 
@@ -119,13 +119,9 @@ print(faster_or_not.blocks[2])
 # --8<-- [end:explain]
 
 # --8<-- [start:json]
-import json  # noqa: E402
+import json
 
 summary = report.to_dict()
-print(
-    json.dumps(
-        {k: summary[k] for k in ("fired", "params_before", "params_after")},
-        indent=2,
-    )
-)
+keys = ("fired", "params_before", "params_after")
+print(json.dumps({k: summary[k] for k in keys}, indent=2))
 # --8<-- [end:json]

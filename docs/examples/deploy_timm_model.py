@@ -19,7 +19,7 @@ if importlib.util.find_spec("timm") is None:
     print("timm is not installed: pip install timm")
     sys.exit(0)
 
-import timm  # noqa: E402
+import timm
 
 torch.manual_seed(0)
 model = timm.create_model("repvit_m0_9", pretrained=False, num_classes=10)
@@ -48,7 +48,7 @@ def layers(m: nn.Module) -> dict[str, int]:
     return {"convs": convs, "batch norms": norms}
 
 
-from timm.utils.model import reparameterize_model  # noqa: E402
+from timm.utils.model import reparameterize_model
 
 # timm's hand-written conversion
 timm_deployed = reparameterize_model(copy.deepcopy(model))

@@ -30,7 +30,7 @@ EXAMPLES = DOCS / "examples"
 PAGES = [DOCS / "index.md", *sorted((DOCS / "tutorials").glob("*.md"))]
 TIMEOUT_S = 180
 
-_FENCE = re.compile(r"^(?P<indent> *)(?P<fence>`{3,}|~{3,})\s*(?P<lang>[\w+-]*)")
+_FENCE = re.compile(r"^(?P<indent> *)(?P<fence>`{3,}|~{3,})\s*\{?\s*\.?(?P<lang>[\w+-]*)")
 _SNIPPET = re.compile(r'^\s*-{1,}8<-{1,}\s+"(?P<target>[^"]+)"\s*$')
 
 
@@ -112,8 +112,11 @@ def test_pages_found() -> None:
 
 
 def test_block_extraction() -> None:
-    page = '# t\n\n```python\nimport os\n```\n\ntext\n\n```text\nout\n```\n\n```py\nx = 1\n```\n'
-    assert python_blocks(page) == ["import os", "x = 1"]
+    page = (
+        "# t\n\n```python\nimport os\n```\n\ntext\n\n```text\nout\n```\n\n"
+        "```py\nx = 1\n```\n\n```{.text .wrap}\nlong\n```\n\n```{.python .x}\ny = 2\n```\n"
+    )
+    assert python_blocks(page) == ["import os", "x = 1", "y = 2"]
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(DOCS)))
