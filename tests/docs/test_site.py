@@ -81,3 +81,14 @@ def test_site_needs_no_network(site: Path) -> None:
         maths += html.count("<math ")
     assert maths >= 50  # the concept pages and the rule catalogue are full of formulas
     assert "<math " in _page(site, "concepts/merge-algebra")
+
+
+def test_cli_reference_shows_the_shared_epilog_once(site: Path) -> None:
+    from reparam.cli import build_parser
+
+    epilog = build_parser().epilog
+    if not epilog:
+        pytest.skip("the parser has no epilog")
+    opening = " ".join(epilog.split()[:4])  # e.g. "MODEL is a zoo"
+    text = " ".join(re.sub(r"<[^>]+>", " ", _page(site, "reference/cli")).split())
+    assert text.count(opening) == 1, f"{opening!r} appears {text.count(opening)} times"
