@@ -23,6 +23,7 @@ _WRAPPED = re.compile(
     r'<(?P<tag>span|div) class="arithmatex">(?P<body>.*?)</(?P=tag)>', re.DOTALL
 )
 _LEFT_OVER = re.compile(r"<m[ino]>([^<]*(?:\\|&(?![#\w]+;))[^<]*)</m[ino]>")
+_NAMED_OPERATOR = re.compile(r"<mo>([A-Za-z]{2,})</mo>")
 _DELIMITERS = {"\\(": "\\)", "\\[": "\\]", "$$": "$$", "$": "$"}
 
 
@@ -41,6 +42,9 @@ def tex_to_mathml(tex: str, display: bool = False) -> str:
     unknown = _LEFT_OVER.search(mathml)
     if unknown:  # the converter passes what it does not know through as text
         raise MathsError(f"cannot typeset {tex!r}: {unknown.group(1)!r} is not supported")
+    # \operatorname{pad} comes out as the operator <mo>pad</mo>, which browsers space like a
+    # "+"; as an identifier it sits next to its argument, as in TeX: pad(W), not pad (W).
+    mathml = _NAMED_OPERATOR.sub(r"<mi>\1</mi>", mathml)
     alt = html.escape(" ".join(tex.split()), quote=True)
     return mathml.replace("<math ", f'<math alttext="{alt}" ', 1)
 

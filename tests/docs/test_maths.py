@@ -27,7 +27,7 @@ def test_inline_and_display_formulas_become_mathml() -> None:
     assert 'display="inline"' in inline and 'display="block"' in display
     assert 'alttext="s\\,(W * x + b) &lt; t"' in inline  # the TeX, escaped, for fallbacks
     assert "<mo>&#x0003C;</mo>" in out  # the escaped "<" of the page is the operator <
-    assert "<mo>pad</mo>" in out and "&#x02211;" in out  # \operatorname, \sum
+    assert "<mi>pad</mi>" in out and "&#x02211;" in out  # \operatorname, \sum
     assert out.startswith("<p>with ") and out.count('class="arithmatex"') == 2
 
 
