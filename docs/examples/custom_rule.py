@@ -1,104 +1,21 @@
 """Tutorial: write, test and register your own merge rule.
 
-The rule folds a constant factor into the conv in front of it: ``conv(x) * 0.2`` becomes a
-conv with its weight and bias scaled by 0.2 (residual scaling in ESRGAN-style blocks is
-written exactly like this). The built-in rules only see per-channel *tensors*; a Python number
-is the new case.
+The rule folds a constant factor into the conv in front of it: ``conv(x) * 0.2``
+becomes a conv with its weight and bias scaled by 0.2 (residual scaling in
+ESRGAN-style blocks is written exactly like this). The built-in rules only see
+per-channel *tensors*; a Python number is the new case.
 
 Run it with ``python docs/examples/custom_rule.py``.
 """
 
-# --8<-- [start:rule]
-import copy
-import math
-import operator
-
+# --8<-- [start:model]
 import torch
 from torch import nn
-from torch.fx import Node
 
 import reparam
-from reparam import Refusal, Rewrite, Rule, RuleContext, RuleRegistry
 from reparam.demo import randomize_batch_norms
 
-_MUL = (operator.mul, torch.mul)
-_DIV = (operator.truediv, torch.div)
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-class FoldConstantScale(Rule):
-    """Replaces ``conv(x) * c`` (or ``c * conv(x)``, ``conv(x) / c``) with one conv."""
-
-    name = "constant_scale"
-    summary = "a conv whose output is multiplied or divided by a Python number"
-    pattern = "conv(x) * c,  c * conv(x),  conv(x) / c"
-    refuses_when = (
-        "the conv's output is also used elsewhere",
-        "the conv module is shared or called more than once",
-        "the factor is not finite (or the divisor is zero)",
-    )
-
-    def match(self, node: Node, ctx: RuleContext):
-        """The pattern: None unless ``node`` scales a conv's output by a number."""
-        if node.op != "call_function" or len(node.args) != 2 or node.kwargs:
-            return None
-        a, b = node.args
-        if node.target in _MUL:
-            conv, factor = (a, b) if _is_number(b) else (b, a)
-        elif node.target in _DIV:
-            conv, factor = a, b
-        else:
-            return None
-        if not (_is_number(factor) and isinstance(conv, Node) and conv.op == "call_module"):
-            return None
-        if not isinstance(ctx.module(conv.target), _CONVS):
-            return None
-        return node, conv, float(factor), node.target in _DIV
-
-    def check(self, match, ctx: RuleContext):
-        """Exactness conditions; the new conv is computed here. Refusal says why not."""
-        node, conv, factor, divide = match
-        if divide:
-            if factor == 0:
-                return Refusal("division by zero")
-            factor = 1.0 / factor
-        if not math.isfinite(factor):
-            return Refusal(f"the factor {factor} is not finite")
-        if len(conv.users) != 1:
-            return Refusal(f"output of conv '{ctx.qualified(conv.target)}' is also used elsewhere")
-        reason = ctx.exclusive_reason(conv)  # shared module, called twice, shared parameter
-        if reason:
-            return Refusal(reason)
-        scaled = copy.deepcopy(ctx.module(conv.target))
-        with torch.no_grad():
-            scaled.weight.mul_(factor)
-            if scaled.bias is not None:
-                scaled.bias.mul_(factor)
-        return node, conv, scaled, factor
-
-    def rewrite(self, plan, ctx: RuleContext) -> Rewrite:
-        """The graph surgery, only through ``ctx`` (so deploy can verify and roll back)."""
-        node, conv, scaled, factor = plan
-        site = ctx.site_name(node)
-        before = float(ctx.module(conv.target).weight.detach().abs().max())
-        ctx.set_module(conv.target, scaled)  # same path: state_dict keys do not move
-        node.replace_all_uses_with(conv)  # users of `conv(x) * c` now read the new conv
-        ctx.erase_unused([node])
-        return Rewrite(
-            rule=self.name,
-            site=site,
-            detail=f"folded the factor {factor:g} into the conv",
-            weight_absmax_before=before,
-            weight_absmax_after=float(scaled.weight.detach().abs().max()),
-        )
-# --8<-- [end:rule]
-
-
-# --8<-- [start:model]
 class ScaledResidual(nn.Module):
     """x + 0.2 * BN(conv(x)): residual scaling as in ESRGAN's dense blocks."""
 
@@ -117,6 +34,102 @@ x = torch.randn(1, 8, 16, 16)
 
 print(reparam.deploy_with_report(model, x).report.fired())  # built-ins alone
 # --8<-- [end:model]
+
+
+# --8<-- [start:rule]
+import copy
+import math
+import operator
+
+from torch.fx import Node
+
+from reparam import Refusal, Rewrite, Rule, RuleContext, RuleRegistry
+
+_MUL = (operator.mul, torch.mul)
+_DIV = (operator.truediv, torch.div)
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+class FoldConstantScale(Rule):
+    """``conv(x) * c`` (or ``c * conv(x)``, ``conv(x) / c``) as one conv."""
+
+    name = "constant_scale"
+    summary = "a conv whose output is multiplied or divided by a Python number"
+    pattern = "conv(x) * c,  c * conv(x),  conv(x) / c"
+    refuses_when = (
+        "the conv's output is also used elsewhere",
+        "the conv module is shared or called more than once",
+        "the factor is not finite (or the divisor is zero)",
+    )
+
+    def match(self, node: Node, ctx: RuleContext):
+        """The pattern: None unless ``node`` scales a conv's output."""
+        if node.op != "call_function" or len(node.args) != 2 or node.kwargs:
+            return None
+        a, b = node.args
+        if node.target in _MUL:
+            conv, factor = (a, b) if _is_number(b) else (b, a)
+        elif node.target in _DIV:
+            conv, factor = a, b
+        else:
+            return None
+        if not (
+            _is_number(factor)
+            and isinstance(conv, Node)
+            and conv.op == "call_module"
+        ):
+            return None
+        if not isinstance(ctx.module(conv.target), _CONVS):
+            return None
+        return node, conv, float(factor), node.target in _DIV
+
+    def check(self, match, ctx: RuleContext):
+        """Exactness conditions, and the new conv; a Refusal says why not."""
+        node, conv, factor, divide = match
+        if divide:
+            if factor == 0:
+                return Refusal("division by zero")
+            factor = 1.0 / factor
+        if not math.isfinite(factor):
+            return Refusal(f"the factor {factor} is not finite")
+        if len(conv.users) != 1:
+            return Refusal(
+                f"output of conv '{ctx.qualified(conv.target)}' "
+                "is also used elsewhere"
+            )
+        # shared module, called twice, shared parameter
+        reason = ctx.exclusive_reason(conv)
+        if reason:
+            return Refusal(reason)
+        scaled = copy.deepcopy(ctx.module(conv.target))
+        with torch.no_grad():
+            scaled.weight.mul_(factor)
+            if scaled.bias is not None:
+                scaled.bias.mul_(factor)
+        return node, conv, scaled, factor
+
+    def rewrite(self, plan, ctx: RuleContext) -> Rewrite:
+        """The graph surgery, only through ``ctx`` (deploy can roll it back)."""
+        node, conv, scaled, factor = plan
+        site = ctx.site_name(node)
+        before = float(ctx.module(conv.target).weight.detach().abs().max())
+        # same path: state_dict keys do not move
+        ctx.set_module(conv.target, scaled)
+        # users of `conv(x) * c` now read the new conv
+        node.replace_all_uses_with(conv)
+        ctx.erase_unused([node])
+        return Rewrite(
+            rule=self.name,
+            site=site,
+            detail=f"folded the factor {factor:g} into the conv",
+            weight_absmax_before=before,
+            weight_absmax_after=float(scaled.weight.detach().abs().max()),
+        )
+# --8<-- [end:rule]
 
 # --8<-- [start:private]
 registry = RuleRegistry([*reparam.default_registry(), FoldConstantScale()])
@@ -140,7 +153,9 @@ class SharedOutput(nn.Module):
         return torch.cat([y * 0.5, y], dim=1)  # y is needed unscaled too
 
 
-explanation = reparam.explain(SharedOutput().eval(), x, rules=[FoldConstantScale()])
+explanation = reparam.explain(
+    SharedOutput().eval(), x, rules=[FoldConstantScale()]
+)
 for outcome in explanation.refused():
     print(f"{outcome.rule} refused at {outcome.site}: {outcome.reason}")
 # --8<-- [end:refusal]
@@ -149,15 +164,18 @@ for outcome in explanation.refused():
 reparam.register_rule(FoldConstantScale, before="parallel_branches")
 try:
     print([rule.name for rule in reparam.list_rules()])
-    deployed = reparam.deploy(model, x)  # the default registry now includes the new rule
+    # the default registry now includes the new rule
+    deployed = reparam.deploy(model, x)
     reparam.assert_equivalent(model, deployed, x)
 finally:
-    reparam.unregister_rule("constant_scale")  # leave the process as we found it
+    # leave the process as we found it
+    reparam.unregister_rule("constant_scale")
 # --8<-- [end:global]
+
 
 # --8<-- [start:test]
 class Probe(nn.Module):
-    """conv(x) / factor with a random kernel size and a reflect-padded border."""
+    """conv(x) / factor, random kernel size, reflect-padded border."""
 
     def __init__(self, factor: float, k: int) -> None:
         super().__init__()
@@ -175,8 +193,12 @@ for _ in range(5):
     k = 2 * int(torch.randint(0, 3, (1,), generator=gen)) + 1
     probe = Probe(factor, k).double().eval()
     xp = torch.randn(2, 4, 9, 9, dtype=torch.float64, generator=gen)
-    result = reparam.deploy_with_report(probe, xp, rules=[FoldConstantScale()], verify=True)
-    assert result.report.fired() == {"constant_scale": 1}, result.report.refusals
+    result = reparam.deploy_with_report(
+        probe, xp, rules=[FoldConstantScale()], verify=True
+    )
+    assert result.report.fired() == {"constant_scale": 1}, (
+        result.report.refusals
+    )
     reparam.assert_equivalent(probe, result.model, xp)
 print("5 random cases: exact")
 # --8<-- [end:test]

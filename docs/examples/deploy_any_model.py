@@ -1,6 +1,7 @@
 """Tutorial: deploy your own model and read what reparam did.
 
-Run it with ``python docs/examples/deploy_any_model.py`` (a few seconds on a CPU).
+Run it with ``python docs/examples/deploy_any_model.py`` (a few seconds on a
+CPU).
 """
 
 # --8<-- [start:model]
@@ -12,19 +13,22 @@ import reparam
 from reparam.demo import randomize_batch_norms
 
 
-def conv_bn(cin: int, cout: int, k: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+def conv_bn(
+    cin: int, cout: int, k: int, stride: int = 1, dilation: int = 1
+) -> nn.Sequential:
     pad = dilation * (k // 2)
     conv = nn.Conv2d(cin, cout, k, stride, pad, dilation=dilation, bias=False)
     return nn.Sequential(conv, nn.BatchNorm2d(cout))
 
 
 class RepBlock(nn.Module):
-    """3x3 + 1x1 conv-BN branches, a 3x3 average pool and a BN-only identity, summed."""
+    """3x3 and 1x1 conv-BN, a 3x3 average pool and a BN identity, summed."""
 
     def __init__(self, c: int) -> None:
         super().__init__()
         self.k3, self.k1 = conv_bn(c, c, 3), conv_bn(c, c, 1)
-        self.pool = nn.AvgPool2d(3, stride=1, padding=1)  # count_include_pad=True: a kernel
+        # count_include_pad=True: the pool is a conv kernel
+        self.pool = nn.AvgPool2d(3, stride=1, padding=1)
         self.skip = nn.BatchNorm2d(c)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -32,7 +36,7 @@ class RepBlock(nn.Module):
 
 
 class PointwiseThenSpatial(nn.Module):
-    """1x1 conv -> BN -> zero-padded 3x3 conv: the BN's shift would reach the padded border."""
+    """1x1 conv -> BN -> zero-padded 3x3 conv: the shift meets the border."""
 
     def __init__(self, c: int) -> None:
         super().__init__()
@@ -44,11 +48,14 @@ class PointwiseThenSpatial(nn.Module):
 
 
 class DilatedBlock(nn.Module):
-    """A dilated 3x3 (dilation 3) next to a dense 3x3: one kernel would be a dense 7x7."""
+    """A dilated 3x3 (dilation 3) beside a dense 3x3: merged, a dense 7x7."""
 
     def __init__(self, c: int) -> None:
         super().__init__()
-        self.dilated, self.dense = conv_bn(c, c, 3, dilation=3), conv_bn(c, c, 3)
+        self.dilated, self.dense = (
+            conv_bn(c, c, 3, dilation=3),
+            conv_bn(c, c, 3),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.dilated(x) + self.dense(x))
@@ -58,7 +65,9 @@ class TinyNet(nn.Module):
     def __init__(self, c: int = 16, num_classes: int = 10) -> None:
         super().__init__()
         self.stem = nn.Sequential(conv_bn(3, c, 3, stride=2), nn.ReLU())
-        self.blocks = nn.Sequential(RepBlock(c), PointwiseThenSpatial(c), DilatedBlock(c))
+        self.blocks = nn.Sequential(
+            RepBlock(c), PointwiseThenSpatial(c), DilatedBlock(c)
+        )
         self.head_norm = nn.BatchNorm2d(c)
         self.fc = nn.Linear(c, num_classes)
 
@@ -71,7 +80,8 @@ class TinyNet(nn.Module):
 
 
 torch.manual_seed(0)
-model = randomize_batch_norms(TinyNet()).eval()  # norms with trained-looking statistics
+# norms with trained-looking statistics
+model = randomize_batch_norms(TinyNet()).eval()
 x = torch.randn(2, 3, 32, 32)
 # --8<-- [end:model]
 
@@ -83,14 +93,16 @@ print(report)  # the same tables `reparam deploy` prints
 
 # --8<-- [start:inspect]
 print(report.fired())  # rule name -> how many times it fired
-# Every site a rule looked at and left alone. A site can be seen again from an enclosing
-# scope, so collect the refusals by (rule, site).
+# Every site a rule looked at and left alone. A site can be seen again from
+# an enclosing scope, so collect the refusals by (rule, site).
 refused = {(r.rule, r.site): r.reason for r in report.refusals}
 for (rule, site), reason in refused.items():
     print(f"{rule} at {site}: {reason}")
 
 # The deployed model keeps its classes, its methods and its submodule paths.
-assert isinstance(deployed, TinyNet) and isinstance(deployed.blocks[0], RepBlock)
+assert isinstance(deployed, TinyNet) and isinstance(
+    deployed.blocks[0], RepBlock
+)
 print(deployed.blocks[0])  # the four branches are now one 3x3 conv
 features = deployed.forward_features(x)  # other methods still work
 print("max relative error:", reparam.assert_equivalent(model, deployed, x))
@@ -107,8 +119,9 @@ print(faster_or_not.blocks[2])
 # --8<-- [end:explain]
 
 # --8<-- [start:json]
-import json  # noqa: E402
+import json
 
 summary = report.to_dict()
-print(json.dumps({k: summary[k] for k in ("fired", "params_before", "params_after")}, indent=2))
+keys = ("fired", "params_before", "params_after")
+print(json.dumps({k: summary[k] for k in keys}, indent=2))
 # --8<-- [end:json]

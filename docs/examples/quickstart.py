@@ -10,8 +10,12 @@ import reparam
 class RepVGGBlock(nn.Module):  # 3x3 conv-BN + 1x1 conv-BN + BN identity, summed
     def __init__(self, c: int) -> None:
         super().__init__()
-        self.k3 = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
-        self.k1 = nn.Sequential(nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c))
+        self.k3 = nn.Sequential(
+            nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+        )
+        self.k1 = nn.Sequential(
+            nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c)
+        )
         self.skip = nn.BatchNorm2d(c)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,9 @@
 """Tutorial: RepMLPNet, training form against deployed form.
 
-By default this builds a *tiny* RepMLPNet (the T224 recipe, narrowed and sized for 32x32
-inputs) so it runs in seconds on a CPU. ``--full`` uses the real ``repmlpnet_t224`` at 224x224
-(about 38M parameters; deploying it takes a minute or two on a laptop CPU).
+By default this builds a *tiny* RepMLPNet (the T224 recipe, narrowed and sized
+for 32x32 inputs) so it runs in seconds on a CPU. ``--full`` uses the real
+``repmlpnet_t224`` at 224x224 (about 38M parameters; deploying it takes a minute
+or two on a laptop CPU).
 """
 
 # --8<-- [start:build]
@@ -17,12 +18,13 @@ from reparam.demo import randomize_batch_norms
 FULL = "--full" in sys.argv
 if FULL:
     overrides, size = {}, 224
-else:  # same layout as T224: four stages, share sets, 1x1 + 3x3 Local Perceptron
+else:  # the T224 layout: four stages, share sets, 1x1 + 3x3 Local Perceptron
     overrides = dict(
         channels=(16, 32, 64, 128),
         num_blocks=(1, 1, 1, 1),
         num_sharesets=(1, 2, 4, 8),
-        hs=(8, 4, 2, 1),  # partition size per stage = the stage's map size at img_size
+        # the partition size per stage: the stage's map size at img_size
+        hs=(8, 4, 2, 1),
         img_size=32,
         num_classes=10,
     )
@@ -47,8 +49,14 @@ with torch.no_grad():
     y_train, y_deploy = model(x), deployed(x)
 print("max |difference|   :", float((y_train - y_deploy).abs().max()))
 print("relative error     :", reparam.relative_error(y_train, y_deploy))
-print("same predictions   :", bool((y_train.argmax(1) == y_deploy.argmax(1)).all()))
-print("float64 rel. error :", reparam.assert_equivalent(model, deployed, x, in_float64=True))
+print(
+    "same predictions   :",
+    bool((y_train.argmax(1) == y_deploy.argmax(1)).all()),
+)
+print(
+    "float64 rel. error :",
+    reparam.assert_equivalent(model, deployed, x, in_float64=True),
+)
 
 
 def count(m: torch.nn.Module) -> int:

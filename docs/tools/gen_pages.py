@@ -2,7 +2,7 @@
 
 * ``reference/rules.md``: the rule catalogue, read from the rule registry;
 * ``reference/zoo.md``: the model zoo table, built from ``reparam_models`` (parameters and
-  MACs computed now, on the meta device: no weights are allocated, nothing is cached);
+  FLOPs computed now, on the meta device: no weights are allocated, nothing is cached);
 * ``reference/cli.md``: the command line, from the argparse parser.
 
 Nothing here is checked in: the pages always describe the code being documented.
@@ -95,16 +95,17 @@ def rules_page() -> str:
 # model zoo
 
 
-def _macs(model: torch.nn.Module, size: tuple[int, ...], device: str) -> int:
+def _flops(model: torch.nn.Module, size: tuple[int, ...], device: str) -> int:
+    """FLOPs of one forward at batch size 1, counted like ``reparam``'s report does."""
     x = torch.zeros((1, *size), device=device)
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
         model(x)
-    return int(counter.get_total_flops()) // 2  # the counter counts a multiply-add as 2
+    return int(counter.get_total_flops())
 
 
 def _measure(name: str, inference: bool) -> tuple[int, int, tuple[int, ...], str]:
-    """(params, MACs, input size, summary) of one zoo model, on the meta device if it can."""
+    """(params, FLOPs, input size, summary) of one zoo model, on the meta device if it can."""
     import reparam_models
 
     try:
@@ -112,32 +113,32 @@ def _measure(name: str, inference: bool) -> tuple[int, int, tuple[int, ...], str
             model = reparam_models.create_model(name, inference=inference).eval()
         device = "meta"
         size = tuple(model.pretrained_cfg["input_size"])
-        macs = _macs(model, size, device)
+        flops = _flops(model, size, device)
     except Exception as err:  # noqa: BLE001 - fall back to a real forward on the CPU
         log.info("zoo: %s on the meta device failed (%s); using the CPU", name, err)
         model = reparam_models.create_model(name, inference=inference).eval()
         size = tuple(model.pretrained_cfg["input_size"])
-        macs = _macs(model, size, "cpu")
+        flops = _flops(model, size, "cpu")
     params = sum(p.numel() for p in model.parameters())
     factories = getattr(reparam_models.registry, "_REGISTRY", {})  # for the summary line only
     factory = factories.get(name)
     doc = (getattr(factory, "__doc__", None) or "").strip().splitlines()
-    return params, macs, size, doc[0] if doc else ""
+    return params, flops, size, doc[0] if doc else ""
 
 
 def zoo_page() -> str:
     import reparam_models
 
     start = time.perf_counter()
-    rows = []
+    rows, about = [], []
     for name in reparam_models.list_models():
-        params, macs, size, summary = _measure(name, inference=False)
-        params_inf, macs_inf, _, _ = _measure(name, inference=True)
+        params, flops, size, summary = _measure(name, inference=False)
+        params_inf, flops_inf, _, _ = _measure(name, inference=True)
         rows.append(
-            f"| `{name}` | {'×'.join(map(str, size[1:]))} | {params / 1e6:.2f} M "
-            f"| {macs / 1e9:.2f} G | {params_inf / 1e6:.2f} M | {macs_inf / 1e9:.2f} G "
-            f"| {_cell(summary)} |"
+            f"| `{name}` | {'×'.join(map(str, size[1:]))} | {params / 1e6:.2f} "
+            f"| {params_inf / 1e6:.2f} | {flops / 1e9:.2f} | {flops_inf / 1e9:.2f} |"
         )
+        about.append(f"`{name}`\n:   {summary or 'no description'}\n")
     log.info("zoo: %d models measured in %.1f s", len(rows), time.perf_counter() - start)
     return "\n".join(
         [
@@ -151,17 +152,24 @@ def zoo_page() -> str:
             "one forward pass at batch size 1 and the model's own input size is counted with "
             "`torch.utils.flop_counter`. Nothing is cached or checked in.",
             "",
-            "MACs are multiply-accumulates of the convolutions and matrix products (half of "
-            "the counter's FLOPs); norms, activations, pooling and element-wise ops are not "
-            "counted. The description is the first line of the model's factory docstring; "
-            "figures quoted there come from the papers.",
+            "**FLOPs** are counted as everywhere in `reparam` (the deploy report, "
+            "`reparam deploy`): two per multiply-add of the convolutions and matrix products; "
+            "norms, activations, pooling and element-wise ops are not counted (see "
+            "[counting cost](../concepts/deploy.md#counting-cost-flops)). The papers, and the "
+            "figures quoted from them in the descriptions below, count multiply-accumulates "
+            "(MACs): halve the FLOPs here to compare.",
             "",
-            "| model | input | params (train) | MACs (train) | params (inference) "
-            "| MACs (inference) | description |",
-            "|-------|------:|---------------:|-------------:|-------------------:"
-            "|-----------------:|-------------|",
+            "| model | input | params, M (train) | params, M (inference) | GFLOPs (train) "
+            "| GFLOPs (inference) |",
+            "|-------|------:|---------------:|-------------------:|--------------:"
+            "|------------------:|",
             *rows,
             "",
+            "## The models",
+            "",
+            "The first line of each model's factory docstring.",
+            "",
+            *about,
             "Build any of them with `reparam_models.create_model(name)`; deploy it with "
             "`reparam.deploy(model)` (the example input comes from "
             "`model.pretrained_cfg['input_size']`) or from a shell with "
@@ -177,20 +185,33 @@ def zoo_page() -> str:
 # command line
 
 
+def _prose(text: str) -> list[str]:
+    """A help text wrapped for a terminal, as Markdown paragraphs (one line each)."""
+    paragraphs = [" ".join(p.split()) for p in text.strip().split("\n\n")]
+    return [line for p in paragraphs if p for line in (p, "")]
+
+
 def cli_page() -> str:
     import argparse
 
     from reparam.cli import build_parser
 
     old = os.environ.get("COLUMNS")
-    os.environ["COLUMNS"] = "96"
+    os.environ["COLUMNS"] = "80"  # what fits the page's code column without scrolling
     try:
         parser = build_parser()
-        sections = [("reparam", parser.format_help())]
+        # The description and the epilog of the top-level parser are prose: they go on the
+        # page once, as text, and each command's help leaves out an epilog shown there.
+        description, shared = parser.description or "", parser.epilog or ""
+        parser.description = parser.epilog = None
+        sections = [("reparam", parser.format_help(), False)]
         for action in parser._actions:  # noqa: SLF001 - argparse keeps subparsers here only
             if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
                 for name, sub in action.choices.items():
-                    sections.append((f"reparam {name}", sub.format_help()))
+                    takes_shared = bool(shared) and sub.epilog == shared
+                    if takes_shared:
+                        sub.epilog = None
+                    sections.append((f"reparam {name}", sub.format_help(), takes_shared))
     finally:
         if old is None:
             del os.environ["COLUMNS"]
@@ -199,19 +220,25 @@ def cli_page() -> str:
     out = [
         "# Command line",
         "",
+        *_prose(description),
         "Installing the package puts a `reparam` command on your path (`python -m reparam` "
         "does the same). The help texts below are generated from its argument parser when "
         "the site is built, so they describe this version.",
         "",
         "```bash",
-        "reparam deploy                                   # the demo network, with its report",
-        "reparam deploy repmlpnet_t224 -o deployed.pt     # a zoo model, saved deployed",
+        "reparam deploy                                # the demo network and its report",
+        "reparam deploy repmlpnet_t224 -o deployed.pt  # a zoo model, saved deployed",
         "reparam explain mypkg.models:build --input-shape 1,3,64,64",
         "reparam rules --json",
         "```",
     ]
-    for title, text in sections:
-        out += ["", f"## `{title}`", "", "```text", text.rstrip(), "```"]
+    if shared:
+        out += ["", "## MODEL and exit codes {#model-and-exit-codes}", "", *_prose(shared)]
+    for title, text, takes_shared in sections:
+        out += ["", f"## `{title}`", ""]
+        if takes_shared:
+            out += ["MODEL and the exit codes: [as above](#model-and-exit-codes).", ""]
+        out += ["```text", text.rstrip(), "```"]
     return "\n".join(out) + "\n"
 
 

@@ -5,6 +5,7 @@ Skipped when the docs toolchain is not installed (``pip install -e ".[docs]"``).
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -64,3 +65,30 @@ def test_api_reference_renders(site: Path) -> None:
     html = _page(site, "reference/api/reparam")
     for name in ("deploy_with_report", "RuleContext", "assert_equivalent", "DeployReport"):
         assert name in html, name
+
+
+def test_site_needs_no_network(site: Path) -> None:
+    """No page loads a script, a stylesheet or a font from another host, and every formula is
+    finished MathML (typeset at build time), not TeX waiting for a script."""
+    external = re.compile(r"<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)=\"(?:https?:)?//")
+    wrapped = re.compile(r'class="arithmatex">(?!<math )')
+    maths = 0
+    for page in site.rglob("*.html"):
+        html = page.read_text(encoding="utf-8")
+        where = page.relative_to(site)
+        assert not external.search(html), f"{where}: {external.search(html).group(0)}"
+        assert not wrapped.search(html), f"{where}: a formula was left as TeX"
+        maths += html.count("<math ")
+    assert maths >= 50  # the concept pages and the rule catalogue are full of formulas
+    assert "<math " in _page(site, "concepts/merge-algebra")
+
+
+def test_cli_reference_shows_the_shared_epilog_once(site: Path) -> None:
+    from reparam.cli import build_parser
+
+    epilog = build_parser().epilog
+    if not epilog:
+        pytest.skip("the parser has no epilog")
+    opening = " ".join(epilog.split()[:4])  # e.g. "MODEL is a zoo"
+    text = " ".join(re.sub(r"<[^>]+>", " ", _page(site, "reference/cli")).split())
+    assert text.count(opening) == 1, f"{opening!r} appears {text.count(opening)} times"
