@@ -65,6 +65,7 @@ class ScopeReporter:
     def __enter__(self) -> ScopeReporter:
         log.info("deploy: %d scopes to go", self.total)
         if self._want_bar:
+            from rich.console import Console
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
@@ -80,6 +81,7 @@ class ScopeReporter:
                 TextColumn("scopes"),
                 TimeElapsedColumn(),
                 TextColumn("{task.fields[scope]}"),
+                console=Console(stderr=True),
             )
             self._task = self._bar.add_task("deploy", total=self.total, scope="")
             self._bar.start()

@@ -185,7 +185,7 @@ def cli_page() -> str:
     old = os.environ.get("COLUMNS")
     os.environ["COLUMNS"] = "96"
     try:
-        parser = build_parser()
+        parser = build_parser(epilog_on_commands=False)  # the epilog once, on `reparam`
         sections = [("reparam", parser.format_help())]
         for action in parser._actions:  # noqa: SLF001 - argparse keeps subparsers here only
             if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
@@ -206,6 +206,8 @@ def cli_page() -> str:
         "```bash",
         "reparam deploy                                   # the demo network, with its report",
         "reparam deploy repmlpnet_t224 -o deployed.pt     # a zoo model, saved deployed",
+        "reparam deploy timm/repvit_m0_9 --model-kwargs num_classes=10   # a timm architecture",
+        "reparam deploy my_model.pt --full                # a saved model, every site listed",
         "reparam explain mypkg.models:build --input-shape 1,3,64,64",
         "reparam rules --json",
         "```",
