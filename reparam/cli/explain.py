@@ -21,10 +21,15 @@ def run(args: argparse.Namespace, ui: Terminal) -> int:
 
     rules = rule_names(args.rules)
     loaded = steps.load(args, ui)
-    with ui.step(f"analysing {loaded.name}"):
+    label = f"analysing {loaded.name}"
+    with ui.step(label) as status:
         try:
             explanation = reparam.explain(
-                loaded.model, loaded.inputs, rules=rules, allow_slower=args.allow_slower
+                loaded.model,
+                loaded.inputs,
+                rules=rules,
+                allow_slower=args.allow_slower,
+                progress=steps.scope_counter(status, label),
             )
         except Exception as exc:  # noqa: BLE001
             if args.debug:

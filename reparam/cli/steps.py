@@ -13,6 +13,7 @@ from torch import nn
 from reparam.cli.errors import EXIT_FAILED, CLIError, oneline
 from reparam.cli.loading import ModelLoadError, example_inputs, load_model, probe
 from reparam.cli.terminal import Terminal
+from reparam.progress import ProgressCallback, ScopeProgress
 
 
 @dataclass
@@ -66,16 +67,24 @@ def describe_inputs(loaded: Loaded) -> str:
     return f"{shapes} ({loaded.input_source})"
 
 
+def scope_counter(status: Any, label: str) -> ProgressCallback | bool:
+    """A deploy progress callback that shows ``label: scope 3/40, 12 s`` on the spinner
+    (``False``, no progress, when nothing is animated)."""
+    if status is None:
+        return False
+
+    def show(event: ScopeProgress) -> None:
+        status.update(f"{label}: scope {event.done}/{event.total}, {event.elapsed:.0f} s")
+
+    return show
+
+
 def deploy(loaded: Loaded, args: argparse.Namespace, ui: Terminal, rules: list[str] | None) -> Any:
     """``reparam.deploy_with_report`` with a spinner saying which scope of how many."""
     import reparam
 
     label = f"deploying {loaded.name}"
     with ui.step(label) as status:
-
-        def show(event: Any) -> None:
-            status.update(f"{label}: scope {event.done}/{event.total}, {event.elapsed:.0f} s")
-
         try:
             return reparam.deploy_with_report(
                 loaded.model,
@@ -83,7 +92,7 @@ def deploy(loaded: Loaded, args: argparse.Namespace, ui: Terminal, rules: list[s
                 rules=rules,
                 verify=getattr(args, "verify", False),
                 allow_slower=args.allow_slower,
-                progress=show if status is not None else False,
+                progress=scope_counter(status, label),
             )
         except reparam.ReparamError as exc:
             raise CLIError(

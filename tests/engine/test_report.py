@@ -157,3 +157,10 @@ def test_norm_in_a_scope_that_does_not_trace_gets_the_real_cause():
     assert "'gate'" in reason and "does not trace" in reason and "control flow" in reason
     assert "fix:" in reason and "submodule" in reason
     assert any(path == "gate" for path, _ in report.skipped_scopes)
+
+
+def test_explain_lists_sites_in_network_order(mixed):
+    model, x, _ = mixed
+    sites = [s.site for s in reparam.explain(model, x).sites]
+    assert [_block(s) for s in sites] == sorted(_block(s) for s in sites)
+    assert {_block(s) for s in sites} == {0, 1, 2, 3}
