@@ -37,7 +37,9 @@ def default_width() -> int:
 
 
 def _shape(reason: str) -> str:
-    """A reason with its numbers blanked, so that sites refused for the same cause group."""
+    """A reason with its quoted names and its numbers blanked, so that sites refused for the
+    same cause group."""
+    reason = re.sub(r"'[^']*'", "'…'", reason)
     return re.sub(r"\d[\d,._]*(e[+-]?\d+)?", "#", reason)
 
 

@@ -164,3 +164,21 @@ def test_explain_lists_sites_in_network_order(mixed):
     sites = [s.site for s in reparam.explain(model, x).sites]
     assert [_block(s) for s in sites] == sorted(_block(s) for s in sites)
     assert {_block(s) for s in sites} == {0, 1, 2, 3}
+
+
+def test_top_reasons_group_by_cause_not_by_names_or_numbers():
+    from reparam.report_text import top_reasons
+
+    reasons = [
+        "output of 'a.conv1' is used elsewhere",
+        "output of 'b.pre_block.conv' is used elsewhere",
+        "merged conv costs 9 MACs vs 4",
+        "merged conv costs 25 MACs vs 4",
+        "merged conv costs 9 MACs vs 4",
+        "the first conv strides",
+    ]
+    assert top_reasons(reasons, n=2) == [
+        (3, "merged conv costs 9 MACs vs 4", False),
+        (2, "output of 'a.conv1' is used elsewhere", False),
+    ]
+    assert top_reasons(["same", "same"]) == [(2, "same", True)]
