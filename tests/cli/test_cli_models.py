@@ -219,3 +219,24 @@ def test_saved_model_loads_in_the_folder_of_its_module(tmp_path, monkeypatch):
     doc = json.loads(proc.stdout)
     assert doc["model"] == "my_model.pt" and doc["fired"] == {"conv_norm": 1}
     assert doc["max_relative_error"] <= 1e-5
+
+
+def test_timm_name_without_timm_installed(monkeypatch):
+    monkeypatch.setitem(sys.modules, "timm", None)  # import timm raises ImportError
+    with pytest.raises(ModelLoadError, match="needs timm, which is not installed"):
+        load_model("timm/repvit_m0_9")
+
+
+def test_checkpoint_into_an_architecture_built_with_kwargs(capsys, factories, tmp_path):
+    original = Sized(width=6, num_classes=3).eval()
+    ckpt = tmp_path / "sized6.pth"
+    torch.save(original.state_dict(), ckpt)
+    out_file = tmp_path / "out.pt"
+    code, out, err = _run(capsys, "deploy", str(ckpt), "--model", f"{factories}:sized",
+                          "--model-kwargs", "width=6,num_classes=3", "-o", str(out_file),
+                          "--json")
+    assert code == EXIT_OK, err
+    assert json.loads(out)["model"] == f"{factories}:sized ({ckpt})"
+    x = torch.randn(2, 3, 8, 8)
+    deployed = torch.load(out_file, weights_only=False)
+    assert (deployed(x) - original(x)).abs().max() <= 1e-5 * original(x).abs().max()
