@@ -28,7 +28,17 @@ from reparam.graph.trust import is_trusted_leaf, opaque_reason
 from reparam.graph.uses import UsePicture, record_uses
 from reparam.graph.views import channel_affine, drop_noops
 from reparam.inputs import check_model, copy_model, validate_inputs
-from reparam.report import DeployReport, count_flops, count_params
+from reparam.progress import ProgressCallback, ScopeReporter
+from reparam.report import (
+    NO_NEIGHBOUR,
+    DeployReport,
+    NetworkOrder,
+    count_flops,
+    count_params,
+    layer_absmax,
+    skipped_scope_reason,
+    weight_ranges,
+)
 from reparam.rules import default_registry
 from reparam.rules.base import Rewrite, Rule, RuleContext, SiteOutcome, absmax
 from reparam.rules.registry import RuleRegistry
@@ -422,11 +432,13 @@ def _final_unfolded_norms(model: nn.Module, report: DeployReport) -> None:
     reasons: dict[str, str] = {}
     for site, reason in report.unfolded_norms:
         reasons[site.split(":")[0]] = reason
-    report.unfolded_norms = [
-        (path, reasons.get(path, "no conv or linear next to it to fold into"))
-        for path, m in model.named_modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm)
-    ]
+    report.unfolded_norms = []
+    for path, m in model.named_modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            reason = reasons.get(path, NO_NEIGHBOUR)
+            if reason == NO_NEIGHBOUR:  # its neighbour may sit in a scope that did not trace
+                reason = skipped_scope_reason(path, report.skipped_scopes) or reason
+            report.unfolded_norms.append((path, reason))
 
 
 def _post_order(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -442,6 +454,7 @@ def deploy_with_report(
     verify: bool = False,
     allow_slower: bool = False,
     check: bool = True,
+    progress: bool | ProgressCallback = False,
 ) -> DeployResult:
     """Deploy ``model`` and say what was done. See :func:`deploy`."""
     start = time.perf_counter()
@@ -507,21 +520,23 @@ def deploy_with_report(
         picture,
         opaque={},
     )
-    for path, module in _post_order(target):
-        if is_trusted_leaf(module):
-            continue
-        reason = opaque_reason(module)
-        if reason is not None:
-            deployment.opaque[id(module)] = reason
-            report.skipped_scopes.append((path or "<model>", f"kept as it is: {reason}"))
-            continue
-        if picture is not None and not picture.was_called(path):
-            continue  # not run on the example inputs: nothing to rewrite it for
-        _Scope(path, module, deployment).run()
+    order, layers_before = NetworkOrder.of(target), layer_absmax(target)
+    scopes = [(p, m) for p, m in _post_order(target) if not is_trusted_leaf(m)]
+    with ScopeReporter(len(scopes), progress, start=start) as reporter:
+        for path, module in scopes:
+            reason = opaque_reason(module)
+            if reason is not None:
+                deployment.opaque[id(module)] = reason
+                report.skipped_scopes.append((path or "<model>", f"kept as it is: {reason}"))
+            elif picture is None or picture.was_called(path):
+                _Scope(path, module, deployment).run()
+            reporter.scope_done(path)
     _keep_memory_format(model, target, report)
     _final_unfolded_norms(target, report)
     report.params_after = count_params(target)
     report.weight_absmax_after = absmax(*[p for p in target.parameters() if p.dim() > 1])
+    report.weight_ranges = weight_ranges(layers_before, layer_absmax(target))
+    report.put_in_network_order(order)
     if inputs:
         report.flops_after = count_flops(target, clone_inputs(inputs))
         if (report.flops_after or 0) > (report.flops_before or 0) and not allow_slower:
@@ -558,6 +573,7 @@ def deploy(
     verify: bool = False,
     allow_slower: bool = False,
     check: bool = True,
+    progress: bool | ProgressCallback = False,
 ) -> nn.Module:
     """Return an equivalent inference model with every mergeable structure merged.
 
@@ -569,7 +585,11 @@ def deploy(
         rules: a :class:`RuleRegistry` or rule names (default: every registered rule).
         verify: check each rewrite numerically (float64) and roll back any that is not exact.
         allow_slower: apply merges the cost model says would be slower.
-        check: with ``example_inputs``, compare the result with the original in float64.
+        check: with ``example_inputs``, check every rewritten module against its original
+            in float64, on the inputs it received in one forward of the example inputs.
+        progress: ``True`` draws a progress bar (scopes done of total, elapsed) on stderr; a
+            callable receives a :class:`reparam.progress.ScopeProgress` after every scope.
+            Progress is also logged to the ``reparam.progress`` logger either way.
     """
     return deploy_with_report(
         model,
@@ -579,6 +599,7 @@ def deploy(
         verify=verify,
         allow_slower=allow_slower,
         check=check,
+        progress=progress,
     ).model
 
 

@@ -8,7 +8,8 @@ from typing import Any
 
 from torch import nn
 
-from reparam.report import DeployReport
+from reparam.progress import ProgressCallback
+from reparam.report import DeployReport, NetworkOrder
 from reparam.rules.base import SiteOutcome
 from reparam.rules.registry import RuleRegistry
 
@@ -49,15 +50,24 @@ def explain(
     *,
     rules: RuleRegistry | Iterable[str] | None = None,
     allow_slower: bool = False,
+    progress: bool | ProgressCallback = False,
 ) -> Explanation:
-    """Say, for every candidate site, which rule fired or why it refused. ``model`` is not
-    changed (the analysis runs deploy on a copy)."""
+    """Say, for every candidate site, which rule fired or why it refused, in network order.
+    ``model`` is not changed (the analysis runs deploy on a copy); ``progress`` as in
+    :func:`reparam.deploy`."""
     from reparam.deploy import deploy_with_report
 
     result = deploy_with_report(
-        model, example_inputs, rules=rules, allow_slower=allow_slower, check=False
+        model,
+        example_inputs,
+        rules=rules,
+        allow_slower=allow_slower,
+        check=False,
+        progress=progress,
     )
     report = result.report
     sites = [SiteOutcome(r.rule, r.site, True, r.detail) for r in report.rewrites]
     sites += report.refusals
+    order = NetworkOrder.of(model)
+    sites.sort(key=lambda s: order.key(s.site))
     return Explanation(sites, list(report.skipped_scopes), report)

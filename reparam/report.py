@@ -1,9 +1,13 @@
-"""What deploy did: rules fired per site, refusals with reasons, params/FLOPs, weight ranges."""
+"""What deploy did: rules fired per site, refusals with reasons, params/FLOPs, weight ranges.
+
+Everything is listed in network order (the order of the model's modules). ``str(report)`` is a
+compact summary; ``report.render(full=True)`` adds every site (see :mod:`reparam.report_text`).
+"""
 
 from __future__ import annotations
 
-import io
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -12,6 +16,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from reparam.rules.base import Rewrite, SiteOutcome
+
+NO_NEIGHBOUR = "no conv or linear next to it to fold into"
 
 
 def count_params(model: nn.Module) -> int:
@@ -28,6 +34,105 @@ def count_flops(model: nn.Module, inputs: tuple[Any, ...]) -> int | None:
     return int(counter.get_total_flops())
 
 
+# --------------------------------------------------------------------------------------------
+# per-layer weight ranges
+
+
+@dataclass
+class WeightRange:
+    """Largest |w| of one layer's weight before and after deploy (None: the layer did not
+    exist then — merged away, or new)."""
+
+    layer: str
+    before: float | None
+    after: float | None
+
+    @property
+    def growth(self) -> float | None:
+        """after / before, the factor an int8 scale of this layer grows by."""
+        if self.before is None or self.after is None or self.before == 0:
+            return None
+        return self.after / self.before
+
+
+def layer_absmax(model: nn.Module) -> dict[str, float]:
+    """``{layer: max |w|}`` for every weight of two or more dimensions (conv and linear
+    kernels, ...); a ``weight`` is named by its module's path, other parameters by their own."""
+    ranges: dict[str, float] = {}
+    for name, p in model.named_parameters():
+        if p.dim() < 2 or not p.numel():
+            continue
+        layer = name.removesuffix(".weight") if name.endswith(".weight") else name
+        ranges[layer] = float(p.detach().abs().max())
+    return ranges
+
+
+def weight_ranges(before: Mapping[str, float], after: Mapping[str, float]) -> list[WeightRange]:
+    """Every layer of either model, with its range before and after."""
+    return [
+        WeightRange(name, before.get(name), after.get(name))
+        for name in dict.fromkeys([*before, *after])
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# network order
+
+
+class NetworkOrder:
+    """Sort key for module paths and sites (``path`` or ``scope:node``) by where they sit in the
+    model: the order of ``named_modules()``; a ``scope:node`` site comes after its scope's
+    submodules (the node combines what they computed), a path the model no longer has goes
+    where its closest existing ancestor is."""
+
+    def __init__(self, paths: Iterable[str]) -> None:
+        self.index: dict[str, int] = {}
+        self.last: dict[str, int] = {}  # path -> index of its last descendant
+        for i, path in enumerate(paths):
+            self.index.setdefault(path, i)
+            parts = path.split(".") if path else []
+            for depth in range(len(parts) + 1):
+                self.last[".".join(parts[:depth])] = i
+
+    @classmethod
+    def of(cls, model: nn.Module) -> NetworkOrder:
+        return cls(p for p, _ in model.named_modules(remove_duplicate=False))
+
+    def _position(self, path: str) -> int:
+        while path not in self.index and path:
+            path = path.rpartition(".")[0]
+        return self.index.get(path, 0)
+
+    def key(self, site: str) -> tuple[float, int]:
+        path, sep, _ = site.partition(":")
+        if sep:
+            return (self.last.get(path, self._position(path)) + 0.5, 0)
+        return (float(self._position(path)), path.count("."))
+
+
+# --------------------------------------------------------------------------------------------
+# norms inside scopes that do not trace
+
+
+def skipped_scope_reason(norm: str, skipped: Iterable[tuple[str, str]]) -> str | None:
+    """Why ``norm`` was never analysed, when it sits inside a scope whose forward does not
+    trace (the innermost such scope), with how to fix it; None otherwise."""
+    holders = [(p, r) for p, r in skipped if not p or norm == p or norm.startswith(p + ".")]
+    if not holders:
+        return None
+    scope, cause = max(holders, key=lambda pr: len(pr[0]) + (1 if pr[0] else 0))
+    return (
+        f"not analysed: '{scope or '<model>'}', which holds it, does not trace ({cause}); "
+        "fix: make that forward traceable by torch.fx (no Python branching on tensor values, "
+        "no unpacking of traced sizes; torch.fx.wrap for helper functions), or put the norm "
+        "and its conv in a submodule whose forward traces (submodules of a skipped scope are "
+        "still deployed)"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+
+
 @dataclass
 class DeployReport:
     rewrites: list[Rewrite] = field(default_factory=list)
@@ -36,6 +141,7 @@ class DeployReport:
     notes: list[str] = field(default_factory=list)
     rolled_back: list[tuple[str, str, float]] = field(default_factory=list)
     unfolded_norms: list[tuple[str, str]] = field(default_factory=list)
+    weight_ranges: list[WeightRange] = field(default_factory=list)
     params_before: int = 0
     params_after: int = 0
     flops_before: int | None = None
@@ -52,6 +158,15 @@ class DeployReport:
             counts[r.rule] = counts.get(r.rule, 0) + 1
         return counts
 
+    def put_in_network_order(self, order: NetworkOrder) -> None:
+        """Sort every list by where its site sits in the model (stable within a site)."""
+        self.rewrites.sort(key=lambda r: order.key(r.site))
+        self.refusals.sort(key=lambda o: order.key(o.site))
+        self.skipped_scopes.sort(key=lambda s: order.key(s[0]))
+        self.rolled_back.sort(key=lambda s: order.key(s[1]))
+        self.unfolded_norms.sort(key=lambda s: order.key(s[0]))
+        self.weight_ranges.sort(key=lambda w: order.key(w.layer))
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["fired"] = self.fired()
@@ -60,61 +175,16 @@ class DeployReport:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, default=str)
 
-    def render(self, width: int = 110) -> str:
-        from rich.console import Console
-        from rich.table import Table
+    def render(
+        self, width: int | None = None, *, full: bool = False, weight_ranges: bool = False
+    ) -> str:
+        """The report as text tables: a compact summary (per rule: fired, refused and the top
+        reasons; norms left with their reasons), every site with ``full=True``, the per-layer
+        weight ranges with ``weight_ranges=True``. ``width`` defaults to ``$COLUMNS``, else
+        the terminal's, else 100."""
+        from reparam.report_text import render
 
-        buf = io.StringIO()
-        console = Console(file=buf, width=width, force_terminal=False, color_system=None)
-        summary = Table(title="reparam deploy", show_header=True)
-        summary.add_column("")
-        summary.add_column("before", justify="right")
-        summary.add_column("after", justify="right")
-        summary.add_row("parameters", f"{self.params_before:,}", f"{self.params_after:,}")
-        if self.flops_before is not None:
-            summary.add_row("FLOPs", f"{self.flops_before:,}", f"{self.flops_after:,}")
-        summary.add_row(
-            "largest |weight|",
-            f"{self.weight_absmax_before:.4g}",
-            f"{self.weight_absmax_after:.4g}",
-        )
-        if self.max_relative_error is not None:
-            summary.add_row("max relative error", "", f"{self.max_relative_error:.2e}")
-        summary.add_row("conversion time", "", f"{self.seconds:.3f} s")
-        console.print(summary)
-        if self.rewrites:
-            fired = Table(title="rules fired", show_header=True)
-            for col in ("rule", "site", "what", "|w| before→after"):
-                fired.add_column(col)
-            for r in self.rewrites:
-                fired.add_row(
-                    r.rule,
-                    r.site,
-                    r.detail,
-                    f"{r.weight_absmax_before:.3g} → {r.weight_absmax_after:.3g}",
-                )
-            console.print(fired)
-        if self.refusals:
-            ref = Table(title="not merged (and why)", show_header=True)
-            for col in ("rule", "site", "reason"):
-                ref.add_column(col)
-            for o in self.refusals:
-                ref.add_row(o.rule, o.site, o.reason)
-            console.print(ref)
-        if self.unfolded_norms:
-            norms = Table(title="norms left unfolded", show_header=True)
-            norms.add_column("norm")
-            norms.add_column("reason")
-            for site, reason in self.unfolded_norms:
-                norms.add_row(site, reason)
-            console.print(norms)
-        for path, reason in self.skipped_scopes:
-            console.print(f"skipped {path or '<model>'}: {reason}")
-        for rule, site, err in self.rolled_back:
-            console.print(f"rolled back {rule} at {site}: relative error {err:.2e}")
-        for note in self.notes:
-            console.print(f"note: {note}")
-        return buf.getvalue()
+        return render(self, width, full=full, weight_ranges=weight_ranges)
 
     def __str__(self) -> str:
         return self.render()

@@ -88,7 +88,8 @@ x = torch.randn(2, 3, 32, 32)
 # --8<-- [start:deploy]
 result = reparam.deploy_with_report(model, x)
 deployed, report = result.model, result.report
-print(report)  # the same tables `reparam deploy` prints
+print(report)  # a summary per rule: what `reparam deploy` prints
+print(report.render(full=True))  # every site (`reparam deploy --full`)
 # --8<-- [end:deploy]
 
 # --8<-- [start:inspect]

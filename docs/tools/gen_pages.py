@@ -199,7 +199,7 @@ def cli_page() -> str:
     old = os.environ.get("COLUMNS")
     os.environ["COLUMNS"] = "80"  # what fits the page's code column without scrolling
     try:
-        parser = build_parser()
+        parser = build_parser(epilog_on_commands=False)
         # The description and the epilog of the top-level parser are prose: they go on the
         # page once, as text, and each command's help leaves out an epilog shown there.
         description, shared = parser.description or "", parser.epilog or ""
@@ -228,6 +228,8 @@ def cli_page() -> str:
         "```bash",
         "reparam deploy                                # the demo network and its report",
         "reparam deploy repmlpnet_t224 -o deployed.pt  # a zoo model, saved deployed",
+        "reparam deploy timm/repvit_m0_9 --model-kwargs num_classes=10",
+        "reparam deploy my_model.pt --full             # a saved model, every site listed",
         "reparam explain mypkg.models:build --input-shape 1,3,64,64",
         "reparam rules --json",
         "```",

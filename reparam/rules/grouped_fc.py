@@ -42,8 +42,6 @@ the engine's tracer keeps it as a leaf conv that every other rule still understa
 
 from __future__ import annotations
 
-import statistics
-import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,6 +54,7 @@ from torch.fx import Node
 
 from reparam.errors import Refusal
 from reparam.rules.base import Rewrite, Rule, RuleContext, absmax
+from reparam.timing import time_interleaved
 
 __all__ = ["GroupedFcAsBmm", "GroupedPointwiseConv", "grouped_pointwise_conv2d"]
 
@@ -135,15 +134,6 @@ _MIN_GAIN = 0.9  # fire when bmm time <= 0.9 x conv time
 _MIN_MACS = 1 << 18  # below this any kernel takes microseconds: not worth timing or reporting
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cpu":
-        return
-    backend = getattr(torch, device.type, None)
-    sync = getattr(backend, "synchronize", None)
-    if sync is not None:
-        sync(device)
-
-
 def measure(conv: nn.Conv2d, shape: tuple[int, ...]) -> tuple[float, float]:
     """Median seconds of ``(grouped conv, batched matmul)`` for ``conv`` on an input of
     ``shape``: interleaved repetitions (after one warm-up each) while they fit in about 50 ms.
@@ -170,32 +160,11 @@ def measure(conv: nn.Conv2d, shape: tuple[int, ...]) -> tuple[float, float]:
     def run_bmm() -> Tensor:
         return grouped_pointwise_conv2d(x, weight, bias, groups)
 
-    def timed(fn: Callable[[], Tensor]) -> float:
-        _synchronize(device)
-        start = time.perf_counter()
-        fn()
-        _synchronize(device)
-        return time.perf_counter() - start
-
-    conv_times: list[float] = []
-    bmm_times: list[float] = []
     with torch.no_grad():
-        begin = time.perf_counter()
-        warm_conv, warm_bmm = timed(run_conv), timed(run_bmm)
-        pair = warm_conv + warm_bmm
-        for i in range(_MAX_REPS):
-            if time.perf_counter() - begin + pair > _BUDGET_S:
-                break
-            if i % 2:  # alternate the order: neither kernel always runs on a warm cache
-                bmm_times.append(timed(run_bmm))
-                conv_times.append(timed(run_conv))
-            else:
-                conv_times.append(timed(run_conv))
-                bmm_times.append(timed(run_bmm))
-            pair = conv_times[-1] + bmm_times[-1]
-    if not conv_times:  # one pair alone exceeds the budget: the warm-up is the measurement
-        conv_times, bmm_times = [warm_conv], [warm_bmm]
-    result = (statistics.median(conv_times), statistics.median(bmm_times))
+        conv_t, bmm_t = time_interleaved(
+            [run_conv, run_bmm], runs=_MAX_REPS, warmup=1, device=device, budget_s=_BUDGET_S
+        )
+    result = (conv_t.median, bmm_t.median)
     _TIMINGS[key] = result
     return result
 
