@@ -485,6 +485,17 @@ def _guard_flags(graph: fx.Graph, reads: dict[tuple[str, str], Any], guards: lis
         guards.append(f"{what} == {value!r}")
 
 
+def _keep_parameter_names(graph: fx.Graph, concrete: dict[str, Any]) -> None:
+    """fx names a specialized argument's placeholder ``name_1``; the rewritten forward keeps
+    the original parameter name, so keyword callers still work."""
+    for node in graph.nodes:
+        if node.op != "placeholder":
+            continue
+        base, _, suffix = str(node.target).rpartition("_")
+        if suffix == "1" and base in concrete:
+            node.target = base
+
+
 def _concrete_args(pattern: CallPattern) -> tuple[dict[str, Any], list[Any]]:
     concrete: dict[str, Any] = {}
     placeholder_values: list[Any] = []
@@ -550,6 +561,8 @@ def capture(
             f"the forward writes module attributes ({', '.join(sorted(effects)[:3])}): a "
             "rewritten forward would drop that side effect"
         )
+    if concrete:
+        _keep_parameter_names(graph, concrete)
     guards = list(tracer.guards)
     _guard_flags(graph, flags.reads, guards)
     values_by_node = dict(tracer.values)

@@ -140,3 +140,12 @@ def test_flag_changed_after_deploy_is_loud():
     deployed.use_extra = True
     with pytest.raises(SpecializationError, match="use_extra"):
         deployed(x)
+
+
+def test_keyword_callers_still_work_after_specialization():
+    model = prepared(OptionalIdentity())
+    x = torch.randn(2, 4, 6, 6, dtype=torch.float64)
+    deployed = reparam.deploy(model, x)
+    outputs_agree(model, deployed, (x,))
+    with torch.no_grad():
+        torch.testing.assert_close(deployed(x, identity=None), model(x, identity=None))
