@@ -535,6 +535,11 @@ def deploy_with_report(
     _final_unfolded_norms(target, report)
     report.params_after = count_params(target)
     report.weight_absmax_after = absmax(*[p for p in target.parameters() if p.dim() > 1])
+    if inputs and check:
+        report.notes.append(
+            f"checked in float64: {report.checked_scopes} rewritten module(s), each against "
+            "its original on the inputs it received"
+        )
     report.weight_ranges = weight_ranges(layers_before, layer_absmax(target))
     report.put_in_network_order(order)
     if inputs:
