@@ -421,7 +421,7 @@ class RepMLP(Reparameterizable, nn.Module):
         )
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(Reparameterizable, nn.Module):
     """Plain ResNet bottleneck (stride on the 3x3 conv): 1x1 -> 3x3 -> 1x1, + shortcut, ReLU."""
 
     def __init__(
@@ -445,12 +445,15 @@ class Bottleneck(nn.Module):
         self.conv3 = ConvBN(mid_channels, out_channels, 1, padding=0, inference=inference)
         self.relu = nn.ReLU()
 
+    def example_input_size(self) -> tuple[int, ...]:
+        return (self.conv1.conv.in_channels, 4, 4)
+
     def forward(self, x: Tensor) -> Tensor:
         out = self.conv3(self.conv2(self.conv1(x)))
         return self.relu(out + self.shortcut(x))
 
 
-class RepMLPLightBlock(nn.Module):
+class RepMLPLightBlock(Reparameterizable, nn.Module):
     """RepMLP Light block: 1x1 (C->C/8) -> RepMLP -> ReLU -> 1x1 (->C), + shortcut, ReLU."""
 
     def __init__(
@@ -485,13 +488,16 @@ class RepMLPLightBlock(nn.Module):
         self.light_conv3 = ConvBN(mid_channels, out_channels, 1, padding=0, inference=inference)
         self.relu = nn.ReLU()
 
+    def example_input_size(self) -> tuple[int, ...]:
+        return (self.light_conv1.conv.in_channels, self.light_repmlp.H, self.light_repmlp.W)
+
     def forward(self, x: Tensor) -> Tensor:
         out = self.repmlp_nonlinear(self.light_repmlp(self.light_conv1(x)))
         out = self.light_conv3(out)
         return self.relu(out + self.shortcut(x))
 
 
-class RepMLPBottleneckBlock(nn.Module):
+class RepMLPBottleneckBlock(Reparameterizable, nn.Module):
     """RepMLP Bottleneck: 1x1 (C->mid) -> 3x3 (mid->mid/r) -> RepMLP -> ReLU -> 3x3 (->mid)
     -> 1x1 (->C), + shortcut, ReLU."""
 
@@ -532,6 +538,9 @@ class RepMLPBottleneckBlock(nn.Module):
                                  inference=inference)
         self.btnk_conv5 = ConvBN(mid_channels, out_channels, 1, padding=0, inference=inference)
         self.relu = nn.ReLU()
+
+    def example_input_size(self) -> tuple[int, ...]:
+        return (self.btnk_conv1.conv.in_channels, self.btnk_repmlp.H, self.btnk_repmlp.W)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.btnk_conv2(self.btnk_conv1(x))

@@ -96,8 +96,10 @@ class RepMLPNet(ZooModel, nn.Module):
                            act=nn.ReLU(), inference=inference)
         stages: list[nn.Module] = []
         embeds: list[nn.Module] = []
-        info = FeatureInfo()
-        reduction = patch_size
+        info = [
+            {"num_chs": int(channels[i]), "reduction": patch_size * 2**i, "module": f"stages.{i}"}
+            for i in range(n)
+        ]
         for i in range(built):
             stages.append(nn.ModuleList([
                 RepMLPNetUnit(
@@ -108,12 +110,9 @@ class RepMLPNet(ZooModel, nn.Module):
                 )
                 for j in range(num_blocks[i])
             ]))
-            info.append({"num_chs": int(channels[i]), "reduction": reduction,
-                         "module": f"stages.{i}"})
             if i < built - 1:
                 embeds.append(ConvBN(channels[i], channels[i + 1], 2, stride=2, padding=0,
                                      act=nn.ReLU(), inference=inference))
-                reduction *= 2
         self.stages = nn.ModuleList(stages)
         self.embeds = nn.ModuleList(embeds)
         self.feature_info = FeatureInfo(info, self.out_indices)
