@@ -65,11 +65,12 @@ def build_small(name: str, seed: int = 0, **extra: Any) -> tuple[nn.Module, torc
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_pretrained_cfg(name: str) -> None:
     with torch.device("meta"):
-        model = create_model(name)
+        model = create_model(name, **small(name)[0])
     cfg = model.pretrained_cfg
     assert CFG_KEYS <= set(cfg), CFG_KEYS - set(cfg)
     assert model.default_cfg is cfg
     assert cfg["architecture"] == name and cfg["file"] is None
+    assert cfg["input_size"] == (3, small(name)[1], small(name)[1])
     assert len(cfg["mean"]) == len(cfg["std"]) == cfg["input_size"][0] == 3
     assert all(s > 0 for s in cfg["std"]) and 0 < cfg["crop_pct"] <= 1
     assert cfg["interpolation"] in ("bilinear", "bicubic")
@@ -149,8 +150,12 @@ def test_face_has_no_pool_to_choose() -> None:
 # ------------------------------------------------------------------------------ features_only
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
-@pytest.mark.parametrize("out_indices", [(0, 1, 2, 3), (1, -1), (0, 2)])
+ONE_PER_FAMILY = ["repmlpnet_t224", "repmlp_res50_light_224", "repmlp_face_res"]
+FEATURE_CASES = [(name, (1, -1)) for name in ALL_MODELS] + [
+    (name, idx) for name in ONE_PER_FAMILY for idx in [(0, 1, 2, 3), (0, 2)]]
+
+
+@pytest.mark.parametrize(("name", "out_indices"), FEATURE_CASES)
 def test_features_only(name: str, out_indices: tuple[int, ...]) -> None:
     full, x = build_small(name)
     kwargs, size = small(name, features_only=True, out_indices=out_indices)
@@ -425,7 +430,7 @@ def _package_modules() -> list[str]:
                   if p.stem != "__init__")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", autouse=True)
 def import_runs(request: pytest.FixtureRequest):
     scripts = {
         **{k: v + _CHECK for k, v in _IMPORT_ORDERS.items()},
