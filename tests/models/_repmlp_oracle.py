@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reparam.testing import randomize_norms
-
 from reparam_models.layers import ConvBN, RepMLP, RepMLPBlock, RepMLPNetUnit
 from reparam_models.repmlpnet import RepMLPNet
 
