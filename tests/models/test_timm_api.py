@@ -59,6 +59,17 @@ def build_small(name: str, seed: int = 0, **extra: Any) -> tuple[nn.Module, torc
     return model, x
 
 
+TWO_STAGES = dict(channels=(8, 16), num_blocks=(1, 1), hs=(8, 4), num_sharesets=(1, 2),
+                  img_size=32, num_classes=5)
+
+
+def _two_stage_net(inference: bool = False) -> nn.Module:
+    torch.manual_seed(0)
+    model = create_model("repmlpnet_t224", inference=inference, **TWO_STAGES).to(F64).eval()
+    randomize_norms(model, torch.Generator().manual_seed(3))
+    return model
+
+
 # ------------------------------------------------------------------------------ pretrained_cfg
 
 
@@ -98,20 +109,25 @@ def test_pretrained_cfg_follows_the_instance() -> None:
 # ------------------------------------------------------------------------------ classifier
 
 
+def build_fast(name: str, **extra: Any) -> tuple[nn.Module, torch.Tensor]:
+    """The shrunken ``name`` in float32 and an input (for shape checks; the meta device would
+    be slower: its per-op dispatch costs more than these tiny CPU ops)."""
+    kwargs, size = small(name, **extra)
+    return create_model(name, **kwargs).eval(), torch.randn(2, 3, size, size)
+
+
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_reset_and_get_classifier(name: str) -> None:
-    model, x = build_small(name)
+    model, x = build_fast(name)
     head = model.get_classifier()
     model.reset_classifier(7)
     new = model.get_classifier()
     assert new is not head and model.num_classes == 7
     assert model.pretrained_cfg["num_classes"] == 7
-    assert next(new.parameters()).dtype == F64
     with torch.no_grad():
         assert model(x).shape == (2, 7)
-    model.reset_classifier(0)
-    assert isinstance(model.get_classifier(), nn.Identity)
-    with torch.no_grad():
+        model.reset_classifier(0)
+        assert isinstance(model.get_classifier(), nn.Identity)
         out = model(x)
         feats = model.forward_features(x)
     last = feats[-1] if isinstance(feats, list) else feats
@@ -119,6 +135,16 @@ def test_reset_and_get_classifier(name: str) -> None:
         assert out.shape == (2, model.num_features)
     else:  # face models: no pooling, the flattened map (normalised)
         assert model.global_pool == "" and out.shape == (2, last[0].numel())
+
+
+def test_reset_classifier_keeps_dtype_and_trains() -> None:
+    model, x = build_small("face_resnet")
+    model.reset_classifier(6)
+    assert all(p.dtype == F64 for p in model.get_classifier().parameters())
+    with torch.no_grad():
+        out = model(x)
+    assert out.shape == (2, 6)
+    torch.testing.assert_close(out.norm(dim=1), torch.ones(2, dtype=F64))
 
 
 @pytest.mark.parametrize("name", ["repmlpnet_t224", "repmlp_res50_light_224"])
@@ -157,11 +183,18 @@ FEATURE_CASES = [(name, (1, -1)) for name in ALL_MODELS] + [
 
 @pytest.mark.parametrize(("name", "out_indices"), FEATURE_CASES)
 def test_features_only(name: str, out_indices: tuple[int, ...]) -> None:
-    full, x = build_small(name)
-    kwargs, size = small(name, features_only=True, out_indices=out_indices)
-    torch.manual_seed(0)
-    model = create_model(name, **kwargs).to(F64).eval()
-    assert model.load_state_dict(full.state_dict(), strict=False).missing_keys == []
+    """Shapes, reductions and ``feature_info`` for every model; the maps equal the full
+    model's stage maps for one model per family."""
+    real = name in ONE_PER_FAMILY
+    if real:
+        full, x = build_small(name)
+        kwargs, size = small(name, features_only=True, out_indices=out_indices)
+        model = create_model(name, **kwargs).to(F64).eval()
+        assert model.load_state_dict(full.state_dict(), strict=False).missing_keys == []
+    else:
+        full, x = build_fast(name)
+        model, _ = build_fast(name, features_only=True, out_indices=out_indices)
+        size = x.shape[-1]
     selected = tuple(sorted(i % 4 for i in out_indices))
     info = model.feature_info
     assert info.out_indices == selected and len(info) == 4
@@ -173,10 +206,13 @@ def test_features_only(name: str, out_indices: tuple[int, ...]) -> None:
     assert [m.shape[-1] for m in maps] == [size // r for r in info.reduction()]
     assert info.module_name() == [f"stages.{i}" for i in selected]
     assert info.channels(selected[-1]) == maps[-1].shape[1]
-    # the stages after the last selected one are not built; the rest computes what the full
-    # model computes
+    # the stages after the last selected one are not built
     assert len(model.stages) == selected[-1] + 1
     assert not any(k.startswith(f"stages.{selected[-1] + 1}.") for k in model.state_dict())
+    with pytest.raises(RuntimeError, match="features_only"):
+        model.get_classifier()
+    if not real:
+        return
     with torch.no_grad():
         if name.startswith("repmlpnet"):
             reference = full.forward_features(x)
@@ -188,8 +224,6 @@ def test_features_only(name: str, out_indices: tuple[int, ...]) -> None:
                 reference.append(h)
     for m, i in zip(maps, selected, strict=True):
         torch.testing.assert_close(m, reference[i], rtol=0, atol=0)
-    with pytest.raises(RuntimeError, match="features_only"):
-        model.get_classifier()
 
 
 def test_out_indices_out_of_range() -> None:
@@ -276,9 +310,9 @@ def test_pretrained_without_weights_is_a_clear_error(name: str, origin: bool,
 
 def test_pretrained_from_local_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     name = "repmlpnet_t224"
-    kwargs, _ = small(name)
-    src, x = build_small(name)
-    src = src.float()
+    kwargs = TWO_STAGES
+    src = _two_stage_net().float()
+    x = torch.randn(2, 3, 32, 32)
     path = tmp_path / "weights.pth"
     torch.save({"model": reparam_models.checkpoint.to_reference_keys(src, src.state_dict())},
                path)
@@ -298,11 +332,10 @@ def test_pretrained_from_local_files(tmp_path: Path, monkeypatch: pytest.MonkeyP
         same_as_src(model)
         assert model.pretrained_cfg["file"] == str(path)
         # a features_only model takes the full checkpoint's weights
-        feats = create_model(name, pretrained=True, features_only=True, out_indices=(1,),
+        feats = create_model(name, pretrained=True, features_only=True, out_indices=(0,),
                              **kwargs).eval()
         with torch.no_grad():
-            torch.testing.assert_close(feats(x.float())[0], src.forward_features(x.float())[1],
-                                       rtol=0, atol=0)
+            torch.testing.assert_close(feats(x)[0], src.forward_features(x)[0], rtol=0, atol=0)
     finally:
         set_pretrained_file(name, None)
     assert list_models(pretrained=True) == []
@@ -319,17 +352,6 @@ def test_pretrained_from_local_files(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 # ------------------------------------------------------------------------------ reparameterize
-
-TWO_STAGES = dict(channels=(8, 16), num_blocks=(1, 1), hs=(8, 4), num_sharesets=(1, 2),
-                  img_size=32, num_classes=5)
-
-
-def _two_stage_net(inference: bool = False) -> nn.Module:
-    torch.manual_seed(0)
-    model = create_model("repmlpnet_t224", inference=inference, **TWO_STAGES).to(F64).eval()
-    randomize_norms(model, torch.Generator().manual_seed(3))
-    return model
-
 
 def test_reparameterize_is_deploy_in_place() -> None:
     model = _two_stage_net()
