@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from reparam.testing._common import randomize_norms
+
 
 def _conv_bn(
     cin: int, cout: int, k: int | tuple[int, int], stride: int = 1, groups: int = 1
@@ -92,18 +94,9 @@ class DemoNet(nn.Module):
 
 
 def randomize_batch_norms(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every batch norm non-trivial statistics, as after training."""
-    gen = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
-            c = m.num_features
-            with torch.no_grad():
-                m.running_mean.copy_(torch.rand(c, generator=gen) * 2 - 1)
-                m.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
-                if m.affine:
-                    m.weight.copy_(torch.rand(c, generator=gen) + 0.5)
-                    m.bias.copy_(torch.rand(c, generator=gen) - 0.5)
-    return model
+    """Give every norm non-trivial statistics and affine parameters, as after training: an
+    alias of :func:`reparam.testing.randomize_norms` seeded with ``seed``."""
+    return randomize_norms(model, seed)
 
 
 def demo_model(seed: int = 0) -> tuple[nn.Module, torch.Tensor]:

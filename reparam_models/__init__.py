@@ -1,4 +1,4 @@
-"""The RepMLP model family as plain training-time PyTorch models (timm style).
+"""The RepMLP model family as plain training-time PyTorch models, with timm's model API.
 
 * RepMLPNet (RepMLP v2, arXiv:2112.11081): ``repmlpnet_{t224,t256,b224,b256,d256,l256}``.
 * RepMLP-ResNet (RepMLP v1, arXiv:2105.01883): ``resnet50``, ``repmlp_res50_light_224``,
@@ -7,17 +7,35 @@
 * Face recognition (arXiv:2105.01883): ``face_resnet``, ``repmlp_face_res`` and
   :class:`CosFaceHead`.
 
-No model here converts itself: deploy with the generic engine (``reparam.deploy``), or build the
-inference form directly with ``create_model(name, inference=True)``.
+No model here has conversion code: ``model.reparameterize()`` (timm's convention, also called by
+``timm.utils.reparameterize_model``) and ``reparam.deploy(model)`` run the generic engine; or
+build the inference form directly with ``create_model(name, inference=True)``.
+
+Layout (timm's): ``registry`` holds the tables (entry points, pretrained configurations, local
+weights files), each family file (``repmlpnet``, ``repmlp_resnet``, ``face``) owns its models,
+configurations and checkpoint filter, ``_builder`` builds a variant and loads its weights,
+``checkpoint`` reads and loads checkpoints for any family.
 """
 
 from __future__ import annotations
 
 from . import face, repmlp_resnet, repmlpnet  # noqa: F401  (registers the models)
+from ._builder import PretrainedWeightsError, build_model_with_cfg
+from ._factory import create_model
 from .checkpoint import LoadResult, load_checkpoint, load_reference_state_dict
 from .face import CosFaceHead, FaceResNet, cosine_similarity, verify_pair
 from .layers import ConvBN, FeatureInfo, RepMLP, RepMLPBlock
-from .registry import UnknownModelError, create_model, is_model, list_models, register_model
+from .model_api import Reparameterizable, ZooModel
+from .registry import (
+    UnknownModelError,
+    get_pretrained_cfg,
+    is_model,
+    list_models,
+    model_entrypoint,
+    pretrained_file,
+    register_model,
+    set_pretrained_file,
+)
 from .repmlp_resnet import RepMLPResNet
 from .repmlpnet import RepMLPNet
 
@@ -27,18 +45,26 @@ __all__ = [
     "FaceResNet",
     "FeatureInfo",
     "LoadResult",
+    "PretrainedWeightsError",
     "RepMLP",
     "RepMLPBlock",
     "RepMLPNet",
     "RepMLPResNet",
+    "Reparameterizable",
     "UnknownModelError",
+    "ZooModel",
+    "build_model_with_cfg",
     "cosine_similarity",
     "create_model",
+    "get_pretrained_cfg",
     "is_model",
     "list_models",
     "load_checkpoint",
     "load_reference_state_dict",
+    "model_entrypoint",
+    "pretrained_file",
     "register_model",
+    "set_pretrained_file",
     "verify_pair",
 ]
 

@@ -1,29 +1,33 @@
-"""Load checkpoints of the reference RepMLP implementation (or our own) into our models.
+"""Read checkpoints and load them into the zoo's models, in our key layout or the reference's.
 
-Reference: https://github.com/DingXiaoH/RepMLP (papers arXiv:2105.01883 and arXiv:2112.11081).
+Reference implementation: https://github.com/DingXiaoH/RepMLP (arXiv:2105.01883, arXiv:2112.11081).
 
-Key mapping (reference -> ours); every other key is identical:
-
-* RepMLPNet: ``conv_embedding.*`` -> ``stem.*``.
-* RepMLP-ResNet: ``stage0.0.*`` -> ``stem.*``; ``stage{i}.*`` -> ``stages.{i-1}.*`` (i = 1..4);
-  ``linear.*`` -> ``head.*``.
+This module is family-agnostic (the timm shape): each family file owns its key map and passes
+its ``checkpoint_filter_fn(state_dict, model) -> state_dict`` to the builder, which hands it to
+:func:`load_checkpoint`. A filter renames the reference's keys to ours (:class:`KeyMap`) and
+folds the norms that a checkpoint still has but the model's inference form has folded away
+(:func:`fold_norms`). The free functions here (:func:`load_reference_state_dict`,
+:func:`map_reference_keys`, :func:`to_reference_keys`) find a model's filter and key map by
+convention: the ``checkpoint_filter_fn`` and ``REFERENCE_KEYS`` of the module that defines the
+model's class (or a base class); a model from elsewhere loads with its keys as they are.
 
 Layouts: a reference *training-time* checkpoint loads into the training form
 (``create_model(name)``); a reference *deployed* checkpoint loads into the inference form
-(``create_model(name, inference=True)``). The reference RepMLPNet deploy checkpoints keep the BN of
-their plain conv+BN units (stem, embeds, FFN), the BN in front of each FFN (``prebn2``) and the
+(``create_model(name, inference=True)``). The reference RepMLPNet deploy checkpoints keep the BN
+of their plain conv+BN units (stem, embeds, FFN), the BN in front of each FFN (``prebn2``) and the
 head's BN (``head_norm``); our inference form has all of those folded (the layout the
-``reparam.deploy`` engine produces), so the loader folds each such BN into its conv / linear
-with the engine's maths (:mod:`reparam.transforms`; exact up to rounding). A training-time
-checkpoint cannot be loaded into the inference form (that needs Locality Injection): load it
-into the training form and deploy with the engine.
+``reparam.deploy`` engine produces), so the filter folds each such BN into its conv / linear with
+the engine's maths (:mod:`reparam.transforms`; exact up to rounding). A training-time checkpoint
+cannot be loaded into the inference form (that needs Locality Injection): load it into the
+training form and deploy with the engine.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+import sys
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -38,18 +42,23 @@ from reparam.transforms import (
 )
 
 from .layers import ConvBN, RepMLP, RepMLPNetUnit
-from .repmlp_resnet import RepMLPResNet
-from .repmlpnet import RepMLPNet
 
 __all__ = [
+    "CheckpointFilter",
+    "Fold",
+    "KeyMap",
     "LoadResult",
-    "load_reference_state_dict",
+    "checkpoint_filter_of",
+    "fold_norms",
+    "layer_folds",
     "load_checkpoint",
-    "read_checkpoint",
+    "load_reference_state_dict",
     "map_reference_keys",
+    "read_checkpoint",
     "to_reference_keys",
 ]
 
+CheckpointFilter = Callable[[dict[str, Tensor], nn.Module], dict[str, Tensor]]
 _Repl = str | Callable[[re.Match[str]], str]
 _BN_EPS = 1e-5  # the reference builds every BatchNorm with the default eps
 _TRAINING_ONLY = re.compile(r"(^|\.)(repconv\d+|fc3_bn|avg\.bn)\.")
@@ -62,54 +71,71 @@ class LoadResult(NamedTuple):
     unexpected_keys: list[str]
 
 
-def _rules(model: nn.Module) -> list[tuple[re.Pattern[str], _Repl]]:
-    if isinstance(model, RepMLPNet):
-        return [(re.compile(r"^conv_embedding\."), "stem.")]
-    if isinstance(model, RepMLPResNet):
-        return [
-            (re.compile(r"^stage0\.0\."), "stem."),
-            (re.compile(r"^stage([1-9])\."), lambda m: f"stages.{int(m.group(1)) - 1}."),
-            (re.compile(r"^linear\."), "head."),
-        ]
-    return []
+@dataclass(frozen=True)
+class KeyMap:
+    """Renames between a reference implementation's keys and ours.
+
+    ``to_ours`` / ``to_reference`` are ``(regex, replacement)`` rules; the first rule that
+    matches a key renames it, a key no rule matches keeps its name.
+    """
+
+    ours: tuple[tuple[str, _Repl], ...] = ()
+    reference: tuple[tuple[str, _Repl], ...] = ()
+
+    @staticmethod
+    def _rename(key: str, rules: Iterable[tuple[str, _Repl]]) -> str:
+        for pattern, repl in rules:
+            new, n = re.subn(pattern, repl, key, count=1)
+            if n:
+                return new
+        return key
+
+    def to_ours(self, state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        out: dict[str, Tensor] = {}
+        for k, v in state_dict.items():
+            new = self._rename(k, self.ours)
+            if new in out:
+                raise ValueError(f"two checkpoint keys map to {new!r} (one of them is {k!r})")
+            out[new] = v
+        return out
+
+    def to_reference(self, state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        return {self._rename(k, self.reference): v for k, v in state_dict.items()}
 
 
-def _inverse_rules(model: nn.Module) -> list[tuple[re.Pattern[str], _Repl]]:
-    if isinstance(model, RepMLPNet):
-        return [(re.compile(r"^stem\."), "conv_embedding.")]
-    if isinstance(model, RepMLPResNet):
-        return [
-            (re.compile(r"^stem\."), "stage0.0."),
-            (re.compile(r"^stages\.(\d+)\."), lambda m: f"stage{int(m.group(1)) + 1}."),
-            (re.compile(r"^head\."), "linear."),
-        ]
-    return []
+_IDENTITY = KeyMap()
 
 
-def _rename(key: str, rules: list[tuple[re.Pattern[str], _Repl]]) -> str:
-    for pattern, repl in rules:
-        new, n = pattern.subn(repl, key, count=1)
-        if n:
-            return new
-    return key
+def _family(model: nn.Module) -> Any:
+    """The module defining ``model``'s class (or its nearest base) that has a filter."""
+    for cls in type(model).__mro__:
+        module = sys.modules.get(cls.__module__)
+        if module is not None and callable(getattr(module, "checkpoint_filter_fn", None)):
+            return module
+    return None
+
+
+def checkpoint_filter_of(model: nn.Module) -> CheckpointFilter:
+    """``model``'s family's ``checkpoint_filter_fn`` (keys as they are for other models)."""
+    family = _family(model)
+    if family is None:
+        return lambda state_dict, model: dict(state_dict)
+    return family.checkpoint_filter_fn
+
+
+def _key_map(model: nn.Module) -> KeyMap:
+    family = _family(model)
+    return getattr(family, "REFERENCE_KEYS", _IDENTITY) if family is not None else _IDENTITY
 
 
 def map_reference_keys(model: nn.Module, state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Rename a reference state_dict's keys to ours (keys already in our layout pass through)."""
-    rules = _rules(model)
-    out: dict[str, Tensor] = {}
-    for k, v in state_dict.items():
-        new = _rename(k, rules)
-        if new in out:
-            raise ValueError(f"two checkpoint keys map to {new!r} (one of them is {k!r})")
-        out[new] = v
-    return out
+    return _key_map(model).to_ours(state_dict)
 
 
 def to_reference_keys(model: nn.Module, state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Rename our keys to the reference implementation's (the inverse of the loader's mapping)."""
-    rules = _inverse_rules(model)
-    return {_rename(k, rules): v for k, v in state_dict.items()}
+    return _key_map(model).to_reference(state_dict)
 
 
 def _unwrap(obj: Any) -> dict[str, Tensor]:
@@ -134,7 +160,7 @@ def _unwrap(obj: Any) -> dict[str, Tensor]:
 
 
 @dataclass(frozen=True)
-class _Fold:
+class Fold:
     """A norm that the inference form has folded into a neighbouring conv / linear."""
 
     norm: str  # key prefix of the norm in a checkpoint that still has it
@@ -143,38 +169,32 @@ class _Fold:
     repeats: int = 1  # input features of the target per norm channel (a flatten between)
 
 
-def _folds(model: nn.Module) -> list[_Fold]:
-    """Every norm of the training form that ``model`` (if an inference form) has folded away,
-    except the RepMLP blocks' own (``fc3_bn``, ``repconv*``: those need Locality Injection)."""
-    folds: list[_Fold] = []
+def layer_folds(model: nn.Module) -> list[Fold]:
+    """The norms of the shared layers (:mod:`reparam_models.layers`) that ``model``'s inference
+    form has folded away, except the RepMLP blocks' own (``fc3_bn``, ``repconv*``: those need
+    Locality Injection): conv+BN units, ``prebn2`` and the v1 pooled BN (``avg.bn``)."""
+    folds: list[Fold] = []
     for name, m in model.named_modules():
         p = f"{name}." if name else ""
         if isinstance(m, ConvBN) and isinstance(m.bn, nn.Identity) and m.conv.bias is not None:
-            folds.append(_Fold(f"{p}bn", f"{p}conv", before=False))
+            folds.append(Fold(f"{p}bn", f"{p}conv", before=False))
         elif isinstance(m, RepMLPNetUnit) and isinstance(m.prebn2, nn.Identity):
-            folds.append(_Fold(f"{p}prebn2", f"{p}ffn_block.ffn_fc1.conv", before=True))
-        elif (
-            isinstance(m, RepMLPNet)
-            and isinstance(getattr(m, "head_norm", None), nn.Identity)
-            and isinstance(getattr(m, "head", None), nn.Linear)
-        ):
-            folds.append(_Fold(f"{p}head_norm", f"{p}head", before=True))
+            folds.append(Fold(f"{p}prebn2", f"{p}ffn_block.ffn_fc1.conv", before=True))
         elif (
             isinstance(m, RepMLP)
             and m.need_global_perceptron
             and isinstance(m.avg.bn, nn.Identity)
         ):
-            folds.append(_Fold(f"{p}avg.bn", f"{p}fc1_fc2.fc1", before=True,
-                               repeats=m.h_parts * m.w_parts))
+            folds.append(Fold(f"{p}avg.bn", f"{p}fc1_fc2.fc1", before=True,
+                              repeats=m.h_parts * m.w_parts))
     return folds
 
 
-def _fold_norms(model: nn.Module, sd: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Fold the norms that ``sd`` still has but ``model``'s inference form has folded away (a
-    reference deployed RepMLPNet checkpoint keeps its plain conv+BN units, ``prebn2`` and
-    ``head_norm``) into their conv / linear, with the engine's maths (:mod:`reparam.transforms`,
-    computed in float64). Exact up to rounding; keys already in our layout pass through."""
-    for fold in _folds(model):
+def fold_norms(sd: dict[str, Tensor], folds: Iterable[Fold]) -> dict[str, Tensor]:
+    """Fold each norm of ``folds`` that ``sd`` still has into its conv / linear, in place, with
+    the engine's maths (:mod:`reparam.transforms`, computed in float64). Exact up to rounding;
+    a fold whose keys ``sd`` lacks (already folded: our layout) is skipped."""
+    for fold in folds:
         stats = [f"{fold.norm}.{s}" for s in ("running_mean", "running_var", "weight", "bias")]
         wkey, bkey = f"{fold.target}.weight", f"{fold.target}.bias"
         if not all(k in sd for k in stats) or wkey not in sd:
@@ -206,17 +226,22 @@ def _fmt(keys: list[str], limit: int = 12) -> str:
 
 
 def load_reference_state_dict(
-    model: nn.Module, state_dict: Mapping[str, Any], strict: bool = True
+    model: nn.Module,
+    state_dict: Mapping[str, Any],
+    strict: bool = True,
+    filter_fn: CheckpointFilter | None = None,
 ) -> LoadResult:
     """Load a reference-implementation (or our own) state_dict into ``model``.
 
     Handles the reference key names for all released RepMLPNet and RepMLP-ResNet variants, in
-    their training-time and deployed layouts (see the module docstring). With ``strict`` any
-    missing or unexpected key raises a ``ValueError`` naming them; shape mismatches always raise.
+    their training-time and deployed layouts (see the module docstring). ``filter_fn`` (default:
+    the model family's ``checkpoint_filter_fn``) maps the checkpoint to our layout. With
+    ``strict`` any missing or unexpected key raises a ``ValueError`` naming them; shape
+    mismatches always raise.
     """
-    sd = map_reference_keys(model, _unwrap(state_dict))
+    filter_fn = filter_fn or checkpoint_filter_of(model)
+    sd = filter_fn(_unwrap(state_dict), model)
     target = model.state_dict()
-    sd = _fold_norms(model, sd)
     for k, v in target.items():  # older checkpoints may lack BN counters
         if k.endswith("num_batches_tracked") and k not in sd:
             sd[k] = v.clone()
@@ -266,7 +291,11 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Tensor]:
 
 
 def load_checkpoint(
-    model: nn.Module, path: str | os.PathLike[str], strict: bool = True
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    strict: bool = True,
+    filter_fn: CheckpointFilter | None = None,
 ) -> LoadResult:
     """Read ``path`` and load it with :func:`load_reference_state_dict`."""
-    return load_reference_state_dict(model, read_checkpoint(path), strict=strict)
+    return load_reference_state_dict(model, read_checkpoint(path), strict=strict,
+                                     filter_fn=filter_fn)

@@ -25,13 +25,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._builder import build_model_with_cfg
+from .checkpoint import fold_norms, layer_folds
 from .layers import ConvBN, FeatureInfo, RepMLPStageConfig, make_resnet_stage
-from .registry import register_model
+from .model_api import ZooModel, normalize_out_indices
+from .registry import register_model, register_pretrained_cfgs
 
-__all__ = ["FaceResNet", "CosFaceHead", "cosine_similarity", "verify_pair"]
+__all__ = ["FaceResNet", "CosFaceHead", "checkpoint_filter_fn", "cosine_similarity",
+           "verify_pair"]
 
 
-class FaceResNet(nn.Module):
+class FaceResNet(ZooModel, nn.Module):
     """FaceResNet / RepMLP-FaceRes embedding network (outputs L2-normalised embeddings).
 
     Args:
@@ -39,9 +43,16 @@ class FaceResNet(nn.Module):
         num_blocks, channels: stage depths and widths (c2..c5).
         img_size: square input size (the RepMLP blocks are built for it).
         h, w: RepMLP partition size; r: RepMLP Bottleneck reduction; fc3_groups: g.
-        embedding_dim: embedding size.
+        embedding_dim: embedding size (``num_classes`` is an alias: the embedding layer is
+            this model's "classifier" in timm's API).
         drop_rate: dropout before the embedding layer.
+        features_only: no embedding layer; ``forward`` returns the stage maps of
+            ``out_indices`` (strides 4/8/16/32; the stages after the last one are not built).
+        out_indices: the stages ``features_only`` returns (default all).
         inference: build the inference (deployed) form.
+
+    timm's ``global_pool`` is ``""`` here: the embedding layer is a conv over the whole last map
+    (a fully-connected layer on the flattened map), there is no pooling to choose.
     """
 
     def __init__(
@@ -61,15 +72,27 @@ class FaceResNet(nn.Module):
         embedding_dim: int = 512,
         drop_rate: float = 0.0,
         in_chans: int = 3,
+        num_classes: int | None = None,
+        features_only: bool = False,
+        out_indices: Sequence[int] = (0, 1, 2, 3),
         inference: bool = False,
     ) -> None:
         super().__init__()
         if img_size % 32:
             raise ValueError(f"FaceResNet: img_size must be a multiple of 32, got {img_size}")
         w = h if w is None else w
+        embedding_dim = embedding_dim if num_classes is None else num_classes
         self.img_size = img_size
         self.embedding_dim = embedding_dim
+        self.num_classes = embedding_dim
+        self.num_features = int(channels[-1])
+        self.global_pool = ""
+        self.features_only = features_only
         self.inference = inference
+        self.out_indices = (
+            normalize_out_indices(out_indices, len(num_blocks)) if features_only else None
+        )
+        built = self.out_indices[-1] + 1 if self.out_indices else len(num_blocks)
         self.stem = nn.Sequential(
             ConvBN(in_chans, stem_channels, 3, stride=2, padding=1, act=nn.ReLU(),
                    inference=inference),
@@ -96,31 +119,66 @@ class FaceResNet(nn.Module):
                                             inference=inference, name=f"stages.{i}"))
             info.append({"num_chs": int(out_ch), "reduction": reduction, "module": f"stages.{i}"})
             in_ch = out_ch
-        self.stages = nn.Sequential(*stages)
-        self.feature_info = info
-        self.dropout = nn.Dropout(drop_rate)
-        final = img_size // reduction
-        # A conv over the whole final map == a fully-connected layer on the flattened map.
-        self.embedding = ConvBN(in_ch, embedding_dim, final, padding=0, inference=inference)
-        self.pretrained_cfg: dict[str, Any] = {
-            "input_size": (in_chans, img_size, img_size),
-            "embedding_dim": embedding_dim,
-            "paper": "RepMLP (face recognition)",
-            "arxiv": "2105.01883",
-            "fixed_input_size": True,
-        }
+        self.stages = nn.Sequential(*stages[:built])
+        self.feature_info = FeatureInfo(info, self.out_indices)
+        self._final = img_size // reduction
+        if not features_only:
+            self.dropout = nn.Dropout(drop_rate)
+            # A conv over the whole final map == a fully-connected layer on the flattened map.
+            self.embedding: nn.Module = ConvBN(in_ch, embedding_dim, self._final, padding=0,
+                                               inference=inference)
+        self.pretrained_cfg: dict[str, Any] = _cfg(
+            input_size=(in_chans, img_size, img_size),
+            num_classes=embedding_dim,
+            embedding_dim=embedding_dim,
+        )
 
     def forward_features(self, x: Tensor) -> Tensor:
         """The last stage map (N, 1024, 3, 3) for a 96x96 input."""
-        return self.stages(self.stem(x))
+        if not self._checkpointing():
+            return self.stages(self.stem(x))
+        x = self.stem(x)
+        for stage in self.stages:
+            x = self._run_sequential(stage, x)
+        return x
 
     def forward_embedding(self, x: Tensor) -> Tensor:
         """Un-normalised embeddings (N, embedding_dim)."""
+        if self.features_only:
+            raise RuntimeError("FaceResNet was built with features_only=True: it has no "
+                               "embedding layer")
         return torch.flatten(self.embedding(self.dropout(self.forward_features(x))), 1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """L2-normalised embeddings (N, embedding_dim)."""
+    def forward(self, x: Tensor) -> Tensor | list[Tensor]:
+        """L2-normalised embeddings (N, embedding_dim); the selected stage maps for a
+        ``features_only`` model."""
+        if self.out_indices is not None:
+            feats = []
+            x = self.stem(x)
+            for stage in self.stages:
+                x = self._run_sequential(stage, x)
+                feats.append(x)
+            return [feats[i] for i in self.out_indices]
         return F.normalize(self.forward_embedding(x), dim=1)
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A fresh embedding layer with ``num_classes`` outputs (``Identity`` for 0: the
+        flattened last map is normalised and returned). ``global_pool`` must be ``None`` or
+        ``""``: this model does not pool."""
+        if self.features_only:
+            raise RuntimeError("FaceResNet was built with features_only=True: it has no "
+                               "embedding layer")
+        if global_pool not in (None, ""):
+            raise ValueError(f"FaceResNet: global_pool must be '' (no pooling: the embedding "
+                             f"layer covers the whole map), got {global_pool!r}")
+        like = next(self.parameters())
+        self.embedding = (
+            ConvBN(self.num_features, num_classes, self._final, padding=0,
+                   inference=self.inference).to(device=like.device, dtype=like.dtype)
+            if num_classes > 0 else nn.Identity()
+        )
+        self.embedding_dim = self.num_classes = num_classes
+        self.pretrained_cfg["num_classes"] = self.pretrained_cfg["embedding_dim"] = num_classes
 
 
 class CosFaceHead(nn.Module):
@@ -181,13 +239,55 @@ def verify_pair(model: nn.Module, img_a: Tensor, img_b: Tensor) -> Tensor:
     return sim[0] if single else sim
 
 
+def _cfg(**kwargs: Any) -> dict[str, Any]:
+    """The configuration of a face model. No reference code or weights exist: inputs are
+    aligned 96x96 crops scaled to [-1, 1] (mean = std = 0.5), as in common face-recognition
+    pipelines (our choice, not the paper's statement)."""
+    return {
+        "num_classes": 512,
+        "mean": (0.5, 0.5, 0.5),
+        "std": (0.5, 0.5, 0.5),
+        "crop_pct": 1.0,
+        "crop_mode": "center",
+        "interpolation": "bilinear",
+        "first_conv": "stem.0.conv",
+        "classifier": "embedding",
+        "fixed_input_size": True,
+        "paper_ids": "arXiv:2105.01883",
+        "paper_name": "RepMLP (face recognition)",
+        "paper": "RepMLP (face recognition)",
+        "arxiv": "2105.01883",
+        "origin_url": None,
+        **kwargs,
+    }
+
+
+default_cfgs = {
+    name: _cfg(input_size=(3, 96, 96), embedding_dim=512)
+    for name in ("face_resnet", "repmlp_face_res")
+}
+register_pretrained_cfgs(default_cfgs)
+
+
+def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+    """Our own face checkpoints (there is no reference implementation): for an inference-form
+    model, the norms a deployed checkpoint may keep (conv+BN units, ``avg.bn``) folded in."""
+    return fold_norms(dict(state_dict), layer_folds(model))
+
+
+def _create(variant: str, pretrained: bool, **kwargs: Any) -> FaceResNet:
+    return build_model_with_cfg(FaceResNet, variant, pretrained,
+                                model_args=dict(use_repmlp=variant == "repmlp_face_res"),
+                                pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
+
+
 @register_model
-def face_resnet(*, inference: bool = False, **kwargs: Any) -> FaceResNet:
+def face_resnet(pretrained: bool = False, **kwargs: Any) -> FaceResNet:
     """FaceResNet baseline (96x96 input, 512-d normalised embeddings)."""
-    return FaceResNet(use_repmlp=False, inference=inference, **kwargs)
+    return _create("face_resnet", pretrained, **kwargs)
 
 
 @register_model
-def repmlp_face_res(*, inference: bool = False, **kwargs: Any) -> FaceResNet:
+def repmlp_face_res(pretrained: bool = False, **kwargs: Any) -> FaceResNet:
     """RepMLP-FaceRes: RepMLP Bottlenecks (h=w=6, r=2, g=4) in c2-c4."""
-    return FaceResNet(use_repmlp=True, inference=inference, **kwargs)
+    return _create("repmlp_face_res", pretrained, **kwargs)

@@ -41,9 +41,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.fx._symbolic_trace as _fx_trace
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .model_api import Reparameterizable, is_tracing
 
 __all__ = [
     "ConvBN",
@@ -60,15 +61,6 @@ __all__ = [
     "FeatureInfo",
     "is_tracing",
 ]
-
-
-def is_tracing() -> bool:
-    """True under ``torch.fx`` symbolic tracing, ``torch.export`` / ``torch.compile`` and
-    ``torch.jit.trace``: the eager-only input checks are skipped there."""
-    if torch.compiler.is_compiling() or torch.jit.is_tracing():
-        return True
-    symbolic = getattr(_fx_trace, "is_fx_symbolic_tracing", None)
-    return bool(symbolic() if symbolic is not None else _fx_trace.is_fx_tracing())
 
 
 def _partition_message(name: str, h: int, w: int) -> str:
@@ -88,7 +80,7 @@ def _check_kernel_sizes(reparam_conv_k: Sequence[int], where: str) -> tuple[int,
     return ks
 
 
-class ConvBN(nn.Module):
+class ConvBN(Reparameterizable, nn.Module):
     """A conv+BN unit: ``act(bn(conv(x)))`` (``act`` optional); the conv has no bias in the
     training form.
 
@@ -122,6 +114,10 @@ class ConvBN(nn.Module):
         # No activation: no `act` node at all in the traced graph (conv -> bn -> consumer).
         self.act: nn.Module | None = act
 
+    def example_input_size(self) -> tuple[int, ...]:
+        k = self.conv.kernel_size
+        return (self.conv.in_channels, *k)
+
     def forward(self, x: Tensor) -> Tensor:
         x = self.bn(self.conv(x))
         return x if self.act is None else self.act(x)
@@ -149,7 +145,7 @@ class GlobalPerceptron(nn.Module):
         return self.fc2(v).sigmoid()
 
 
-class RepMLPBlock(nn.Module):
+class RepMLPBlock(Reparameterizable, nn.Module):
     """RepMLPNet block: Global Perceptron x (Channel Perceptron + Local Perceptron).
 
     The input (N, C, H, W) is cut into (H/h)x(W/w) partitions of h x w pixels. With ``S`` share
@@ -211,6 +207,9 @@ class RepMLPBlock(nn.Module):
             f"reparam_conv_k={self.reparam_conv_k}, inference={self.inference}"
         )
 
+    def example_input_size(self) -> tuple[int, ...]:
+        return (self.C, self.h, self.w)
+
     def _local_branches(self) -> list[nn.Module]:
         # getattr, so a block whose repconv branches were deleted (deployed) still runs.
         found = (getattr(self, f"repconv{k}", None) for k in self.reparam_conv_k)
@@ -265,7 +264,7 @@ class FFNBlock(nn.Module):
         return self.ffn_fc2(self.act(self.ffn_fc1(x)))
 
 
-class RepMLPNetUnit(nn.Module):
+class RepMLPNetUnit(Reparameterizable, nn.Module):
     """One RepMLPNet unit: ``y = x + block(prebn1(x)); z = y + ffn(prebn2(y))``.
 
     Inference form: ``prebn2`` is ``nn.Identity()`` (folded into the FFN's first 1x1 conv, which
@@ -295,6 +294,9 @@ class RepMLPNetUnit(nn.Module):
         self.prebn2: nn.Module = nn.Identity() if inference else nn.BatchNorm2d(channels)
         self.ffn_block = FFNBlock(channels, channels * ffn_expand, inference=inference)
 
+    def example_input_size(self) -> tuple[int, ...]:
+        return self.repmlp_block.example_input_size()
+
     def forward(self, x: Tensor) -> Tensor:
         y = x + self.repmlp_block(self.prebn1(x))
         return y + self.ffn_block(self.prebn2(y))
@@ -305,7 +307,7 @@ class RepMLPNetUnit(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
-class RepMLP(nn.Module):
+class RepMLP(Reparameterizable, nn.Module):
     """The v1 RepMLP module (RepMLP-ResNet, RepMLP-FaceRes), for a fixed H x W feature map.
 
     * Global Perceptron (only when there is more than one partition): ``avg`` = AvgPool(h, w)
@@ -380,6 +382,9 @@ class RepMLP(nn.Module):
             f"inference={self.inference}"
         )
 
+    def example_input_size(self) -> tuple[int, ...]:
+        return (self.C, self.H, self.W)
+
     def _local_branches(self) -> list[nn.Module]:
         found = (getattr(self, f"repconv{k}", None) for k in self.reparam_conv_k)
         return [b for b in found if b is not None]
@@ -416,7 +421,7 @@ class RepMLP(nn.Module):
         )
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(Reparameterizable, nn.Module):
     """Plain ResNet bottleneck (stride on the 3x3 conv): 1x1 -> 3x3 -> 1x1, + shortcut, ReLU."""
 
     def __init__(
@@ -440,12 +445,15 @@ class Bottleneck(nn.Module):
         self.conv3 = ConvBN(mid_channels, out_channels, 1, padding=0, inference=inference)
         self.relu = nn.ReLU()
 
+    def example_input_size(self) -> tuple[int, ...]:
+        return (self.conv1.conv.in_channels, 4, 4)
+
     def forward(self, x: Tensor) -> Tensor:
         out = self.conv3(self.conv2(self.conv1(x)))
         return self.relu(out + self.shortcut(x))
 
 
-class RepMLPLightBlock(nn.Module):
+class RepMLPLightBlock(Reparameterizable, nn.Module):
     """RepMLP Light block: 1x1 (C->C/8) -> RepMLP -> ReLU -> 1x1 (->C), + shortcut, ReLU."""
 
     def __init__(
@@ -480,13 +488,16 @@ class RepMLPLightBlock(nn.Module):
         self.light_conv3 = ConvBN(mid_channels, out_channels, 1, padding=0, inference=inference)
         self.relu = nn.ReLU()
 
+    def example_input_size(self) -> tuple[int, ...]:
+        return (self.light_conv1.conv.in_channels, self.light_repmlp.H, self.light_repmlp.W)
+
     def forward(self, x: Tensor) -> Tensor:
         out = self.repmlp_nonlinear(self.light_repmlp(self.light_conv1(x)))
         out = self.light_conv3(out)
         return self.relu(out + self.shortcut(x))
 
 
-class RepMLPBottleneckBlock(nn.Module):
+class RepMLPBottleneckBlock(Reparameterizable, nn.Module):
     """RepMLP Bottleneck: 1x1 (C->mid) -> 3x3 (mid->mid/r) -> RepMLP -> ReLU -> 3x3 (->mid)
     -> 1x1 (->C), + shortcut, ReLU."""
 
@@ -527,6 +538,9 @@ class RepMLPBottleneckBlock(nn.Module):
                                  inference=inference)
         self.btnk_conv5 = ConvBN(mid_channels, out_channels, 1, padding=0, inference=inference)
         self.relu = nn.ReLU()
+
+    def example_input_size(self) -> tuple[int, ...]:
+        return (self.btnk_conv1.conv.in_channels, self.btnk_repmlp.H, self.btnk_repmlp.W)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.btnk_conv2(self.btnk_conv1(x))
@@ -592,13 +606,40 @@ def make_resnet_stage(
 
 
 class FeatureInfo(list[dict[str, Any]]):
-    """timm-style feature metadata: a list of ``{"num_chs", "reduction", "module"}`` dicts."""
+    """timm-style feature metadata: a list of ``{"num_chs", "reduction", "module"}`` dicts, one
+    per stage, and the stages a ``features_only`` model returns (``out_indices``; all of them
+    otherwise). As in timm, ``len()`` and indexing see every stage; ``channels()``,
+    ``reduction()``, ``module_name()`` and ``get_dicts()`` the selected ones (or stage ``idx``).
+    """
 
-    def channels(self) -> list[int]:
-        return [int(f["num_chs"]) for f in self]
+    def __init__(self, info: Sequence[dict[str, Any]] = (),
+                 out_indices: Sequence[int] | None = None) -> None:
+        super().__init__(info)
+        self._out_indices = None if out_indices is None else tuple(out_indices)
 
-    def reduction(self) -> list[int]:
-        return [int(f["reduction"]) for f in self]
+    @property
+    def out_indices(self) -> tuple[int, ...]:
+        return tuple(range(len(self))) if self._out_indices is None else self._out_indices
 
-    def module_name(self) -> list[str]:
-        return [str(f["module"]) for f in self]
+    def get(self, key: str, idx: int | Sequence[int] | None = None) -> Any:
+        if idx is None:
+            return [self[i][key] for i in self.out_indices]
+        if isinstance(idx, int):
+            return self[idx][key]
+        return [self[i][key] for i in idx]
+
+    def get_dicts(self, idx: int | Sequence[int] | None = None) -> Any:
+        if idx is None:
+            return [dict(self[i]) for i in self.out_indices]
+        if isinstance(idx, int):
+            return dict(self[idx])
+        return [dict(self[i]) for i in idx]
+
+    def channels(self, idx: int | Sequence[int] | None = None) -> Any:
+        return self.get("num_chs", idx)
+
+    def reduction(self, idx: int | Sequence[int] | None = None) -> Any:
+        return self.get("reduction", idx)
+
+    def module_name(self, idx: int | Sequence[int] | None = None) -> Any:
+        return self.get("module", idx)

@@ -18,19 +18,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
+from ._builder import build_model_with_cfg
+from .checkpoint import KeyMap, fold_norms, layer_folds
 from .layers import ConvBN, FeatureInfo, RepMLPStageConfig, make_resnet_stage
-from .registry import register_model
+from .model_api import ZooModel, check_global_pool, normalize_out_indices, pool_and_flatten
+from .registry import register_model, register_pretrained_cfgs
 
-__all__ = ["RepMLPResNet"]
+__all__ = ["REFERENCE_KEYS", "RepMLPResNet", "checkpoint_filter_fn"]
 
 _PAPER = "RepMLP: Re-parameterizing Convolutions into Fully-connected Layers for Image Recognition"
 _ARXIV = "2105.01883"
+_ORIGIN = "https://github.com/DingXiaoH/RepMLP"
 
 
-class RepMLPResNet(nn.Module):
+class RepMLPResNet(ZooModel, nn.Module):
     """ResNet-50-style network, optionally with RepMLP blocks.
 
     Args:
@@ -45,7 +48,11 @@ class RepMLPResNet(nn.Module):
         bottleneck_r: RepMLP Bottleneck channel reduction ``r`` per RepMLP stage.
         repmlp_stages: indices (0 = c2) of the stages whose stride-1 blocks become RepMLP.
         num_classes: classifier outputs (0: the pooled features are returned).
-        features_only: no head; ``forward`` returns the four stage maps.
+        global_pool: ``"avg"`` (the paper's), ``"max"`` or ``""`` (no pooling; only with
+            ``num_classes=0``).
+        features_only: no head; ``forward`` returns the stage maps of ``out_indices`` (the
+            stages after the last one are not built).
+        out_indices: the stages ``features_only`` returns (timm's convention; default all).
         inference: build the inference (deployed) form.
     """
 
@@ -64,8 +71,10 @@ class RepMLPResNet(nn.Module):
         repmlp_stages: Sequence[int] = (1, 2),
         in_chans: int = 3,
         num_classes: int = 1000,
+        global_pool: str = "avg",
         stem_channels: int = 64,
         features_only: bool = False,
+        out_indices: Sequence[int] = (0, 1, 2, 3),
         inference: bool = False,
     ) -> None:
         super().__init__()
@@ -85,6 +94,11 @@ class RepMLPResNet(nn.Module):
         self.num_features = int(channels[-1])
         self.features_only = features_only
         self.inference = inference
+        self.global_pool = check_global_pool(global_pool, num_classes, "RepMLPResNet")
+        self.out_indices = (
+            normalize_out_indices(out_indices, len(num_blocks)) if features_only else None
+        )
+        built = self.out_indices[-1] + 1 if self.out_indices else len(num_blocks)
 
         self.stem = ConvBN(in_chans, stem_channels, 7, stride=2, padding=3, act=nn.ReLU(),
                            inference=inference)
@@ -110,79 +124,159 @@ class RepMLPResNet(nn.Module):
                                             name=f"stages.{i}"))
             info.append({"num_chs": int(out_ch), "reduction": reduction, "module": f"stages.{i}"})
             in_ch = out_ch
-        self.stages = nn.Sequential(*stages)
-        self.feature_info = info
+        self.stages = nn.Sequential(*stages[:built])
+        self.feature_info = FeatureInfo(info, self.out_indices)
         if not features_only:
             self.head: nn.Module = (
                 nn.Linear(channels[-1], num_classes) if num_classes > 0 else nn.Identity()
             )
-        self.pretrained_cfg: dict[str, Any] = {
-            "input_size": (in_chans, img_size, img_size),
-            "num_classes": num_classes,
-            "paper": _PAPER,
-            "arxiv": _ARXIV,
-            "fixed_input_size": block_type != "base",
-        }
+        self.pretrained_cfg: dict[str, Any] = _cfg(
+            input_size=(in_chans, img_size, img_size),
+            pool_size=(img_size // 32, img_size // 32),
+            num_classes=num_classes,
+            paper=_PAPER,
+            arxiv=_ARXIV,
+            fixed_input_size=block_type != "base",
+        )
 
     def forward_features(self, x: Tensor) -> list[Tensor]:
-        """The four stage maps (c2..c5, strides 4/8/16/32)."""
+        """The stage maps (c2..c5, strides 4/8/16/32; up to the last ``out_indices`` in a
+        ``features_only`` model)."""
         x = self.stem_pool(self.stem(x))
         feats: list[Tensor] = []
         for stage in self.stages:
-            x = stage(x)
+            x = self._run_sequential(stage, x)
             feats.append(x)
         return feats
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        """Global average pool -> Linear on the last stage map."""
+        """Global pool -> Linear on the last stage map."""
         if self.features_only:
             raise RuntimeError("RepMLPResNet was built with features_only=True: it has no head")
-        x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+        x = pool_and_flatten(x, self.global_pool)
         return x if pre_logits else self.head(x)
 
     def forward(self, x: Tensor) -> Tensor | list[Tensor]:
         feats = self.forward_features(x)
-        if self.features_only:
-            return feats
+        if self.out_indices is not None:
+            return [feats[i] for i in self.out_indices]
         return self.forward_head(feats[-1])
 
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A fresh ``Linear(num_features, num_classes)`` head (``Identity`` for 0), optionally
+        with another ``global_pool``."""
+        if self.features_only:
+            raise RuntimeError("RepMLPResNet was built with features_only=True: it has no head")
+        pool = self.global_pool if global_pool is None else global_pool
+        self.global_pool = check_global_pool(pool, num_classes, "RepMLPResNet")
+        like = next(self.parameters())
+        self.head = (
+            nn.Linear(self.num_features, num_classes, device=like.device, dtype=like.dtype)
+            if num_classes > 0 else nn.Identity()
+        )
+        self.num_classes = num_classes
+        self.pretrained_cfg["num_classes"] = num_classes
 
-def _build(inference: bool, defaults: dict[str, Any], kwargs: dict[str, Any]) -> RepMLPResNet:
-    return RepMLPResNet(inference=inference, **{**defaults, **kwargs})
+
+def _cfg(**kwargs: Any) -> dict[str, Any]:
+    """The pretrained configuration of a RepMLP-ResNet variant (ImageNet evaluation: resize to
+    size/0.875, bicubic, centre crop, ImageNet mean/std)."""
+    return {
+        "num_classes": 1000,
+        "mean": (0.485, 0.456, 0.406),
+        "std": (0.229, 0.224, 0.225),
+        "crop_pct": 0.875,
+        "crop_mode": "center",
+        "interpolation": "bicubic",
+        "first_conv": "stem.conv",
+        "classifier": "head",
+        "license": "mit",
+        "paper_ids": f"arXiv:{_ARXIV}",
+        "paper_name": _PAPER,
+        **kwargs,
+    }
+
+
+_ARGS: dict[str, dict[str, Any]] = {
+    "resnet50": dict(block_type="base"),
+    "repmlp_res50_light_224": dict(block_type="light", img_size=224, h=7,
+                                   reparam_conv_k=(1, 3, 5), fc3_groups=4),
+    "repmlp_res50_bottleneck_224": dict(block_type="bottleneck", img_size=224, h=7,
+                                        reparam_conv_k=(1, 3, 5), fc3_groups=8,
+                                        bottleneck_r=(2, 4)),
+    "repmlp_res50_bottleneck_320_g8_16": dict(block_type="bottleneck", img_size=320, h=10,
+                                              reparam_conv_k=(1, 3, 5, 7), fc3_groups=(8, 16),
+                                              bottleneck_r=(2, 4)),
+    "repmlp_res50_bottleneck_320_g4_8": dict(block_type="bottleneck", img_size=320, h=10,
+                                             reparam_conv_k=(1, 3, 5, 7), fc3_groups=(4, 8),
+                                             bottleneck_r=(2, 4)),
+}
+_RELEASED = ("repmlp_res50_light_224", "repmlp_res50_bottleneck_224")
+
+default_cfgs: dict[str, dict[str, Any]] = {
+    name: _cfg(
+        input_size=(3, args.get("img_size", 224), args.get("img_size", 224)),
+        pool_size=(args.get("img_size", 224) // 32,) * 2,
+        fixed_input_size=args["block_type"] != "base",
+        origin_url=_ORIGIN if name in _RELEASED else None,
+    )
+    for name, args in _ARGS.items()
+}
+register_pretrained_cfgs(default_cfgs)
+
+
+# Reference (github.com/DingXiaoH/RepMLP, repmlp_resnet.py) keys -> ours.
+REFERENCE_KEYS = KeyMap(
+    ours=(
+        (r"^stage0\.0\.", "stem."),
+        (r"^stage([1-9])\.", lambda m: f"stages.{int(m.group(1)) - 1}."),
+        (r"^linear\.", "head."),
+    ),
+    reference=(
+        (r"^stem\.", "stage0.0."),
+        (r"^stages\.(\d+)\.", lambda m: f"stage{int(m.group(1)) + 1}."),
+        (r"^head\.", "linear."),
+    ),
+)
+
+
+def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+    """A reference or own RepMLP-ResNet checkpoint in ``model``'s key layout: keys renamed
+    (:data:`REFERENCE_KEYS`) and, for an inference-form model, the norms a deployed checkpoint
+    may keep (conv+BN units, the pooled ``avg.bn``) folded in."""
+    return fold_norms(REFERENCE_KEYS.to_ours(state_dict), layer_folds(model))
+
+
+def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> RepMLPResNet:
+    return build_model_with_cfg(RepMLPResNet, variant, pretrained, model_args=_ARGS[variant],
+                                pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
 
 
 @register_model
-def resnet50(*, inference: bool = False, **kwargs: Any) -> RepMLPResNet:
+def resnet50(pretrained: bool = False, **kwargs: Any) -> RepMLPResNet:
     """Plain ResNet-50 baseline (25.53M params, 4.09G MACs)."""
-    return _build(inference, dict(block_type="base"), kwargs)
+    return _create("resnet50", pretrained, **kwargs)
 
 
 @register_model
-def repmlp_res50_light_224(*, inference: bool = False, **kwargs: Any) -> RepMLPResNet:
+def repmlp_res50_light_224(pretrained: bool = False, **kwargs: Any) -> RepMLPResNet:
     """RepMLP-Res50 Light-224: h=w=7, K=(1,3,5), g=4 (87.04M params, 3.30G MACs train)."""
-    return _build(inference, dict(block_type="light", img_size=224, h=7,
-                                  reparam_conv_k=(1, 3, 5), fc3_groups=4), kwargs)
+    return _create("repmlp_res50_light_224", pretrained, **kwargs)
 
 
 @register_model
-def repmlp_res50_bottleneck_224(*, inference: bool = False, **kwargs: Any) -> RepMLPResNet:
+def repmlp_res50_bottleneck_224(pretrained: bool = False, **kwargs: Any) -> RepMLPResNet:
     """RepMLP-Res50 Bottleneck-224: h=w=7, K=(1,3,5), g=8, r=2/4 (41.07M params, 3.95G MACs)."""
-    return _build(inference, dict(block_type="bottleneck", img_size=224, h=7,
-                                  reparam_conv_k=(1, 3, 5), fc3_groups=8,
-                                  bottleneck_r=(2, 4)), kwargs)
+    return _create("repmlp_res50_bottleneck_224", pretrained, **kwargs)
 
 
 @register_model
-def repmlp_res50_bottleneck_320_g8_16(*, inference: bool = False, **kwargs: Any) -> RepMLPResNet:
+def repmlp_res50_bottleneck_320_g8_16(pretrained: bool = False, **kwargs: Any) -> RepMLPResNet:
     """RepMLP-Res50 Bottleneck-320: h=w=10, K=(1,3,5,7), g=8 in c3 / 16 in c4 (not released)."""
-    return _build(inference, dict(block_type="bottleneck", img_size=320, h=10,
-                                  reparam_conv_k=(1, 3, 5, 7), fc3_groups=(8, 16),
-                                  bottleneck_r=(2, 4)), kwargs)
+    return _create("repmlp_res50_bottleneck_320_g8_16", pretrained, **kwargs)
 
 
 @register_model
-def repmlp_res50_bottleneck_320_g4_8(*, inference: bool = False, **kwargs: Any) -> RepMLPResNet:
+def repmlp_res50_bottleneck_320_g4_8(pretrained: bool = False, **kwargs: Any) -> RepMLPResNet:
     """RepMLP-Res50 Bottleneck-320: h=w=10, K=(1,3,5,7), g=4 in c3 / 8 in c4 (not released)."""
-    return _build(inference, dict(block_type="bottleneck", img_size=320, h=10,
-                                  reparam_conv_k=(1, 3, 5, 7), fc3_groups=(4, 8),
-                                  bottleneck_r=(2, 4)), kwargs)
+    return _create("repmlp_res50_bottleneck_320_g4_8", pretrained, **kwargs)

@@ -15,17 +15,22 @@ does with the arguments timm's ``create_model`` hands to every entry point:
   ...) are forwarded unchanged; one the model does not take raises its ``TypeError``;
 * ``device`` builds the model under that device (``"meta"`` allocates nothing), ``dtype``
   casts it afterwards;
-* ``pretrained=True`` needs a local file, the timm way:
-  ``pretrained_cfg_overlay=dict(file=PATH)``; it is loaded with
-  :func:`reparam_models.load_checkpoint`, so checkpoints in the reference implementation's key
-  layout load too. No weights are hosted, so without a file it is an error. (timm's own
+* ``pretrained=True`` loads a local file, as :func:`reparam_models.create_model` does: timm's
+  ``pretrained_cfg_overlay=dict(file=PATH)``, or the file registered for the model
+  (:func:`reparam_models.set_pretrained_file`, ``$REPARAM_MODELS_WEIGHTS``); it goes through the
+  family's checkpoint filter, so checkpoints in the reference implementation's key layout load
+  too. No weights are hosted, so without a file it is a
+  :class:`~reparam_models.PretrainedWeightsError` (a ``RuntimeError``). (timm's own
   ``checkpoint_path=PATH`` also works, for checkpoints in our key layout.)
 * the other keys of ``pretrained_cfg_overlay`` are merged into ``model.pretrained_cfg``;
   ``pretrained_cfg`` and ``cache_dir`` are ignored.
 
 A name timm already has (``resnet50``: timm's ResNet-50 and our RepMLP-ResNet baseline share
-it) is not registered, with a :class:`TimmBridgeWarning`; timm's model keeps the name and ours
-stays reachable through :func:`reparam_models.create_model`.
+it) is registered with timm under the prefixed name ``reparam_<name>``
+(``timm.create_model("reparam_resnet50")``), silently; timm's own model keeps its name. Only an
+explicit ``register_timm_models([...])`` that asks for such a name warns
+(:class:`TimmBridgeWarning`), to say which name it got. :func:`timm_name` gives the timm name of
+any zoo model.
 
 Importing timm costs seconds, so ``import reparam_models`` does not import it: if timm is
 already imported the names are registered at once, otherwise the first ``import timm``
@@ -46,19 +51,24 @@ from typing import Any
 import torch
 from torch import nn
 
-from .registry import create_model, list_models
+from ._factory import create_model
+from .registry import list_models
 
-__all__ = ["TimmBridgeWarning", "register_timm_models", "timm_model_names"]
+__all__ = ["TimmBridgeWarning", "register_timm_models", "timm_model_names", "timm_name"]
 
 _MARK = "_reparam_models_entrypoint"
+PREFIX = "reparam_"  # timm name of a zoo model whose own name timm already uses
 # Arguments timm's create_model passes to every entry point that mean nothing to our models.
 _IGNORED = ("pretrained_cfg", "cache_dir")
-# Names this module registered (or found registered by an earlier copy of it), in timm.
+# timm names this module registered (or found registered by an earlier copy of it).
 _REGISTERED: dict[str, Callable[..., nn.Module]] = {}
+# zoo name -> the timm name it is registered under.
+_TIMM_NAMES: dict[str, str] = {}
 
 
 class TimmBridgeWarning(UserWarning):
-    """A zoo model could not be registered with timm (name taken, or timm failed)."""
+    """A zoo model could not be registered with timm under the name asked for (name taken:
+    it got the prefixed name), or timm failed."""
 
 
 def _create(name: str, pretrained: bool, kwargs: dict[str, Any]) -> nn.Module:
@@ -67,31 +77,21 @@ def _create(name: str, pretrained: bool, kwargs: dict[str, Any]) -> nn.Module:
     overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})
     device = kwargs.pop("device", None)
     dtype = kwargs.pop("dtype", None)
-    path = overlay.pop("file", None)
-    if pretrained and not path:
-        raise RuntimeError(
-            f"reparam_models hosts no pretrained weights for {name!r}: pass a local file with "
-            "timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=PATH)) "
-            "or checkpoint_path=PATH, or use reparam_models.create_model(name, "
-            "pretrained_path=PATH)"
-        )
+    if not pretrained:
+        overlay.pop("file", None)  # a file is loaded only with pretrained=True, as in timm
     where = torch.device(device) if device is not None else contextlib.nullcontext()
     with where:
-        model = create_model(name, pretrained_path=path if pretrained else None, **kwargs)
+        model = create_model(name, pretrained, pretrained_cfg_overlay=overlay, **kwargs)
     if dtype is not None:
         model.to(dtype=dtype)
-    cfg = getattr(model, "pretrained_cfg", None)
-    if isinstance(cfg, dict):
-        cfg.update(overlay)
-        cfg.setdefault("architecture", name)
     return model
 
 
-def _entrypoint(name: str) -> Callable[..., nn.Module]:
+def _entrypoint(name: str, timm_name: str) -> Callable[..., nn.Module]:
     def entrypoint(pretrained: bool = False, **kwargs: Any) -> nn.Module:
         return _create(name, pretrained, kwargs)
 
-    entrypoint.__name__ = entrypoint.__qualname__ = name
+    entrypoint.__name__ = entrypoint.__qualname__ = timm_name
     # timm files the name under this module ("timm_bridge") and appends it to our __all__,
     # so it is also set as a module attribute below.
     entrypoint.__module__ = __name__
@@ -110,8 +110,9 @@ def register_timm_models(names: Iterable[str] | None = None) -> list[str]:
         names: zoo names (default: all of :func:`reparam_models.list_models`).
 
     Names already registered by this bridge are left as they are; a name timm already uses
-    for another model is skipped with a :class:`TimmBridgeWarning`. Without timm this does
-    nothing and returns ``[]``.
+    for another model is registered as ``reparam_<name>`` instead, with a
+    :class:`TimmBridgeWarning` when ``names`` asked for it explicitly (silently otherwise).
+    Returns the timm names. Without timm this does nothing and returns ``[]``.
     """
     try:
         from timm.models import is_model, model_entrypoint
@@ -123,32 +124,50 @@ def register_timm_models(names: Iterable[str] | None = None) -> list[str]:
     if unknown:
         raise ValueError(f"not reparam_models names: {', '.join(unknown)}")
     added: list[str] = []
-    taken: list[str] = []
+    renamed: list[str] = []
     module = sys.modules[__name__]
     for name in wanted:
-        if name in _REGISTERED:
+        timm_name = name
+        for candidate in (name, PREFIX + name):
+            timm_name = candidate
+            if not is_model(candidate) or getattr(model_entrypoint(candidate), _MARK, False):
+                break
+        else:
+            warnings.warn(
+                f"timm already has models named {name!r} and {PREFIX + name!r}: the "
+                "reparam_models model is not registered with timm (use "
+                "reparam_models.create_model for it)",
+                TimmBridgeWarning,
+                stacklevel=2,
+            )
             continue
-        if is_model(name):
-            existing = model_entrypoint(name)
-            if getattr(existing, _MARK, False):  # ours, from an earlier import of this module
-                _REGISTERED[name] = existing
-            else:
-                taken.append(name)
+        if timm_name != name:
+            renamed.append(name)
+        _TIMM_NAMES[name] = timm_name
+        if timm_name in _REGISTERED:
             continue
-        fn = _entrypoint(name)
-        setattr(module, name, fn)
+        if is_model(timm_name):  # ours, from an earlier import of this module
+            _REGISTERED[timm_name] = model_entrypoint(timm_name)
+            continue
+        fn = _entrypoint(name, timm_name)
+        setattr(module, timm_name, fn)
         timm_register_model(fn)
-        _REGISTERED[name] = fn
-        added.append(name)
-    if taken:
+        _REGISTERED[timm_name] = fn
+        added.append(timm_name)
+    if renamed and names is not None:
         warnings.warn(
-            f"timm already has a model named {', '.join(map(repr, taken))}: the "
-            "reparam_models model of that name is not registered with timm (use "
-            "reparam_models.create_model for it)",
+            "timm already has a model named "
+            + ", ".join(f"{n!r} (registered as {_TIMM_NAMES[n]!r})" for n in renamed)
+            + ": timm.create_model builds timm's model under that name",
             TimmBridgeWarning,
             stacklevel=2,
         )
     return added
+
+
+def timm_name(name: str) -> str | None:
+    """The name the zoo model ``name`` has in timm's registry (``None`` if not registered)."""
+    return _TIMM_NAMES.get(name)
 
 
 def timm_model_names() -> list[str]:

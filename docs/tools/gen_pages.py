@@ -120,8 +120,7 @@ def _measure(name: str, inference: bool) -> tuple[int, int, tuple[int, ...], str
         size = tuple(model.pretrained_cfg["input_size"])
         flops = _flops(model, size, "cpu")
     params = sum(p.numel() for p in model.parameters())
-    factories = getattr(reparam_models.registry, "_REGISTRY", {})  # for the summary line only
-    factory = factories.get(name)
+    factory = reparam_models.model_entrypoint(name)  # for the summary line only
     doc = (getattr(factory, "__doc__", None) or "").strip().splitlines()
     return params, flops, size, doc[0] if doc else ""
 
@@ -176,6 +175,14 @@ def zoo_page() -> str:
             "`reparam deploy NAME`. See [RepMLPNet: train vs deploy]"
             "(../tutorials/repmlpnet.md) and [RepMLPNet as a segmentation backbone]"
             "(../tutorials/segmentation.md).",
+            "",
+            "The models follow timm's conventions (`pretrained_cfg`, `reset_classifier`, "
+            "`features_only` with `out_indices`, `set_grad_checkpointing`, `reparameterize()`) "
+            "and are registered with timm when it is installed; the baseline `resnet50` is "
+            "`reparam_resnet50` there, as timm has its own. No weights are hosted: "
+            "`list_models(pretrained=True)` lists the models with a local weights file. See "
+            "[the zoo as a timm model family]"
+            "(../tutorials/timm.md#the-zoo-as-a-timm-model-family).",
             "",
         ]
     )

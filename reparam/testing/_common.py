@@ -25,7 +25,7 @@ def _signed(n: int, lo: float, hi: float, generator: torch.Generator) -> torch.T
 @torch.no_grad()
 def randomize_norms(
     module: nn.Module,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | int | None = None,
     *,
     mean_std: float = 0.5,
     var_range: tuple[float, float] = (0.5, 2.0),
@@ -44,9 +44,14 @@ def randomize_norms(
 
     Covers BatchNorm/InstanceNorm (running statistics where tracked, affine params where
     present) and the affine params of GroupNorm and LayerNorm. Values are drawn on the CPU in
-    float64 from ``generator`` (a fresh unseeded one if ``None``) and copied into the module's
-    own device and dtype. Returns ``module``.
+    float64 from ``generator`` (an ``int`` seeds a fresh one; a fresh unseeded one if ``None``)
+    and copied into the module's own device and dtype. Returns ``module``.
+
+    This is the project's one norm randomizer: the tests, the benchmarks, the docs' examples
+    and ``reparam.demo`` use it.
     """
+    if isinstance(generator, int):
+        generator = torch.Generator().manual_seed(generator)
     g = generator if generator is not None else torch.Generator()
     for m in module.modules():
         if isinstance(m, _NormBase):

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from reparam.testing import randomize_norms
 from reparam_models.layers import ConvBN, RepMLP, RepMLPBlock, RepMLPNetUnit
 from reparam_models.repmlpnet import RepMLPNet
 
@@ -21,17 +22,9 @@ _BN = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
 def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every BN non-trivial statistics and affine parameters (so folding matters)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, _BN):
-                n = m.num_features
-                m.running_mean.copy_(torch.rand(n, generator=g) * 2 - 1)
-                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_(torch.rand(n, generator=g) * 2 - 1)
-    return model
+    """Non-trivial norm statistics and affine parameters (so folding matters): the project's
+    one randomizer, :func:`reparam.testing.randomize_norms`, seeded with ``seed``."""
+    return randomize_norms(model, seed)
 
 
 def fold_bn(weight: Tensor, bn: nn.Module, bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
