@@ -180,6 +180,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     if env_rank() == 0:
-        as_json = "--json" in (sys.argv[1:] if argv is None else argv)
+        as_json = build_parser().parse_known_args(argv)[0].json
         print(json.dumps(result) if as_json else _summary(result), flush=True)
     return 0

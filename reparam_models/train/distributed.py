@@ -7,6 +7,7 @@ has none of them and is a world of one. The backend is NCCL on CUDA and gloo on 
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,8 @@ import torch
 import torch.distributed as dist
 
 __all__ = [
-    "DistEnv", "barrier", "env_rank", "env_world_size", "gather_objects", "setup", "teardown",
+    "DistEnv", "barrier", "env_rank", "env_world_size", "gather_objects", "param_digest",
+    "setup", "teardown",
 ]
 
 
@@ -86,3 +88,16 @@ def gather_objects(obj: Any) -> list[Any]:
     out: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def param_digest(module: torch.nn.Module) -> str:
+    """SHA-256 of every parameter's bytes, in registration order.
+
+    Ranks whose digests agree hold bit-identical parameters: the check that DDP kept the
+    replicas in step (each rank sees different data, so unsynchronised gradients diverge).
+    """
+    h = hashlib.sha256()
+    for name, p in module.named_parameters():
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()

@@ -24,7 +24,7 @@ from .data import (
     train_loader,
     verification_pairs,
 )
-from .distributed import DistEnv, barrier, setup, teardown
+from .distributed import DistEnv, barrier, gather_objects, param_digest, setup, teardown
 from .loop import (
     FaceTrainer,
     StepState,
@@ -183,6 +183,7 @@ def _run(args: Any, recipe: Recipe, env: DistEnv) -> dict[str, Any]:
         start_epoch = int(saved["epoch"])
         log.info("resumed from %s at epoch %d", path, start_epoch)
 
+    digest_start = param_digest(net)
     ddp: nn.Module = net
     if env.distributed:
         from torch.nn.parallel import DistributedDataParallel
@@ -233,6 +234,9 @@ def _run(args: Any, recipe: Recipe, env: DistEnv) -> dict[str, Any]:
                 stopped = epoch + 1 < args.epochs
                 break
 
+    digests = gather_objects(param_digest(net))
+    if len(set(digests)) > 1:
+        log.warning("the ranks' parameters differ after training: %s", digests)
     final = evaluated()
     result = _deploy_and_compare(final.backbone if face else final, test_set, targets, pairs,
                                  env, args, out_dir)
@@ -243,6 +247,8 @@ def _run(args: Any, recipe: Recipe, env: DistEnv) -> dict[str, Any]:
         global_batch=global_batch, lr=scaled_lr(recipe, global_batch),
         train_images=len(train_set), test_images=len(test_set), img_size=img_size,
         ema=ema is not None, history=history, checkpoint=str(train_path),
+        param_digest_start=digest_start, param_digests=digests,
+        ranks_in_sync=len(set(digests)) == 1,
         seconds=round(time.perf_counter() - start_time, 2),
     )
     return result

@@ -1,0 +1,98 @@
+"""A real (tiny) training run in-process: the ``--json`` result, the deployed checkpoint, and
+resume reproducing an uninterrupted run bit for bit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from _tiny import tiny_args
+
+from reparam_models import create_model
+from reparam_models.train import main, train
+from reparam_models.train.data import load_digits_splits
+
+REQUIRED = {"top1": float, "top1_deployed": float, "prediction_agreement": float,
+            "world_size": int, "start_epoch": int, "epochs": int}
+
+
+def test_json_result_and_deployed_checkpoint(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    assert main(tiny_args(out, "--json")) == 0
+    stdout = capsys.readouterr().out.strip().splitlines()
+    result = json.loads(stdout[-1])
+    for key, kind in REQUIRED.items():
+        assert isinstance(result[key], kind), (key, result.get(key))
+    assert result["world_size"] == 1 and result["start_epoch"] == 0 and result["epochs"] == 1
+    assert 0.0 <= result["top1"] <= 1.0
+    assert result["prediction_agreement"] == 1.0
+    assert result["top1_deployed"] == result["top1"]
+    assert result["test_images"] == 40 and result["train_images"] == 64
+    assert result["ranks_in_sync"] and result["param_digests"][0] != result["param_digest_start"]
+    assert result["params_deployed"] < result["params"]  # the local branches are gone
+
+    # The training checkpoint: every piece a resume needs.
+    saved = torch.load(out / "train.pt", weights_only=True)
+    assert {"model", "optimizer", "scheduler", "scaler", "ema", "epoch"} <= set(saved)
+    assert saved["epoch"] == 1
+
+    # The deployed checkpoint loads into the zoo's inference form and computes what the
+    # trained model computes, on the test images and on another input size.
+    dep = torch.load(out / "deployed.pt", weights_only=True)
+    trained = create_model(dep["model"], **dep["model_kwargs"])
+    trained.load_state_dict(saved["model"])
+    infer = create_model(dep["model"], inference=True, **dep["model_kwargs"])
+    infer.load_state_dict(dep["state_dict"], strict=True)
+    trained.eval(), infer.eval()
+    test = load_digits_splits().test
+    x = torch.stack([torch.from_numpy(test.images[i]).float().div(255).expand(3, 8, 8)
+                     for i in range(8)])
+    for inp in (x, torch.randn(3, 3, 16, 16)):
+        with torch.no_grad():
+            torch.testing.assert_close(infer(inp), trained(inp), rtol=1e-5, atol=1e-5)
+
+
+def _tensors_equal(a: object, b: object, path: str = "") -> None:
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and torch.equal(a, b), path
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), path
+        for k in a:
+            _tensors_equal(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), path  # type: ignore[arg-type]
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):  # type: ignore[call-overload]
+            _tensors_equal(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, path
+
+
+def test_resume_reproduces_an_uninterrupted_run(tmp_path: Path) -> None:
+    # mixup/cutmix (NumPy RNG), RandAugment (Python RNG), crops (torch RNG) and EMA all on
+    recipe = ["--mixup", "0.4", "--cutmix", "1.0", "--ema-decay", "0.9", "--auto-augment",
+              "rand-m9-n2"]
+    whole = train(tiny_args(tmp_path / "whole", *recipe, epochs=2))
+    first = train(tiny_args(tmp_path / "cut", *recipe, "--stop-after-epochs", "1", epochs=2))
+    assert first["stopped_early"] and first["epochs_done"] == 1
+    resumed = train(tiny_args(tmp_path / "cut", *recipe, "--resume", str(tmp_path / "cut"),
+                              epochs=2))
+    assert resumed["start_epoch"] == 1 and resumed["epochs_done"] == 2
+    a = torch.load(tmp_path / "whole" / "train.pt", weights_only=True)
+    b = torch.load(tmp_path / "cut" / "train.pt", weights_only=True)
+    for key in ("model", "optimizer", "scheduler", "scaler", "ema", "epoch"):
+        _tensors_equal(a[key], b[key], key)
+    assert resumed["param_digests"] == whole["param_digests"]
+    assert resumed["history"] == whole["history"][1:]
+    # and the interrupted run had really trained something different by then
+    assert first["param_digests"] != whole["param_digests"]
+
+
+def test_resume_refuses_a_different_seed(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(tiny_args(tmp_path, "--stop-after-epochs", "1", epochs=2)) == 0
+    capsys.readouterr()
+    assert main(tiny_args(tmp_path, "--resume", str(tmp_path), "--seed", "1", epochs=2)) == 2
+    assert "--seed" in capsys.readouterr().err
