@@ -13,6 +13,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def tiny_args(output: Path, *extra: str, epochs: int = 1) -> list[str]:
+    """Train the nano RepMLPNet (8x8 input) on 64 digits, test on 40; ``extra`` overrides."""
     return [
         "--model", "repmlpnet_n8", "--train-limit", "64", "--test-limit", "40",
         "--batch-size", "16", "--epochs", str(epochs), "--progress", "off",

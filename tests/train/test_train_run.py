@@ -12,7 +12,7 @@ from _tiny import tiny_args
 
 from reparam_models import create_model
 from reparam_models.train import main, train
-from reparam_models.train.data import load_digits_splits
+from reparam_models.train.data import load_digits_splits, verification_pairs
 
 REQUIRED = {"top1": float, "top1_deployed": float, "prediction_agreement": float,
             "world_size": int, "start_epoch": int, "epochs": int}
@@ -96,3 +96,43 @@ def test_resume_refuses_a_different_seed(tmp_path: Path,
     capsys.readouterr()
     assert main(tiny_args(tmp_path, "--resume", str(tmp_path), "--seed", "1", epochs=2)) == 2
     assert "--seed" in capsys.readouterr().err
+
+
+FACE_KWARGS = {"img_size": 32, "h": 2, "channels": [16, 32, 64, 128], "stem_channels": 8,
+               "embedding_dim": 16}
+
+
+def test_face_task_trains_with_the_margin_head(tmp_path: Path) -> None:
+    result = train(tiny_args(tmp_path, "--task", "face", "--model", "repmlp_face_res",
+                             "--model-kwargs", json.dumps(FACE_KWARGS)))
+    targets = load_digits_splits().test.targets[:40]
+    assert result["task"] == "face" and result["pairs"] == len(verification_pairs(targets))
+    assert 0.5 <= result["top1"] <= 1.0 and 0.0 <= result["auc"] <= 1.0
+    # deploy is exact in similarity space (decisions of an untrained model can sit on the
+    # threshold, so the agreement itself is checked in the slow test below)
+    assert result["max_abs_similarity_diff"] < 1e-4
+    saved = torch.load(tmp_path / "train.pt", weights_only=True)
+    assert any(k.startswith("head.") for k in saved["model"])  # the CosFace head trained too
+    dep = torch.load(tmp_path / "deployed.pt", weights_only=True)
+    infer = create_model("repmlp_face_res", inference=True, **dep["model_kwargs"])
+    infer.load_state_dict(dep["state_dict"], strict=True)
+
+
+@pytest.mark.slow
+def test_face_task_on_all_digits(tmp_path: Path) -> None:
+    result = train(["--task", "face", "--model", "repmlp_face_res", "--model-kwargs",
+                    json.dumps(FACE_KWARGS), "--epochs", "2", "--warmup-epochs", "0",
+                    "--output", str(tmp_path), "--progress", "off"])
+    assert result["top1"] > 0.6  # verification accuracy, chance 0.5
+    assert result["prediction_agreement"] == 1.0
+
+
+def test_verification_pairs() -> None:
+    targets = [0, 0, 1, 1, 2, 0, 1, 3]  # item 4 is the only 2: it has no same-class partner
+    pairs = verification_pairs(targets, seed=0)
+    assert pairs.tolist() == verification_pairs(targets, seed=0).tolist()  # fixed
+    assert pairs[:, 0].tolist() == [0, 1, 2, 3, 5, 6, 7]
+    for a, b, same in pairs:
+        assert a != b and same == int(targets[a] == targets[b])
+    # even items get a same-class partner, odd items a different-class one
+    assert all(same == (a % 2 == 0) for a, _, same in pairs)
