@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint directory (default: runs/MODEL)")
     t.add_argument("--resume", metavar="PATH", help="train.pt or a run directory")
     t.add_argument("--stop-after-epochs", type=int, metavar="N",
-                   help="stop after N epochs of this invocation (as a killed run would)")
+                   help="stop after N epochs of this invocation, as a killed run would "
+                   "(checkpoint written, no deploy)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     t.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default="auto",
@@ -147,6 +148,10 @@ def resolve(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, Reci
 
 def _summary(result: dict[str, Any]) -> str:
     metric = "verification accuracy" if result["task"] == "face" else "top-1"
+    if result["stopped_early"]:
+        return (f"{result['model']}: stopped after epoch {result['epochs_done']} of "
+                f"{result['epochs']} (--stop-after-epochs); resume with --resume "
+                f"{result['checkpoint']}")
     return (
         f"{result['model']} on {result['data']}: epochs {result['start_epoch'] + 1}.."
         f"{result['epochs_done']} of {result['epochs']}, world size {result['world_size']}\n"

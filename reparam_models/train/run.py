@@ -238,8 +238,12 @@ def _run(args: Any, recipe: Recipe, env: DistEnv) -> dict[str, Any]:
     if len(set(digests)) > 1:
         log.warning("the ranks' parameters differ after training: %s", digests)
     final = evaluated()
-    result = _deploy_and_compare(final.backbone if face else final, test_set, targets, pairs,
-                                 env, args, out_dir)
+    if stopped:  # as a killed run: no deploy; the last evaluation stands
+        last = next((h["top1"] for h in reversed(history) if "top1" in h), None)
+        result = {"top1": last, "top1_deployed": None, "prediction_agreement": None}
+    else:
+        result = _deploy_and_compare(final.backbone if face else final, test_set, targets,
+                                     pairs, env, args, out_dir)
     result.update(
         task=args.task, model=args.model, data=splits.name, recipe=args.recipe,
         world_size=env.world_size, device=str(env.device), start_epoch=start_epoch,

@@ -62,6 +62,7 @@ def test_resume_without_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "no checkpoint to resume" in _one_line_error(capsys)
 
 
+@pytest.mark.slow
 def test_exit_code_of_the_real_command(tmp_path: Path) -> None:
     proc = run_module("--model", "repmlpnet_b22", "--output", str(tmp_path))
     assert proc.returncode == 2

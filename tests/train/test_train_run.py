@@ -12,6 +12,7 @@ from _tiny import tiny_args
 
 from reparam_models import create_model
 from reparam_models.train import main, train
+from reparam_models.train.checkpoint import atomic_save
 from reparam_models.train.data import load_digits_splits, verification_pairs
 
 REQUIRED = {"top1": float, "top1_deployed": float, "prediction_agreement": float,
@@ -77,6 +78,7 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path: Path) -> None:
     whole = train(tiny_args(tmp_path / "whole", *recipe, epochs=2))
     first = train(tiny_args(tmp_path / "cut", *recipe, "--stop-after-epochs", "1", epochs=2))
     assert first["stopped_early"] and first["epochs_done"] == 1
+    assert first["top1_deployed"] is None and not (tmp_path / "cut" / "deployed.pt").exists()
     resumed = train(tiny_args(tmp_path / "cut", *recipe, "--resume", str(tmp_path / "cut"),
                               epochs=2))
     assert resumed["start_epoch"] == 1 and resumed["epochs_done"] == 2
@@ -92,10 +94,12 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path: Path) -> None:
 
 def test_resume_refuses_a_different_seed(tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(tiny_args(tmp_path, "--stop-after-epochs", "1", epochs=2)) == 0
-    capsys.readouterr()
+    # a checkpoint's recorded arguments are checked before anything is loaded from it
+    atomic_save({"args": {"model": "repmlpnet_n8", "task": "classify", "seed": 0,
+                          "batch_size": 16}}, tmp_path / "train.pt")
     assert main(tiny_args(tmp_path, "--resume", str(tmp_path), "--seed", "1", epochs=2)) == 2
-    assert "--seed" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--seed 0" in err[0], err
 
 
 FACE_KWARGS = {"img_size": 32, "h": 2, "channels": [16, 32, 64, 128], "stem_channels": 8,
