@@ -210,6 +210,15 @@ _CFGS: dict[str, dict[str, Any]] = {
                            hs=(64, 32, 16, 8), num_sharesets=(1, 4, 16, 128), img_size=256),
     "repmlpnet_l256": dict(channels=(96, 192, 384, 768), num_blocks=(2, 2, 18, 2),
                            hs=(64, 32, 16, 8), num_sharesets=(1, 4, 32, 256), img_size=256),
+    # Not in the papers: nano configurations for small images (e.g. the 8x8 scikit-learn digits
+    # that ``reparam_models.train`` serves by default). One layout, three stems: the stem's patch
+    # size maps an 8, 16 or 32 pixel input to the same 8x8 first stage.
+    **{
+        f"repmlpnet_n{size}": dict(channels=(16, 32, 64, 128), num_blocks=(1, 1, 1, 1),
+                                   hs=(8, 4, 2, 1), num_sharesets=(1, 2, 4, 8),
+                                   patch_size=size // 8, img_size=size)
+        for size in (8, 16, 32)
+    },
 }
 
 
@@ -305,3 +314,21 @@ def repmlpnet_d256(pretrained: bool = False, **kwargs: Any) -> RepMLPNet:
 def repmlpnet_l256(pretrained: bool = False, **kwargs: Any) -> RepMLPNet:
     """RepMLPNet-L256 (117.64M params, 11.61G MACs, 81.68% top-1)."""
     return _create("repmlpnet_l256", pretrained, **kwargs)
+
+
+@register_model
+def repmlpnet_n8(pretrained: bool = False, **kwargs: Any) -> RepMLPNet:
+    """RepMLPNet-N8: nano, 8x8 input (stem patch 1), for small data; not in the papers."""
+    return _create("repmlpnet_n8", pretrained, **kwargs)
+
+
+@register_model
+def repmlpnet_n16(pretrained: bool = False, **kwargs: Any) -> RepMLPNet:
+    """RepMLPNet-N16: nano, 16x16 input (stem patch 2), for small data; not in the papers."""
+    return _create("repmlpnet_n16", pretrained, **kwargs)
+
+
+@register_model
+def repmlpnet_n32(pretrained: bool = False, **kwargs: Any) -> RepMLPNet:
+    """RepMLPNet-N32: nano, 32x32 input (stem patch 4), for small data; not in the papers."""
+    return _create("repmlpnet_n32", pretrained, **kwargs)
