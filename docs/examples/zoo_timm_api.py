@@ -1,8 +1,9 @@
 """Tutorial: the zoo's models behave like a timm model family.
 
-A narrow RepMLPNet with the T224 layout (designed for 32x32 inputs) keeps the example fast; every
-call works the same on the full-size models. Needs only torch; the last section uses timm's
-``reparameterize_model`` when timm is installed.
+A narrow RepMLPNet with the T224 layout (designed for 32x32 inputs) keeps the
+example fast; every call works the same on the full-size models. Needs only
+torch; the last section uses timm's ``reparameterize_model`` when timm is
+installed.
 """
 
 # --8<-- [start:cfg]
@@ -19,10 +20,12 @@ TINY_T224 = dict(
     img_size=32,
 )
 
-model = reparam_models.create_model("repmlpnet_t224", num_classes=10, **TINY_T224)
+model = reparam_models.create_model(
+    "repmlpnet_t224", num_classes=10, **TINY_T224
+)
 cfg = model.pretrained_cfg  # also model.default_cfg
-for key in ("input_size", "mean", "std", "crop_pct", "interpolation", "first_conv",
-            "classifier", "num_classes", "origin_url", "file"):
+for key in ("input_size", "mean", "std", "crop_pct", "interpolation",
+            "first_conv", "classifier", "num_classes", "origin_url", "file"):
     print(f"{key:13}: {cfg[key]}")
 # --8<-- [end:cfg]
 
@@ -45,7 +48,8 @@ print("maps     :", [tuple(m.shape) for m in backbone(x)])
 # --8<-- [end:features]
 
 # --8<-- [start:pretrained]
-print(reparam_models.list_models(pretrained=True))  # no local weights file is known yet
+# no local weights file is known yet:
+print(reparam_models.list_models(pretrained=True))
 try:
     reparam_models.create_model("repmlpnet_t224", pretrained=True)
 except reparam_models.PretrainedWeightsError as err:
@@ -54,7 +58,7 @@ except reparam_models.PretrainedWeightsError as err:
 
 # --8<-- [start:checkpointing]
 model.train()
-model.set_grad_checkpointing()  # each RepMLPNet unit recomputed in the backward pass
+model.set_grad_checkpointing()  # each unit recomputed in the backward pass
 model(x).logsumexp(dim=1).sum().backward()
 model.set_grad_checkpointing(False)
 # --8<-- [end:checkpointing]
@@ -66,18 +70,23 @@ with torch.no_grad():
     before = model(x)
     model.reparameterize()  # reparam.deploy(model, inplace=True)
     after = model(x)
-print(type(model).__name__, "relative error:", ((after - before).norm() / before.norm()).item())
+err = ((after - before).norm() / before.norm()).item()
+print(type(model).__name__, "relative error:", err)
 
 try:
     from timm.utils.model import reparameterize_model
 except ImportError:
     print("timm is not installed: skipping timm's reparameterize_model")
 else:
-    fresh = reparam_models.create_model("repmlpnet_t224", num_classes=10, **TINY_T224).eval()
+    fresh = reparam_models.create_model(
+        "repmlpnet_t224", num_classes=10, **TINY_T224
+    ).eval()
     randomize_norms(fresh, 0)
-    deployed = reparameterize_model(fresh)  # calls .reparameterize() on the submodules
+    # calls .reparameterize() on the submodules:
+    deployed = reparameterize_model(fresh)
     with torch.no_grad():
         err = ((deployed(x) - fresh(x)).norm() / fresh(x).norm()).item()
     print("timm's reparameterize_model, relative error:", err)
-    print("head_norm left for model.reparameterize():", hasattr(deployed, "head_norm"))
+    left = hasattr(deployed, "head_norm")
+    print("head_norm left for model.reparameterize():", left)
 # --8<-- [end:reparameterize]
