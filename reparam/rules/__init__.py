@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from reparam.rules.base import Rewrite, Rule, RuleContext
+from reparam.rules.computed_weights import ComputedWeightsAsLayer
 from reparam.rules.concat_convs import MergeConcatConvs
 from reparam.rules.conv_norm import FoldNormAfterConv
 from reparam.rules.grouped_fc import GroupedFcAsBmm
@@ -17,6 +18,9 @@ from reparam.rules.registry import RuleRegistry
 from reparam.rules.sequential_convs import MergeSequentialConvs
 
 BUILTIN_RULES: tuple[type[Rule], ...] = (
+    # -- linear structures (issue 8, part A): canonical layers first ---------------------
+    ComputedWeightsAsLayer,
+    # -- end of part A ----------------------------------------------------------------
     FoldNormAfterConv,
     FoldNormAfterLinear,
     LocalityInjection,
