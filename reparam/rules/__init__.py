@@ -16,10 +16,12 @@ from reparam.rules.pad_through_pointwise import PadThroughPointwise
 from reparam.rules.parallel_branches import MergeParallelBranches
 from reparam.rules.registry import RuleRegistry
 from reparam.rules.sequential_convs import MergeSequentialConvs
+from reparam.rules.transposed_conv_norm import FoldNormAfterTransposedConv
 
 BUILTIN_RULES: tuple[type[Rule], ...] = (
     # -- linear structures (issue 8, part A): canonical layers first ---------------------
     ComputedWeightsAsLayer,
+    FoldNormAfterTransposedConv,
     # -- end of part A ----------------------------------------------------------------
     FoldNormAfterConv,
     FoldNormAfterLinear,

@@ -17,6 +17,7 @@ from .kernels import (
     regroup_kernel,
 )
 from .locality import conv_to_fc, dense_to_grouped_fc, grouped_fc_to_dense
+from .transposed import fold_affine_after_transposed
 
 __all__ = [
     "avgpool_kernel",
@@ -28,6 +29,7 @@ __all__ = [
     "diagonal_kernel",
     "dilate_kernel",
     "fold_affine_after",
+    "fold_affine_after_transposed",
     "fold_affine_before",
     "grouped_fc_to_dense",
     "identity_kernel",
