@@ -14,6 +14,7 @@ from reparam.rules.norm_linear import FoldNormBeforeLinear
 from reparam.rules.pad_into_conv import FoldPadIntoConv
 from reparam.rules.pad_through_pointwise import PadThroughPointwise
 from reparam.rules.parallel_branches import MergeParallelBranches
+from reparam.rules.parallel_linears import MergeParallelLinears
 from reparam.rules.registry import RuleRegistry
 from reparam.rules.sequential_convs import MergeSequentialConvs
 from reparam.rules.transposed_conv_norm import FoldNormAfterTransposedConv
@@ -22,6 +23,7 @@ BUILTIN_RULES: tuple[type[Rule], ...] = (
     # -- linear structures (issue 8, part A): canonical layers first ---------------------
     ComputedWeightsAsLayer,
     FoldNormAfterTransposedConv,
+    MergeParallelLinears,
     # -- end of part A ----------------------------------------------------------------
     FoldNormAfterConv,
     FoldNormAfterLinear,

@@ -16,6 +16,7 @@ from .kernels import (
     pad_kernel,
     regroup_kernel,
 )
+from .linear import merge_linears
 from .locality import conv_to_fc, dense_to_grouped_fc, grouped_fc_to_dense
 from .transposed import fold_affine_after_transposed
 
@@ -33,6 +34,7 @@ __all__ = [
     "fold_affine_before",
     "grouped_fc_to_dense",
     "identity_kernel",
+    "merge_linears",
     "norm_to_affine",
     "pad_kernel",
     "regroup_kernel",
