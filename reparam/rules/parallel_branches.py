@@ -40,6 +40,7 @@ from torch.fx import Node
 from reparam.convspec import ConvSpec, conv_from_spec, is_plain_conv, spec_from_conv
 from reparam.convspec_chain import chain_macs_per_output, compose_specs, pool_spec
 from reparam.errors import Refusal
+from reparam.graph.crop import crop_of
 from reparam.graph.views import SumView, channel_affine, is_sum_root, single_user, sum_terms
 from reparam.rules.base import Rewrite, Rule, RuleContext, absmax
 from reparam.rules.pad_through_pointwise import bias_pad_match, fill_reason, zero_pad_args
@@ -55,7 +56,7 @@ from reparam.transforms import (
 _POOLS = {1: nn.AvgPool1d, 2: nn.AvgPool2d, 3: nn.AvgPool3d}
 
 
-@dataclass
+@dataclass(eq=False)
 class Term:
     """One summand as an affine map of ``source``."""
 
@@ -67,6 +68,7 @@ class Term:
     affine: object | None = None  # AffineView applied last, if any
     spec: ConvSpec | None = None  # kind == chain: the composed conv (before ``affine``)
     macs: int = 0  # kind == chain: multiply-adds of its two layers per output position
+    crop: tuple[tuple[int, int], ...] | None = None  # kind == conv on a crop of ``source``
 
 
 def _is_avgpool(module: nn.Module) -> bool:
@@ -95,7 +97,11 @@ def classify(node: Node, ctx: RuleContext) -> Term:
             if chain is not None:
                 return chain
             if is_plain_conv(module):
-                return Term(node, inner.args[0], "conv", conv_node=inner, affine=affine)
+                src = inner.args[0]
+                crop = crop_of(src, ctx.shape(src)) if single_user(src) else None
+                if crop is not None:
+                    return Term(node, crop[0], "conv", conv_node=inner, affine=affine, crop=crop[1])
+                return Term(node, src, "conv", conv_node=inner, affine=affine)
             if _is_avgpool(module):
                 return Term(node, inner.args[0], "pool", pool=module, affine=affine)
     return Term(node, node, "identity")
@@ -167,6 +173,10 @@ def _as_spec(
     zero_pad = tuple((0, 0) for _ in range(dims))
     if term.kind in ("conv", "chain"):
         spec = term.spec or spec_from_conv(ctx.module(term.conv_node.target))
+        if term.crop is not None:
+            spec = _cropped(spec, term.crop)
+            if isinstance(spec, Refusal):
+                return spec
         weight = regroup_kernel(spec.weight, spec.groups, groups)
         spec = ConvSpec(
             weight, spec.bias, spec.stride, spec.padding, spec.dilation, groups, spec.padding_mode
@@ -202,6 +212,31 @@ def _as_spec(
         )
         spec = spec.with_weights(w, b)
     return spec
+
+
+def _cropped(spec: ConvSpec, crop: tuple[tuple[int, int], ...]) -> ConvSpec | Refusal:
+    """A conv on ``x`` cropped by ``crop``: the same conv on ``x`` with padding ``-crop``
+    (its taps start ``crop`` further in), exact where the conv does not pad a cropped side;
+    otherwise it would read real pixels where the original reads its zero padding."""
+    if len(crop) != spec.dims:
+        return Refusal("the crop and the conv disagree on the spatial rank")
+    padding = []
+    for d, ((lo, hi), (left, right)) in enumerate(zip(crop, spec.padding, strict=True)):
+        if (lo and left) or (hi and right):
+            return Refusal(
+                f"the crop removes real pixels in spatial dim {d} that the conv then pads with "
+                "zeros: no padding of the uncropped input reproduces that border"
+            )
+        padding.append((left - lo, right - hi))
+    return ConvSpec(
+        spec.weight,
+        spec.bias,
+        spec.stride,
+        tuple(padding),
+        spec.dilation,
+        spec.groups,
+        spec.padding_mode,
+    )
 
 
 def _tuple(value, dims: int) -> tuple[int, ...]:
@@ -258,6 +293,8 @@ def align_specs(specs: list[ConvSpec]) -> tuple[list[torch.Tensor], ConvSpec] | 
             ends.append(off + units)
         size = max(ends)
         right = sig.pop() - left + dil * (size - 1)
+        if left < 0:
+            return Refusal(f"every branch crops spatial dim {d}: no conv padding starts there")
         if right < 0:
             return Refusal(f"no conv padding reproduces the branches' output grid in dim {d}")
         dilation.append(dil)
@@ -346,10 +383,10 @@ class MergeParallelBranches(Rule):
 
     def check(self, m: BranchMatch, ctx: RuleContext) -> BranchPlan | Refusal:
         plan = self._check_terms(m, ctx)
-        chains = [t for t in m.terms if t.kind == "chain"]
+        chains = [t for t in m.terms if t.kind == "chain" or t.crop is not None]
         if isinstance(plan, Refusal) and chains:
-            # the other branches may still merge, leaving the two-layer branches as they are
-            rest = [t for t in m.terms if t.kind != "chain"]
+            # the other branches may still merge, leaving two-layer / cropped ones as they are
+            rest = [t for t in m.terms if all(t is not c for c in chains)]
             if len(rest) >= 2 and not all(t.kind == "identity" for t in rest):
                 others = m.others + [t.node for t in chains]
                 fallback = self._check_terms(BranchMatch(m.view, m.source, rest, others), ctx)
