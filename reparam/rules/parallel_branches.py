@@ -69,6 +69,7 @@ class Term:
     spec: ConvSpec | None = None  # kind == chain: the composed conv (before ``affine``)
     macs: int = 0  # kind == chain: multiply-adds of its two layers per output position
     crop: tuple[tuple[int, int], ...] | None = None  # kind == conv on a crop of ``source``
+    reason: str = ""  # kind == chain: why the two layers do not compose (spec is None)
 
 
 def _is_avgpool(module: nn.Module) -> bool:
@@ -146,11 +147,9 @@ def _chain_term(
         b = spec_from_conv(module)
     else:
         b = pool_spec(module, a.out_channels, a.weight)
-        if isinstance(b, str):
-            return None
-    spec = compose_specs(a, b, extra)
+    spec = b if isinstance(b, str) else compose_specs(a, b, extra)
     if isinstance(spec, str):
-        return None
+        return Term(node, first.args[0], "chain", affine=affine, reason=spec)
     macs = chain_macs_per_output(a, b, is_plain_conv(module))
     conv_node = second if is_plain_conv(module) else None
     pool = None if conv_node is not None else module
@@ -395,6 +394,9 @@ class MergeParallelBranches(Rule):
         return plan
 
     def _check_terms(self, m: BranchMatch, ctx: RuleContext) -> BranchPlan | Refusal:
+        for t in m.terms:
+            if t.reason:
+                return Refusal(f"a two-layer branch does not compose: {t.reason}")
         convs = [t for t in m.terms if t.kind == "conv"]
         conv_modules = [
             t.spec if t.kind == "chain" else spec_from_conv(ctx.module(t.conv_node.target))
