@@ -136,8 +136,7 @@ class ECB(nn.Module):
             return
         self.conv3x3 = nn.Conv2d(cin, cout, 3, padding=1)
         self.branches = nn.ModuleList(
-            SeqConv3x3(k, cin, cout)
-            for k in ("conv1x1-conv3x3", "sobelx", "sobely", "laplacian")
+            SeqConv3x3(k, cin, cout) for k in ("conv1x1-conv3x3", "sobelx", "sobely", "laplacian")
         )
         self.with_idt = cin == cout
 
