@@ -238,6 +238,11 @@ def _cropped(spec: ConvSpec, crop: tuple[tuple[int, int], ...]) -> ConvSpec | Re
     )
 
 
+def _bad_crop(term: Term, ctx: RuleContext) -> bool:
+    spec = spec_from_conv(ctx.module(term.conv_node.target))
+    return isinstance(_cropped(spec, term.crop), Refusal)
+
+
 def _tuple(value, dims: int) -> tuple[int, ...]:
     return tuple(value) if isinstance(value, (tuple, list)) else (value,) * dims
 
@@ -382,15 +387,20 @@ class MergeParallelBranches(Rule):
 
     def check(self, m: BranchMatch, ctx: RuleContext) -> BranchPlan | Refusal:
         plan = self._check_terms(m, ctx)
-        chains = [t for t in m.terms if t.kind == "chain" or t.crop is not None]
-        if isinstance(plan, Refusal) and chains:
-            # the other branches may still merge, leaving two-layer / cropped ones as they are
-            rest = [t for t in m.terms if all(t is not c for c in chains)]
-            if len(rest) >= 2 and not all(t.kind == "identity" for t in rest):
-                others = m.others + [t.node for t in chains]
-                fallback = self._check_terms(BranchMatch(m.view, m.source, rest, others), ctx)
-                if not isinstance(fallback, Refusal):
-                    return fallback
+        if not isinstance(plan, Refusal):
+            return plan
+        # the other branches may still merge, leaving two-layer / cropped ones as they are:
+        # first without the ones that cannot merge at all, then without any of them
+        bad = [t for t in m.terms if t.reason or (t.crop is not None and _bad_crop(t, ctx))]
+        composite = [t for t in m.terms if t.kind == "chain" or t.crop is not None]
+        for leave_out in (bad, composite):
+            rest = [t for t in m.terms if all(t is not c for c in leave_out)]
+            if not leave_out or len(rest) < 2 or all(t.kind == "identity" for t in rest):
+                continue
+            others = m.others + [t.node for t in leave_out]
+            fallback = self._check_terms(BranchMatch(m.view, m.source, rest, others), ctx)
+            if not isinstance(fallback, Refusal):
+                return fallback
         return plan
 
     def _check_terms(self, m: BranchMatch, ctx: RuleContext) -> BranchPlan | Refusal:

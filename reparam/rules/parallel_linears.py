@@ -23,7 +23,7 @@ from torch import nn
 from torch.fx import Node
 
 from reparam.errors import Refusal
-from reparam.graph.views import single_user, sum_terms, value_users
+from reparam.graph.views import is_sum_root, single_user, sum_terms, value_users
 from reparam.rules.base import Rewrite, Rule, RuleContext, absmax
 from reparam.transforms import merge_linears
 
@@ -131,7 +131,7 @@ def _terms(top: Node) -> tuple[list[tuple[Node, float]], bool] | None:
     if stacked is not None:
         parts, f = stacked
         return [(p, factor * f) for p in parts], True
-    view = sum_terms(inner)
+    view = sum_terms(inner) if is_sum_root(inner) else None
     if view is None:
         return None
     return [(t, factor) for t in view.terms], inner is not top

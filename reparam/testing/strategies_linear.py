@@ -158,7 +158,7 @@ class TransposedNorm(nn.Module):
         super().__init__()
         self.up, self.also_return, self.use_scale = conv, also_return, use_scale
         self.bn = _BN[dims](cout)
-        self.gamma = nn.Parameter(torch.randn(cout, *((1,) * dims)))
+        self.gamma = nn.Parameter(torch.randn(1, cout, *((1,) * dims)))
 
     def forward(self, x):
         y = self.up(x)
