@@ -140,9 +140,7 @@ def _tied_reason(arg: object, ctx: RuleContext) -> str | None:
         return None
     value = ctx.constant_value(arg)
     others = [
-        n
-        for n in ctx.graph.nodes
-        if n.op == "get_attr" and n is not arg and n.target == arg.target
+        n for n in ctx.graph.nodes if n.op == "get_attr" and n is not arg and n.target == arg.target
     ]
     if others or len(arg.users) > 1:
         return f"weight '{ctx.qualified(str(arg.target))}' is also read elsewhere (tied)"

@@ -358,14 +358,21 @@ class MergeParallelBranches(Rule):
     name = "parallel_branches"
     summary = (
         "summed branches of one input (convs of any size, 1×k/k×1, dilated, identity, "
-        "norm-only identity, x*gamma, avg pool) → one conv"
+        "norm-only identity, x*gamma, avg pool, conv/avg pool after a 1×1 (DBB, ECBSR), a conv "
+        "on a crop of the input (ACNet)) → one conv"
     )
-    pattern = "sum_t branch_t(x), branch ∈ {conv, identity, affine, avgpool}[∘ affine]"
+    pattern = (
+        "sum_t branch_t(x), branch ∈ {conv, conv∘crop, identity, affine, avgpool, "
+        "(conv|avgpool)∘[pad_b]∘conv}[∘ affine]"
+    )
     refuses_when = (
         "branches differ in stride or output size (padding not centred alike)",
         "branches pad with different padding modes at a border they read",
         "a branch's intermediate output is used elsewhere",
         "identity-like branches with in ≠ out channels",
+        "a two-layer branch does not compose (the second pads after a biased or k×k first, "
+        "count_include_pad=False over padding)",
+        "a branch crops a side of the input that its conv then zero-pads",
         "the merged conv would cost more multiply-adds than the branches (unless allow_slower)",
     )
 

@@ -29,7 +29,10 @@ class FoldNormAfterTransposedConv(Rule):
     """Replaces transposed conv → norm with one transposed conv."""
 
     name = "transposed_conv_norm"
-    summary = "transposed conv (1d/2d/3d, groups, output_padding, dilation) → norm or scale"
+    summary = (
+        "transposed conv (1d/2d/3d, groups, output_padding, dilation) followed by a batch norm "
+        "or per-channel scale"
+    )
     pattern = "affine(conv_transpose(x))"
     refuses_when = (
         "the norm uses batch statistics (training mode, no running stats)",
