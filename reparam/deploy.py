@@ -403,8 +403,8 @@ class _Scope:
             module = self.module.get_submodule(path)
             if (
                 module._modules
-                or module._parameters
-                or module._buffers
+                or any(v is not None for v in module._parameters.values())
+                or any(v is not None for v in module._buffers.values())
                 or id(module) in self.shared
                 or any(a == path or a.startswith(path + ".") for a in after)
             ):

@@ -5,7 +5,8 @@
 * :func:`channel_affine` sees every eval-mode batch norm (BatchNorm1d/2d/3d, SyncBatchNorm, a
   subclass traced into ``F.batch_norm`` on constant statistics) and a per-channel scale
   ``x * gamma`` as the same thing: ``y = scale[c] * x + shift[c]`` along dim 1.
-* :func:`drop_noops` removes eval-mode Dropout and Identity.
+* :func:`drop_noops` removes eval-mode Dropout, Identity and activations that are provably
+  the identity (:func:`is_identity_activation`).
 """
 
 from __future__ import annotations
@@ -252,8 +253,54 @@ def channel_affine(node: Node, root: nn.Module) -> AffineView | Refusal | None:
     return None
 
 
+def _is_one(value: object, root: nn.Module) -> bool:
+    """``value`` (a number, a tensor, or a graph constant of the model) is exactly 1 everywhere."""
+    if isinstance(value, Node):
+        if value.op != "get_attr":
+            return False
+        value = resolve_attr(root, str(value.target))
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return value == 1
+    if isinstance(value, torch.Tensor):
+        return value.numel() > 0 and bool((value.detach() == 1).all())
+    return False
+
+
+def is_identity_activation(node: Node, root: nn.Module) -> bool:
+    r"""An activation that computes its input exactly, whatever the input.
+
+    ``leaky_relu(x, a) = max(x, 0) + a min(x, 0)`` is ``x`` for ``a = 1``, and so is
+    ``prelu(x, w)`` where every ``w`` is 1: ``nn.LeakyReLU(1.0)``, ``F.leaky_relu(x, 1.0)``
+    (positional or ``negative_slope=``), ``nn.PReLU`` with all weights 1 and ``F.prelu`` on a
+    constant all-ones weight. VanillaNet (arXiv:2305.12972, Sec. 3.2) anneals its activation
+    ``F.leaky_relu(x, act_learn)`` to ``act_learn = 1`` for deployment: that is this case.
+    Anything else (a slope read from the input, a weight that is not exactly 1) is kept.
+    """
+    if node.op == "call_module":
+        module = resolve_attr(root, node.target)
+        if type(module) is nn.LeakyReLU:
+            return _is_one(module.negative_slope, root)
+        if type(module) is nn.PReLU:
+            return _is_one(module.weight, root)
+        return False
+    if node.op != "call_function":
+        return False
+    if node.target is F.leaky_relu:
+        slope = node.kwargs.get("negative_slope", node.args[1] if len(node.args) > 1 else 0.01)
+        return _is_one(slope, root)
+    if node.target in (F.prelu, torch.prelu):
+        weight = node.kwargs.get("weight", node.args[1] if len(node.args) > 1 else None)
+        return _is_one(weight, root)
+    return False
+
+
 def is_noop(node: Node, root: nn.Module) -> bool:
-    """Eval-mode Dropout, Identity, and F.dropout(training=False) compute ``x``."""
+    """Eval-mode Dropout, Identity, F.dropout(training=False) and identity activations
+    compute ``x``."""
+    if is_identity_activation(node, root):
+        return True
     if node.op == "call_module":
         module = resolve_attr(root, node.target)
         if untrusted_reason(module) is not None:
@@ -275,8 +322,12 @@ def drop_noops(graph: fx.Graph, root: nn.Module) -> int:
     removed = 0
     for node in list(graph.nodes):
         if is_noop(node, root) and node.args and isinstance(node.args[0], Node):
+            inputs = node.all_input_nodes
             node.replace_all_uses_with(node.args[0])
             graph.erase_node(node)
+            for other in inputs:  # a PReLU weight read only here
+                if other.op == "get_attr" and not other.users:
+                    graph.erase_node(other)
             removed += 1
     return removed
 

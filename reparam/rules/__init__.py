@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from reparam.rules.base import Rewrite, Rule, RuleContext
 from reparam.rules.border_fill import BorderFillAsPad
+from reparam.rules.computed_weights import ComputedWeightsAsLayer
 from reparam.rules.concat_convs import MergeConcatConvs
 from reparam.rules.conv_norm import FoldNormAfterConv
 from reparam.rules.grouped_fc import GroupedFcAsBmm
@@ -14,10 +15,17 @@ from reparam.rules.norm_linear import FoldNormBeforeLinear
 from reparam.rules.pad_into_conv import FoldPadIntoConv
 from reparam.rules.pad_through_pointwise import PadThroughPointwise
 from reparam.rules.parallel_branches import MergeParallelBranches
+from reparam.rules.parallel_linears import MergeParallelLinears
 from reparam.rules.registry import RuleRegistry
 from reparam.rules.sequential_convs import MergeSequentialConvs
+from reparam.rules.transposed_conv_norm import FoldNormAfterTransposedConv
 
 BUILTIN_RULES: tuple[type[Rule], ...] = (
+    # -- linear structures (issue 8, part A): canonical layers first ---------------------
+    ComputedWeightsAsLayer,
+    FoldNormAfterTransposedConv,
+    MergeParallelLinears,
+    # -- end of part A ----------------------------------------------------------------
     FoldNormAfterConv,
     FoldNormAfterLinear,
     LocalityInjection,

@@ -134,28 +134,36 @@ class RuleContext:
 
     def constant_value(self, node: object) -> torch.Tensor | None:
         """The value of ``node`` when it depends only on the model's parameters, buffers and
-        constants (not on the inputs), evaluated on demand; None otherwise."""
+        constants (not on the inputs), evaluated on demand; None otherwise (or when it is not
+        a tensor). Intermediate non-tensor values (a parameter's ``.shape``) may take part."""
         if isinstance(node, (int, float)) and not isinstance(node, bool):
             return torch.tensor(node)
+        value = self._constant(node)
+        return value if isinstance(value, torch.Tensor) else None
+
+    _NOT_CONSTANT = object()
+
+    def _constant(self, node: object) -> object:
         if not isinstance(node, Node):
-            return None
+            return node
         cache = self.__dict__.setdefault("_constants", {})
         if node in cache:
             return cache[node]
-        value = None
+        value = self._NOT_CONSTANT
         if node.op == "get_attr":
             from reparam.graph.views import resolve_attr
 
             obj = resolve_attr(self.root, str(node.target))
-            value = obj.detach() if isinstance(obj, torch.Tensor) else None
+            if isinstance(obj, torch.Tensor):
+                value = obj.detach()
         elif node.op in ("call_function", "call_method"):
             ok = True
 
             def arg(a):
                 nonlocal ok
                 if isinstance(a, Node):
-                    v = self.constant_value(a)
-                    ok = ok and v is not None
+                    v = self._constant(a)
+                    ok = ok and v is not self._NOT_CONSTANT
                     return v
                 return a
 
@@ -169,9 +177,7 @@ class RuleContext:
                         else:
                             value = getattr(args[0], node.target)(*args[1:], **kwargs)
                 except Exception:  # noqa: BLE001 - not evaluable: not a constant
-                    value = None
-        if not isinstance(value, torch.Tensor):
-            value = None
+                    value = self._NOT_CONSTANT
         cache[node] = value
         return value
 

@@ -31,6 +31,7 @@ class FoldPadIntoConv(Rule):
         "the pad reaches the channel or batch dim",
         "the total padding is asymmetric at stride > 1",
         "the padded tensor is used elsewhere",
+        "the pad is negative (a crop; see parallel_branches for crops before a conv)",
     )
 
     def match(self, node: Node, ctx: RuleContext) -> tuple[Node, Node] | None:
@@ -51,6 +52,10 @@ class FoldPadIntoConv(Rule):
             return Refusal(f"the conv pads with mode '{spec.padding_mode}'")
         if not single_user(pad):
             return Refusal("the padded tensor is used elsewhere")
+        if any(p < 0 for p in pads):
+            # a crop, then the conv's zero padding: the conv must not read the cropped pixels
+            # where it read zeros, so no padding of the uncropped input is the same
+            return Refusal("negative pad (a crop): not a padding of the conv's input")
         extra = [(0, 0)] * spec.dims
         for i in range(len(pads) // 2):  # F.pad lists the last dim first
             extra[spec.dims - 1 - i] = (pads[2 * i], pads[2 * i + 1])

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch.fx import Node
 
-from reparam.convspec import is_plain_conv, spec_from_conv
+from reparam.convspec import ConvSpec, is_plain_conv, spec_from_conv
 from reparam.errors import Refusal
 from reparam.graph.views import single_user, value_users
 from reparam.rules.base import Rewrite, Rule, RuleContext
@@ -59,6 +59,46 @@ class _Match:
     fill: Node
 
 
+def bias_pad_match(node: Node, ctx: RuleContext) -> _Match | None:
+    """``pad(conv(x) - c) + c`` rooted at the add ``node`` (c not checked yet), else None."""
+    if node.op != "call_function" or node.target not in _ADDS or len(node.args) != 2:
+        return None
+    for pad, fill in (node.args, reversed(node.args)):
+        if not isinstance(pad, Node) or zero_pad_args(pad) is None:
+            continue
+        sub = pad.args[0]
+        if not (
+            isinstance(sub, Node)
+            and sub.op == "call_function"
+            and sub.target in _SUBS
+            and len(sub.args) == 2
+            and isinstance(sub.args[0], Node)
+        ):
+            continue
+        conv = sub.args[0]
+        if conv.op == "call_module" and is_plain_conv(ctx.module(conv.target)):
+            return _Match(node, pad, sub, conv, fill)
+    return None
+
+
+def fill_reason(m: _Match, spec: ConvSpec, ctx: RuleContext) -> str | None:
+    """Why the fill ``c`` is not the conv's bias per channel (None when it is)."""
+    fill, fill2 = ctx.constant_value(m.fill), ctx.constant_value(m.sub.args[1])
+    if fill is None or fill2 is None:
+        return "the fill value depends on the input"
+    bias = spec.bias if spec.bias is not None else torch.zeros(spec.out_channels)
+    shape = (1, spec.out_channels) + (1,) * spec.dims
+    try:
+        fill, fill2 = fill.expand(shape), fill2.expand(shape)
+    except RuntimeError:
+        return "the fill value is not one value per channel"
+    b = bias.reshape(shape).to(fill)
+    tol = tolerance_for(spec.weight.dtype) * max(1.0, float(b.abs().max()))
+    if float((fill - b).abs().max()) > tol or float((fill2 - b).abs().max()) > tol:
+        return "the fill value differs from the conv's bias: the border would differ"
+    return None
+
+
 class PadThroughPointwise(Rule):
     """Replaces pad(conv1x1(x) - b) + b with conv1x1(pad(x))."""
 
@@ -73,24 +113,7 @@ class PadThroughPointwise(Rule):
     )
 
     def match(self, node: Node, ctx: RuleContext) -> _Match | None:
-        if node.op != "call_function" or node.target not in _ADDS or len(node.args) != 2:
-            return None
-        for pad, fill in (node.args, reversed(node.args)):
-            if not isinstance(pad, Node) or zero_pad_args(pad) is None:
-                continue
-            sub = pad.args[0]
-            if not (
-                isinstance(sub, Node)
-                and sub.op == "call_function"
-                and sub.target in _SUBS
-                and len(sub.args) == 2
-                and isinstance(sub.args[0], Node)
-            ):
-                continue
-            conv = sub.args[0]
-            if conv.op == "call_module" and is_plain_conv(ctx.module(conv.target)):
-                return _Match(node, pad, sub, conv, fill)
-        return None
+        return bias_pad_match(node, ctx)
 
     def check(self, m: _Match, ctx: RuleContext) -> _Match | Refusal:
         spec = spec_from_conv(ctx.module(m.conv.target))
@@ -123,20 +146,8 @@ class PadThroughPointwise(Rule):
         merged *= math.prod(after.kernel_size)
         if merged > spec.macs_per_output() * math.prod(after.stride) + after.macs_per_output():
             return Refusal("composing the 1×1 with the next conv would cost more multiply-adds")
-        fill, fill2 = ctx.constant_value(m.fill), ctx.constant_value(m.sub.args[1])
-        if fill is None or fill2 is None:
-            return Refusal("the fill value depends on the input")
-        bias = spec.bias if spec.bias is not None else torch.zeros(spec.out_channels)
-        shape = (1, spec.out_channels) + (1,) * spec.dims
-        try:
-            fill, fill2 = fill.expand(shape), fill2.expand(shape)
-        except RuntimeError:
-            return Refusal("the fill value is not one value per channel")
-        b = bias.reshape(shape).to(fill)
-        tol = tolerance_for(spec.weight.dtype) * max(1.0, float(b.abs().max()))
-        if float((fill - b).abs().max()) > tol or float((fill2 - b).abs().max()) > tol:
-            return Refusal("the fill value differs from the conv's bias: the border would differ")
-        return m
+        reason = fill_reason(m, spec, ctx)
+        return Refusal(reason) if reason else m
 
     def rewrite(self, m: _Match, ctx: RuleContext) -> Rewrite:
         site = ctx.site_name(m.add)

@@ -3,8 +3,11 @@ r"""Merge parallel branches of one input that are summed into one conv.
 Every branch term is an affine map of the shared input ``x`` written as a conv:
 a conv (any kernel size, asymmetric ``1×k``/``k×1``, dilated), the identity (a one-hot
 centre kernel), a per-channel affine of ``x`` (a norm-only identity, ``x * gamma``), or an
-average pool with ``count_include_pad=True`` (a ``1/k²`` depthwise kernel), each optionally
-followed by a per-channel affine. Convolution is linear in the kernel, so
+average pool with ``count_include_pad=True`` (a ``1/k²`` depthwise kernel), or a conv / average
+pool after another conv (DBB's 1×1 → avg-pool and 1×1 → k×k branches, ECBSR's 1×1 → Sobel /
+Laplacian branches; the two compose into one kernel, see :mod:`reparam.convspec_chain`, also
+through DBB's "pad with the 1×1's bias"), each optionally followed by a per-channel affine.
+Convolution is linear in the kernel, so
 
 .. math:: \sum_t (W_t * x + b_t) = \Big(\sum_t \operatorname{pad}(W_t)\Big) * x + \sum_t b_t
 
@@ -35,9 +38,12 @@ from torch import nn
 from torch.fx import Node
 
 from reparam.convspec import ConvSpec, conv_from_spec, is_plain_conv, spec_from_conv
+from reparam.convspec_chain import chain_macs_per_output, compose_specs, pool_spec
 from reparam.errors import Refusal
+from reparam.graph.crop import crop_of
 from reparam.graph.views import SumView, channel_affine, is_sum_root, single_user, sum_terms
 from reparam.rules.base import Rewrite, Rule, RuleContext, absmax
+from reparam.rules.pad_through_pointwise import bias_pad_match, fill_reason, zero_pad_args
 from reparam.transforms import (
     avgpool_kernel,
     diagonal_kernel,
@@ -50,7 +56,7 @@ from reparam.transforms import (
 _POOLS = {1: nn.AvgPool1d, 2: nn.AvgPool2d, 3: nn.AvgPool3d}
 
 
-@dataclass
+@dataclass(eq=False)
 class Term:
     """One summand as an affine map of ``source``."""
 
@@ -60,6 +66,10 @@ class Term:
     conv_node: Node | None = None  # call_module conv, when kind == conv
     pool: nn.Module | None = None
     affine: object | None = None  # AffineView applied last, if any
+    spec: ConvSpec | None = None  # kind == chain: the composed conv (before ``affine``)
+    macs: int = 0  # kind == chain: multiply-adds of its two layers per output position
+    crop: tuple[tuple[int, int], ...] | None = None  # kind == conv on a crop of ``source``
+    reason: str = ""  # kind == chain: why the two layers do not compose (spec is None)
 
 
 def _is_avgpool(module: nn.Module) -> bool:
@@ -84,11 +94,75 @@ def classify(node: Node, ctx: RuleContext) -> Term:
     if inner.op == "call_module" and (single_user(inner) or inner is not node):
         module = ctx.module(inner.target)
         if single_user(inner) and isinstance(inner.args[0], Node):
+            chain = _chain_term(node, inner, module, affine, ctx)
+            if chain is not None:
+                return chain
             if is_plain_conv(module):
-                return Term(node, inner.args[0], "conv", conv_node=inner, affine=affine)
+                src = inner.args[0]
+                crop = crop_of(src, ctx.shape(src)) if single_user(src) else None
+                if crop is not None:
+                    return Term(node, crop[0], "conv", conv_node=inner, affine=affine, crop=crop[1])
+                return Term(node, src, "conv", conv_node=inner, affine=affine)
             if _is_avgpool(module):
                 return Term(node, inner.args[0], "pool", pool=module, affine=affine)
     return Term(node, node, "identity")
+
+
+def _chain_term(
+    node: Node, second: Node, module: nn.Module, affine: object, ctx: RuleContext
+) -> Term | None:
+    """``second(first(x))`` (second a conv or avg pool, first a conv, maybe with DBB's
+    pad-with-bias between them) as one composed conv term, when that composition is exact."""
+    if not (is_plain_conv(module) or _is_avgpool(module)):
+        return None
+    inner = second.args[0]
+    if not single_user(inner):
+        return None
+    bias_pad = bias_pad_match(inner, ctx)
+    first = bias_pad.conv if bias_pad is not None else inner
+    if not (first.op == "call_module" and is_plain_conv(ctx.module(first.target))):
+        return None
+    if not isinstance(first.args[0], Node) or not single_user(first):
+        return None
+    a = spec_from_conv(ctx.module(first.target))
+    extra = None
+    if bias_pad is not None:
+        if not (single_user(bias_pad.sub) and single_user(bias_pad.pad)):
+            return None
+        pads = zero_pad_args(bias_pad.pad)
+        if (
+            any(k != 1 for k in a.kernel_size)
+            or any(a.is_padded)
+            or len(pads) > 2 * a.dims
+            or len(pads) % 2
+            or any(p < 0 for p in pads)
+            or fill_reason(bias_pad, a, ctx)
+        ):
+            return None
+        extra = [(0, 0)] * a.dims
+        for i in range(len(pads) // 2):  # F.pad lists the last dim first
+            extra[a.dims - 1 - i] = (pads[2 * i], pads[2 * i + 1])
+        extra = tuple(extra)
+    if is_plain_conv(module):
+        b = spec_from_conv(module)
+    else:
+        b = pool_spec(module, a.out_channels, a.weight)
+    spec = b if isinstance(b, str) else compose_specs(a, b, extra)
+    if isinstance(spec, str):
+        return Term(node, first.args[0], "chain", affine=affine, reason=spec)
+    macs = chain_macs_per_output(a, b, is_plain_conv(module))
+    conv_node = second if is_plain_conv(module) else None
+    pool = None if conv_node is not None else module
+    return Term(
+        node,
+        first.args[0],
+        "chain",
+        conv_node=conv_node,
+        pool=pool,
+        affine=affine,
+        spec=spec,
+        macs=macs,
+    )
 
 
 def _as_spec(
@@ -96,8 +170,12 @@ def _as_spec(
 ) -> ConvSpec | Refusal:
     ones = (1,) * dims
     zero_pad = tuple((0, 0) for _ in range(dims))
-    if term.kind == "conv":
-        spec = spec_from_conv(ctx.module(term.conv_node.target))
+    if term.kind in ("conv", "chain"):
+        spec = term.spec or spec_from_conv(ctx.module(term.conv_node.target))
+        if term.crop is not None:
+            spec = _cropped(spec, term.crop)
+            if isinstance(spec, Refusal):
+                return spec
         weight = regroup_kernel(spec.weight, spec.groups, groups)
         spec = ConvSpec(
             weight, spec.bias, spec.stride, spec.padding, spec.dilation, groups, spec.padding_mode
@@ -133,6 +211,36 @@ def _as_spec(
         )
         spec = spec.with_weights(w, b)
     return spec
+
+
+def _cropped(spec: ConvSpec, crop: tuple[tuple[int, int], ...]) -> ConvSpec | Refusal:
+    """A conv on ``x`` cropped by ``crop``: the same conv on ``x`` with padding ``-crop``
+    (its taps start ``crop`` further in), exact where the conv does not pad a cropped side;
+    otherwise it would read real pixels where the original reads its zero padding."""
+    if len(crop) != spec.dims:
+        return Refusal("the crop and the conv disagree on the spatial rank")
+    padding = []
+    for d, ((lo, hi), (left, right)) in enumerate(zip(crop, spec.padding, strict=True)):
+        if (lo and left) or (hi and right):
+            return Refusal(
+                f"the crop removes real pixels in spatial dim {d} that the conv then pads with "
+                "zeros: no padding of the uncropped input reproduces that border"
+            )
+        padding.append((left - lo, right - hi))
+    return ConvSpec(
+        spec.weight,
+        spec.bias,
+        spec.stride,
+        tuple(padding),
+        spec.dilation,
+        spec.groups,
+        spec.padding_mode,
+    )
+
+
+def _bad_crop(term: Term, ctx: RuleContext) -> bool:
+    spec = spec_from_conv(ctx.module(term.conv_node.target))
+    return isinstance(_cropped(spec, term.crop), Refusal)
 
 
 def _tuple(value, dims: int) -> tuple[int, ...]:
@@ -189,6 +297,8 @@ def align_specs(specs: list[ConvSpec]) -> tuple[list[torch.Tensor], ConvSpec] | 
             ends.append(off + units)
         size = max(ends)
         right = sig.pop() - left + dil * (size - 1)
+        if left < 0:
+            return Refusal(f"every branch crops spatial dim {d}: no conv padding starts there")
         if right < 0:
             return Refusal(f"no conv padding reproduces the branches' output grid in dim {d}")
         dilation.append(dil)
@@ -248,14 +358,21 @@ class MergeParallelBranches(Rule):
     name = "parallel_branches"
     summary = (
         "summed branches of one input (convs of any size, 1×k/k×1, dilated, identity, "
-        "norm-only identity, x*gamma, avg pool) → one conv"
+        "norm-only identity, x*gamma, avg pool, conv/avg pool after a 1×1 (DBB, ECBSR), a conv "
+        "on a crop of the input (ACNet)) → one conv"
     )
-    pattern = "sum_t branch_t(x), branch ∈ {conv, identity, affine, avgpool}[∘ affine]"
+    pattern = (
+        "sum_t branch_t(x), branch ∈ {conv, conv∘crop, identity, affine, avgpool, "
+        "(conv|avgpool)∘[pad_b]∘conv}[∘ affine]"
+    )
     refuses_when = (
         "branches differ in stride or output size (padding not centred alike)",
         "branches pad with different padding modes at a border they read",
         "a branch's intermediate output is used elsewhere",
         "identity-like branches with in ≠ out channels",
+        "a two-layer branch does not compose (the second pads after a biased or k×k first, "
+        "count_include_pad=False over padding)",
+        "a branch crops a side of the input that its conv then zero-pads",
         "the merged conv would cost more multiply-adds than the branches (unless allow_slower)",
     )
 
@@ -276,9 +393,34 @@ class MergeParallelBranches(Rule):
         return BranchMatch(view, best[0].source, best, others)
 
     def check(self, m: BranchMatch, ctx: RuleContext) -> BranchPlan | Refusal:
+        plan = self._check_terms(m, ctx)
+        if not isinstance(plan, Refusal):
+            return plan
+        # the other branches may still merge, leaving two-layer / cropped ones as they are:
+        # first without the ones that cannot merge at all, then without any of them
+        bad = [t for t in m.terms if t.reason or (t.crop is not None and _bad_crop(t, ctx))]
+        composite = [t for t in m.terms if t.kind == "chain" or t.crop is not None]
+        for leave_out in (bad, composite):
+            rest = [t for t in m.terms if all(t is not c for c in leave_out)]
+            if not leave_out or len(rest) < 2 or all(t.kind == "identity" for t in rest):
+                continue
+            others = m.others + [t.node for t in leave_out]
+            fallback = self._check_terms(BranchMatch(m.view, m.source, rest, others), ctx)
+            if not isinstance(fallback, Refusal):
+                return fallback
+        return plan
+
+    def _check_terms(self, m: BranchMatch, ctx: RuleContext) -> BranchPlan | Refusal:
+        for t in m.terms:
+            if t.reason:
+                return Refusal(f"a two-layer branch does not compose: {t.reason}")
         convs = [t for t in m.terms if t.kind == "conv"]
-        conv_modules = [ctx.module(t.conv_node.target) for t in convs]
-        dims_set = {c.weight.dim() - 2 for c in conv_modules}
+        conv_modules = [
+            t.spec if t.kind == "chain" else spec_from_conv(ctx.module(t.conv_node.target))
+            for t in m.terms
+            if t.kind in ("conv", "chain")
+        ]
+        dims_set = {c.dims for c in conv_modules}
         src_shape = ctx.shape(m.source)
         if dims_set:
             if len(dims_set) != 1:
@@ -317,7 +459,7 @@ class MergeParallelBranches(Rule):
             return Refusal("no weights to take dtype/device from")
         if not like.dtype.is_floating_point:
             return Refusal("weights are not floating point")
-        diagonal = [t for t in m.terms if t.kind != "conv"]
+        diagonal = [t for t in m.terms if t.kind not in ("conv", "chain")]
         if diagonal and cin != cout:
             return Refusal(f"an identity-like branch needs in == out channels ({cin} ≠ {cout})")
         if diagonal and cin % groups:
@@ -341,7 +483,10 @@ class MergeParallelBranches(Rule):
         # Cost: the convs' multiply-adds. The identity / norm / pool branches and the adds are
         # memory passes that the merge removes for free, so a merge whose conv costs no more
         # than the branch convs is faster and never raises the FLOP count.
-        before = sum(spec_from_conv(c).macs_per_output() for c in conv_modules)
+        before = sum(
+            spec_from_conv(ctx.module(t.conv_node.target)).macs_per_output() for t in convs
+        )
+        before += sum(t.macs for t in m.terms if t.kind == "chain")
         after = merged.macs_per_output()
         if after > before and not ctx.allow_slower:
             return Refusal(
@@ -403,6 +548,8 @@ def _describe(t: Term, ctx: RuleContext) -> str:
     if t.kind == "conv":
         k = "×".join(map(str, ctx.module(t.conv_node.target).kernel_size))
         base = f"conv{k}"
+    elif t.kind == "chain":
+        base = f"conv→{'conv' if t.conv_node is not None else 'avgpool'}"
     else:
         base = t.kind if t.kind != "affine" else t.affine.kind
     return base + ("+norm" if t.affine is not None and t.kind != "affine" else "")

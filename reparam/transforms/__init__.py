@@ -16,7 +16,9 @@ from .kernels import (
     pad_kernel,
     regroup_kernel,
 )
+from .linear import merge_linears
 from .locality import conv_to_fc, dense_to_grouped_fc, grouped_fc_to_dense
+from .transposed import fold_affine_after_transposed
 
 __all__ = [
     "avgpool_kernel",
@@ -28,9 +30,11 @@ __all__ = [
     "diagonal_kernel",
     "dilate_kernel",
     "fold_affine_after",
+    "fold_affine_after_transposed",
     "fold_affine_before",
     "grouped_fc_to_dense",
     "identity_kernel",
+    "merge_linears",
     "norm_to_affine",
     "pad_kernel",
     "regroup_kernel",

@@ -37,10 +37,10 @@ def _executed(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
 
 
 _GAPS = {
-    "dbb": "the 1×1→k×k branch merges (BN-and-pad handled), but DBB's identity-initialised 1×1 "
-    "(a functional F.conv2d on a kernel computed in forward) and the 1×1→avg-pool branch are "
-    "not merged: the engine has no functional-conv view and no conv∘pool composition yet",
-    "dbb_slice_assign": "the same, and the slice-assignment padding is not traceable by torch.fx",
+    "dbb_slice_assign": "BNAndPadLayer fills its border by slice assignment, which torch.fx "
+    "cannot trace ('Proxy' object does not support item assignment): every scope above it is "
+    "skipped. Capturing in-place writes is issue 11's (capture) work, not a missing rule: the "
+    "same network written with F.pad deploys to its plain twin (test 'dbb').",
 }
 
 

@@ -32,9 +32,11 @@ def _branches_merge(case: S.Case) -> None:
     assert count_modules(result.model, NORMS) == 0 or declined, case.description
 
 
-# DBB's "pad with BN(0)" branches (seq_dbb_pad, seq_1x1_avg) are exact but need a
-# pad-commutation rule the engine does not have yet: they are checked for exactness only
-# (test_branch_blocks_1d_3d and test_dbb_pad_branch), not for merging.
+# DBB's "pad with BN(0)" branches (seq_dbb_pad, seq_1x1_avg) merge only when a kxk branch
+# beside them makes the composed kernel no more expensive (a lone 1x1 -> avg pool stays, by
+# the cost model), which these random blocks do not guarantee: they are checked for exactness
+# here (test_branch_blocks_1d_3d and test_dbb_pad_branch) and for merging in
+# test_linear_structure_properties.py::test_dbb_avg_branch.
 DBB_PAD_KINDS = ("seq_dbb_pad", "seq_1x1_avg")
 MERGEABLE_KINDS = tuple(k for k in S.BRANCH_KINDS if k not in DBB_PAD_KINDS)
 

@@ -1,0 +1,234 @@
+r"""Merge a scalar-weighted sum of linear layers of one input into one linear layer.
+
+.. math:: \sum_t c_t\,(W_t x + b_t) = \Big(\sum_t c_t W_t\Big) x + \sum_t c_t b_t
+
+RepViT (arXiv:2307.09283) and LeViT (arXiv:2104.01136) train a classifier and a distillation
+head on the same features and average them at inference, ``(head(x) + head_dist(x)) / 2``;
+their own conversion fuses the two heads into one Linear. Seen in any style: ``a + b`` /
+``sum([...])`` / ``+=`` with an outer ``/ n`` or ``* c``, per-term ``c * head(x)``,
+``torch.stack([...]).mean(0)`` / ``.sum(0)``. BN → Linear heads reach this form once
+``norm_linear`` has folded their norms.
+
+Exact always (linearity); terms that are not scaled linears of the shared input stay as
+they are and are added to the merged layer. Coefficients must be Python numbers.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.fx import Node
+
+from reparam.errors import Refusal
+from reparam.graph.views import is_sum_root, single_user, sum_terms, value_users
+from reparam.rules.base import Rewrite, Rule, RuleContext, absmax
+from reparam.transforms import merge_linears
+
+_MULS = {operator.mul, torch.mul, operator.imul}
+_DIVS = {operator.truediv, torch.div, operator.itruediv}
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _scalar_step(node: Node) -> tuple[Node, float] | None:
+    """``node = inner * c`` / ``c * inner`` / ``inner / c`` / ``-inner``: (inner, factor)."""
+    if (
+        node.op == "call_function"
+        and node.target is operator.neg
+        and isinstance(node.args[0], Node)
+    ):
+        return node.args[0], -1.0
+    is_mul = (node.op == "call_function" and node.target in _MULS) or (
+        node.op == "call_method" and node.target == "mul"
+    )
+    is_div = (node.op == "call_function" and node.target in _DIVS) or (
+        node.op == "call_method" and node.target == "div"
+    )
+    if not (is_mul or is_div) or len(node.args) != 2 or node.kwargs:
+        return None
+    a, b = node.args
+    if isinstance(a, Node) and _number(b):
+        if is_div:
+            return (a, 1.0 / b) if b != 0 else None
+        return a, float(b)
+    if is_mul and isinstance(b, Node) and _number(a):
+        return b, float(a)
+    return None
+
+
+def _peel(node: Node) -> tuple[Node, float, list[Node]]:
+    """Strip scalar factors off ``node`` (each single-use below the top)."""
+    factor, chain = 1.0, []
+    step = _scalar_step(node)
+    while step is not None:
+        chain.append(node)
+        node, f = step
+        factor *= f
+        if not single_user(node):
+            break
+        step = _scalar_step(node)
+    return node, factor, chain
+
+
+def _stack_mean_terms(node: Node) -> tuple[list[Node], float] | None:
+    """``torch.stack(xs, 0).mean(0)`` / ``.sum(0)``: (xs, factor)."""
+    if node.op == "call_method" and node.target in ("mean", "sum"):
+        args = node.args[1:]
+        dim = node.kwargs.get("dim", args[0] if args else None)
+        name = node.target
+        source = node.args[0]
+    elif node.op == "call_function" and node.target in (torch.mean, torch.sum):
+        dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
+        name = node.target.__name__
+        source = node.args[0]
+    else:
+        return None
+    if dim not in (0, (0,), [0]) or node.kwargs.get("keepdim", False):
+        return None
+    if not (
+        isinstance(source, Node)
+        and source.op == "call_function"
+        and source.target is torch.stack
+        and single_user(source)
+    ):
+        return None
+    parts = source.args[0] if source.args else source.kwargs.get("tensors")
+    sdim = source.kwargs.get("dim", source.args[1] if len(source.args) > 1 else 0)
+    if sdim != 0 or not isinstance(parts, (list, tuple)) or len(parts) < 2:
+        return None
+    if not all(isinstance(p, Node) for p in parts):
+        return None
+    return list(parts), (1.0 / len(parts) if name == "mean" else 1.0)
+
+
+@dataclass
+class _Term:
+    node: Node  # the summand
+    linear: Node | None  # the linear call it scales, if any
+    coef: float  # the linear's coefficient in the total
+    outer: float  # the factor applied to ``node`` itself
+
+
+@dataclass
+class _Match:
+    top: Node  # the node whose value the merged expression replaces
+    source: Node
+    terms: list[_Term]
+    others: list[tuple[Node, float]]
+
+
+def _terms(top: Node) -> tuple[list[tuple[Node, float]], bool] | None:
+    """The (summand, coefficient) pairs that ``top`` adds up."""
+    inner, factor, _ = _peel(top)
+    if inner is not top and not single_user(inner):
+        return None
+    stacked = _stack_mean_terms(inner)
+    if stacked is not None:
+        parts, f = stacked
+        return [(p, factor * f) for p in parts], True
+    view = sum_terms(inner) if is_sum_root(inner) else None
+    if view is None:
+        return None
+    return [(t, factor) for t in view.terms], inner is not top
+
+
+class MergeParallelLinears(Rule):
+    """Replaces sum_t c_t * linear_t(x) with one linear."""
+
+    name = "parallel_linears"
+    summary = (
+        "scalar-weighted sum of linears of one input ((head(x) + head_dist(x)) / 2, "
+        "stack(...).mean(0)) → one linear"
+    )
+    pattern = "c * sum_t c_t * linear_t(x) | stack([linear_t(x)]).mean(0)"
+    refuses_when = (
+        "fewer than two linears read the same input",
+        "the linears differ in feature counts",
+        "a linear's output is used elsewhere",
+    )
+
+    def match(self, node: Node, ctx: RuleContext) -> _Match | None:
+        users = value_users(node)
+        if len(users) == 1 and _scalar_step(users[0]) is not None:
+            return None  # match at the outer scale instead
+        found = _terms(node)
+        if found is None:
+            return None
+        pairs, _ = found
+        terms: list[_Term] = []
+        for summand, coef in pairs:
+            inner, f, _ = _peel(summand)
+            if (
+                inner.op == "call_module"
+                and isinstance(ctx.module(inner.target), nn.Linear)
+                and isinstance(inner.args[0], Node)
+                and (inner is summand or single_user(inner))
+            ):
+                terms.append(_Term(summand, inner, coef * f, coef))
+            else:
+                terms.append(_Term(summand, None, coef, coef))
+        groups: dict[Node, list[_Term]] = {}
+        for t in terms:
+            if t.linear is not None:
+                groups.setdefault(t.linear.args[0], []).append(t)
+        if not groups:
+            return None
+        source, best = max(groups.items(), key=lambda kv: len(kv[1]))
+        if len(best) < 2:
+            return None
+        others = [(t.node, t.outer) for t in terms if t not in best]
+        return _Match(node, source, best, others)
+
+    def check(self, m: _Match, ctx: RuleContext) -> tuple[_Match, nn.Linear] | Refusal:
+        linears = [ctx.module(t.linear.target) for t in m.terms]
+        if len({(lin.in_features, lin.out_features) for lin in linears}) != 1:
+            return Refusal("the linears differ in feature counts")
+        for t in m.terms:
+            if not single_user(t.linear):
+                return Refusal(f"output of '{ctx.qualified(t.linear.target)}' is used elsewhere")
+        like = linears[0].weight
+        if not like.dtype.is_floating_point:
+            return Refusal("weights are not floating point")
+        if len({(lin.weight.dtype, lin.weight.device) for lin in linears}) != 1:
+            return Refusal("the linears differ in dtype or device")
+        weight, bias = merge_linears(
+            [lin.weight.detach() for lin in linears],
+            [None if lin.bias is None else lin.bias.detach() for lin in linears],
+            [t.coef for t in m.terms],
+        )
+        merged = nn.Linear(
+            like.shape[1], like.shape[0], bias=True, device=like.device, dtype=like.dtype
+        )
+        with torch.no_grad():
+            merged.weight.copy_(weight)
+            merged.bias.copy_(bias)
+        return m, merged
+
+    def rewrite(self, plan: tuple[_Match, nn.Linear], ctx: RuleContext) -> Rewrite:
+        m, module = plan
+        site = ctx.site_name(m.top)
+        before = absmax(*(ctx.module(t.linear.target).weight for t in m.terms))
+        path = None
+        for t in m.terms:
+            if ctx.exclusive_reason(t.linear) is None:
+                path = t.linear.target
+                break
+        if path is None:
+            path = ctx.fresh_path(ctx.owner_path(m.top), "reparam_linear")
+        ctx.set_module(path, module)
+        value = ctx.call(path, (m.source,), before=m.top)
+        for other, coef in m.others:
+            with ctx.graph.inserting_before(m.top):
+                scaled = (
+                    other if coef == 1.0 else ctx.graph.call_function(operator.mul, (other, coef))
+                )
+                value = ctx.graph.call_function(operator.add, (value, scaled))
+        m.top.replace_all_uses_with(value)
+        ctx.erase_unused([m.top])
+        detail = f"merged {len(m.terms)} linears (coefficients {[t.coef for t in m.terms]})"
+        return Rewrite(self.name, site, detail, 0, 0, before, absmax(module.weight))
