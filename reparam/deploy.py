@@ -184,11 +184,11 @@ class _Scope:
         except Exception as exc:  # noqa: BLE001 - any capture failure is reported, not raised
             reason = describe_trace_failure(exc)
             self.deployment.opaque[id(self.module)] = reason
-            self.report.skipped_scopes.append((self.path or "<model>", reason))
+            self.report.skipped_scopes.append((self.path, reason))
             return
         if conflict is not None:
             # parents still trace through it (each call with its own arguments)
-            self.report.skipped_scopes.append((self.path or "<model>", conflict))
+            self.report.skipped_scopes.append((self.path, conflict))
             return
         graph = captured.graph
         for node, value in captured.values.items():
@@ -527,7 +527,7 @@ def deploy_with_report(
             reason = opaque_reason(module)
             if reason is not None:
                 deployment.opaque[id(module)] = reason
-                report.skipped_scopes.append((path or "<model>", f"kept as it is: {reason}"))
+                report.skipped_scopes.append((path, f"kept as it is: {reason}"))
             elif picture is None or picture.was_called(path):
                 _Scope(path, module, deployment).run()
             reporter.scope_done(path)

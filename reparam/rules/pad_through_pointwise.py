@@ -45,8 +45,6 @@ def zero_pad_args(node: Node) -> list[int] | None:
         return None
     if not isinstance(pads, (list, tuple)) or not all(isinstance(p, int) for p in pads):
         return None
-    if any(p < 0 for p in pads):
-        return None  # a negative pad crops: not a zero pad
     return list(pads)
 
 

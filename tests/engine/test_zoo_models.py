@@ -36,12 +36,9 @@ def _executed(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
     return counts
 
 
-_GAPS = {
-    "dbb_slice_assign": "BNAndPadLayer fills its border by slice assignment, which torch.fx "
-    "cannot trace ('Proxy' object does not support item assignment): every scope above it is "
-    "skipped. Capturing in-place writes is issue 11's (capture) work, not a missing rule: the "
-    "same network written with F.pad deploys to its plain twin (test 'dbb').",
-}
+# Every zoo model now deploys to its plain twin; a structure not merged yet goes here as a
+# strict xfail with its reason.
+_GAPS: dict[str, str] = {}
 
 
 @pytest.mark.parametrize(
