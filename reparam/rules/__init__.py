@@ -8,11 +8,18 @@ from reparam.rules.conv_norm import FoldNormAfterConv
 from reparam.rules.grouped_fc import GroupedFcAsBmm
 from reparam.rules.linear_norm import FoldNormAfterLinear
 from reparam.rules.locality_injection import LocalityInjection
+
+# -- rules-b: linear structures across layouts, shared norms, perpendicular kernels --------
+from reparam.rules.norm_after_layout import FoldNormAfterLayout
 from reparam.rules.norm_conv import FoldNormBeforeConv
+from reparam.rules.norm_into_consumers import FoldNormIntoConsumers
+
+# -- end rules-b -----------------------------------------------------------------------
 from reparam.rules.norm_linear import FoldNormBeforeLinear
 from reparam.rules.pad_into_conv import FoldPadIntoConv
 from reparam.rules.pad_through_pointwise import PadThroughPointwise
 from reparam.rules.parallel_branches import MergeParallelBranches
+from reparam.rules.perpendicular_convs import MergePerpendicularConvs
 from reparam.rules.registry import RuleRegistry
 from reparam.rules.sequential_convs import MergeSequentialConvs
 
@@ -27,6 +34,11 @@ BUILTIN_RULES: tuple[type[Rule], ...] = (
     FoldPadIntoConv,
     FoldNormBeforeLinear,
     FoldNormBeforeConv,
+    # -- rules-b --
+    FoldNormAfterLayout,
+    FoldNormIntoConsumers,
+    MergePerpendicularConvs,
+    # -- end rules-b --
     GroupedFcAsBmm,
 )
 

@@ -1,0 +1,90 @@
+"""Layout ops in a traced graph: nodes that only move elements (permute, transpose,
+reshape, view, flatten, squeeze, ...), replayable on other tensors of the same shape.
+
+A reshape-like op is replayed as ``t.reshape(output shape)`` (all of them are row-major
+reshapes), so its arguments may be computed from sizes; an axis-moving op (permute,
+transpose, movedim) needs constant integer arguments. Shapes come from the example inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.fx import Node
+
+_RESHAPES = {"reshape", "view", "flatten", "unflatten", "squeeze", "unsqueeze"}
+_MOVES = {"permute", "transpose", "movedim", "moveaxis", "swapaxes", "swapdims"}
+_IDENTITY = {"contiguous"}
+_FUNCTIONS: dict[object, str] = {
+    torch.reshape: "reshape",
+    torch.flatten: "flatten",
+    torch.unflatten: "unflatten",
+    torch.squeeze: "squeeze",
+    torch.unsqueeze: "unsqueeze",
+    torch.permute: "permute",
+    torch.transpose: "transpose",
+    torch.movedim: "movedim",
+    torch.moveaxis: "moveaxis",
+    torch.swapaxes: "swapaxes",
+    torch.swapdims: "swapdims",
+}
+
+Layout = Callable[[Tensor], Tensor]
+
+
+def _name(node: Node, module: nn.Module | None) -> str | None:
+    if node.op == "call_method":
+        return str(node.target)
+    if node.op == "call_function":
+        return _FUNCTIONS.get(node.target)
+    if node.op == "call_module" and isinstance(module, (nn.Flatten, nn.Unflatten)):
+        return "reshape"
+    return None
+
+
+def _constant_ints(args: object) -> bool:
+    if isinstance(args, (tuple, list)):
+        return all(_constant_ints(a) for a in args)
+    return isinstance(args, int) and not isinstance(args, bool)
+
+
+def layout_step(node: Node, module: nn.Module | None, out_shape: tuple[int, ...] | None):
+    """A function replaying ``node`` on a tensor shaped like its input, or None when ``node``
+    is not a layout op (or its effect is not known: no shape, non-constant axes)."""
+    name = _name(node, module)
+    if name is None or not node.args or not isinstance(node.args[0], Node):
+        return None
+    if name in _IDENTITY and len(node.args) == 1:
+        return lambda t: t
+    if name in _RESHAPES:
+        if out_shape is None:
+            return None
+        shape = tuple(out_shape)
+        return lambda t: t.reshape(shape)
+    if name in _MOVES:
+        rest = node.args[1:]
+        if node.kwargs or not _constant_ints(rest):
+            return None
+        return lambda t: getattr(t, name)(*rest)
+    return None
+
+
+def compose(steps: list[Layout]) -> Layout:
+    def run(t: Tensor) -> Tensor:
+        for step in steps:
+            t = step(t)
+        return t
+
+    return run
+
+
+def node_layout(node: Node, ctx) -> Layout | None:
+    """:func:`layout_step` for ``node`` in the scope of a :class:`RuleContext`."""
+    if node.op not in ("call_method", "call_function", "call_module"):
+        return None
+    module = ctx.module(node.target) if node.op == "call_module" else None
+    if _name(node, module) is None:
+        return None
+    return layout_step(node, module, ctx.shape(node))
