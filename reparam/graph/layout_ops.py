@@ -8,9 +8,11 @@ transpose, movedim) needs constant integer arguments. Shapes come from the examp
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.fx import Node
 
@@ -41,6 +43,12 @@ def _name(node: Node, module: nn.Module | None) -> str | None:
         return _FUNCTIONS.get(node.target)
     if node.op == "call_module" and isinstance(module, (nn.Flatten, nn.Unflatten)):
         return "reshape"
+    if node.op == "call_module" and isinstance(module, (nn.Unfold, nn.Fold)):
+        return "tiling"
+    if node.op == "call_function" and node.target in (F.unfold, F.fold):
+        return "tiling"
+    if node.op == "call_method" and node.target == "unfold":
+        return "tiling"
     return None
 
 
@@ -50,9 +58,40 @@ def _constant_ints(args: object) -> bool:
     return isinstance(args, int) and not isinstance(args, bool)
 
 
-def layout_step(node: Node, module: nn.Module | None, out_shape: tuple[int, ...] | None):
+def _tiling(node: Node, module: nn.Module | None, in_shape, out_shape) -> Layout | None:
+    """``F.unfold`` / ``F.fold`` (or ``nn.Unfold`` / ``nn.Fold``) that tile without overlap or
+    gaps (same number of elements in and out) only move elements."""
+    if in_shape is None or out_shape is None or math.prod(in_shape) != math.prod(out_shape):
+        return None
+    if module is not None:
+        fn = F.unfold if isinstance(module, nn.Unfold) else F.fold
+        kwargs = {k: getattr(module, k) for k in ("kernel_size", "dilation", "padding", "stride")}
+        if isinstance(module, nn.Fold):
+            kwargs["output_size"] = module.output_size
+        args: tuple = ()
+    else:
+        fn, args, kwargs = node.target, tuple(node.args[1:]), dict(node.kwargs)
+        if not all(_constant_ints(a) for a in (*args, *kwargs.values())):
+            return None
+    # index tensors go through as float64 (exact below 2**53)
+    return lambda t: fn(t.to(torch.float64), *args, **kwargs).to(t.dtype)
+
+
+def layout_step(node: Node, module: nn.Module | None, out_shape: tuple[int, ...] | None,
+                in_shape: tuple[int, ...] | None = None):
     """A function replaying ``node`` on a tensor shaped like its input, or None when ``node``
     is not a layout op (or its effect is not known: no shape, non-constant axes)."""
+    if (node.op == "call_function" and node.target in (F.unfold, F.fold)) or isinstance(
+        module, (nn.Unfold, nn.Fold)
+    ):
+        return _tiling(node, module, in_shape, out_shape)
+    if node.op == "call_method" and node.target == "unfold":  # Tensor.unfold(dim, size, step)
+        rest = node.args[1:]
+        same = in_shape is not None and out_shape is not None and (
+            math.prod(in_shape) == math.prod(out_shape))
+        if same and not node.kwargs and len(rest) == 3 and _constant_ints(rest):
+            return lambda t: t.unfold(*rest)
+        return None
     name = _name(node, module)
     if name is None or not node.args or not isinstance(node.args[0], Node):
         return None
@@ -87,4 +126,11 @@ def node_layout(node: Node, ctx) -> Layout | None:
     module = ctx.module(node.target) if node.op == "call_module" else None
     if _name(node, module) is None:
         return None
-    return layout_step(node, module, ctx.shape(node))
+    src = node.args[0] if node.args else None
+    return layout_step(node, module, ctx.shape(node), ctx.shape(src))
+
+
+def is_reshape_like(node: Node, ctx) -> bool:
+    """A layout op that :func:`layout_step` replays as a reshape to its output shape."""
+    module = ctx.module(node.target) if node.op == "call_module" else None
+    return _name(node, module) in _RESHAPES | {"reshape"} and node_layout(node, ctx) is not None

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+# -- rules-b: linear structures across layouts, shared norms, perpendicular kernels --------
+from reparam.rules.affine_branch_fc import AffineBranchIntoFc
 from reparam.rules.base import Rewrite, Rule, RuleContext
 from reparam.rules.concat_convs import MergeConcatConvs
 from reparam.rules.conv_norm import FoldNormAfterConv
 from reparam.rules.grouped_fc import GroupedFcAsBmm
 from reparam.rules.linear_norm import FoldNormAfterLinear
 from reparam.rules.locality_injection import LocalityInjection
-
-# -- rules-b: linear structures across layouts, shared norms, perpendicular kernels --------
 from reparam.rules.norm_after_layout import FoldNormAfterLayout
 from reparam.rules.norm_conv import FoldNormBeforeConv
 from reparam.rules.norm_into_consumers import FoldNormIntoConsumers
@@ -38,6 +38,7 @@ BUILTIN_RULES: tuple[type[Rule], ...] = (
     FoldNormAfterLayout,
     FoldNormIntoConsumers,
     MergePerpendicularConvs,
+    AffineBranchIntoFc,
     # -- end rules-b --
     GroupedFcAsBmm,
 )
