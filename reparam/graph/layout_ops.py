@@ -9,6 +9,7 @@ transpose, movedim) needs constant integer arguments. Shapes come from the examp
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable
 
 import torch
@@ -36,7 +37,17 @@ _FUNCTIONS: dict[object, str] = {
 Layout = Callable[[Tensor], Tensor]
 
 
+def _adds_axes(index: object) -> bool:
+    """``x[:, :, None, None]``-style indexing: full slices, ``None`` and ``...`` only."""
+    items = index if isinstance(index, tuple) else (index,)
+    return any(i is None for i in items) and all(
+        i is None or i is Ellipsis or i == slice(None) for i in items
+    )
+
+
 def _name(node: Node, module: nn.Module | None) -> str | None:
+    if node.op == "call_function" and node.target is operator.getitem:
+        return "reshape" if len(node.args) == 2 and _adds_axes(node.args[1]) else None
     if node.op == "call_method":
         return str(node.target)
     if node.op == "call_function":

@@ -193,23 +193,34 @@ class AffineBranchIntoFc(Rule):
             else:
                 layouts.append(node_layout(node, ctx))
         post = compose(layouts)
-        # the branches: one sliced graph from the topmost stop they read
+        # each branch must keep the FC's rows apart; those that do not stay as summands
+        z_index = torch.arange(math.prod(z_shape)).reshape(z_shape)
+        kept, dropped = [], []
+        for t, b in m.branches:
+            top = max(b.entries, key=chain.stops.index)
+            stops = chain.stops[: chain.stops.index(top) + 1]
+            pre = compose([node_layout(n, ctx) for n in reversed(stops[:-1])])
+            index: dict[Node, tuple[Tensor, int]] = {}
+            nodes = sorted(set(stops[:-1]) | set(b.nodes), key=_order(chain.fc))
+            reason = _rows_kept(nodes, top, z_index, pre, ctx.shape(top), rows, f_in, ctx,
+                                index)
+            if not reason and not _row_wise(pull_back(index[t][0], post, tuple(y_shape)), rows,
+                                            index[t][1]):
+                reason = f"'{t.name}' does not line up with the FC's output rows"
+            (dropped if reason else kept).append((t, b, reason))
+        if not kept:
+            return Refusal("no summand is affine row by row in the FC's input: "
+                           + "; ".join(r for *_, r in dropped) + "".join(
+                               f"; {r}" for r in m.not_affine))
+        m = _Match(m.root, chain, [(t, b) for t, b, _ in kept],
+                   m.others + [t for t, *_ in dropped], m.not_affine)
+        # one sliced graph from the topmost stop any kept branch reads
         entries = set().union(*(b.entries for _, b in m.branches))
         top = max(entries, key=chain.stops.index)
         stops = chain.stops[: chain.stops.index(top) + 1]
         pre = compose([node_layout(n, ctx) for n in reversed(stops[:-1])])
         top_shape = ctx.shape(top)
         nodes = set(stops[:-1]).union(*(b.nodes for _, b in m.branches))
-        z_index = torch.arange(math.prod(z_shape)).reshape(z_shape)
-        index: dict[Node, tuple[Tensor, int]] = {}
-        reason = _rows_kept(sorted(nodes, key=_order(chain.fc)), top, z_index, pre, top_shape,
-                            rows, f_in, ctx, index)
-        if reason:
-            return Refusal(reason)
-        for t, _ in m.branches:  # seen from the FC's output rows, each branch is row-wise
-            frame, per_row = index[t]
-            if not _row_wise(pull_back(frame, post, tuple(y_shape)), rows, per_row):
-                return Refusal(f"'{t.name}' does not line up with the FC's output rows")
         gm = copy.deepcopy(slice_module(ctx.root, top, nodes, [t for t, _ in m.branches], ctx))
         gm = gm.to(torch.float64).eval()
 
