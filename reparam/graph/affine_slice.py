@@ -24,7 +24,7 @@ from torch.fx import Node
 
 from reparam.convspec import is_plain_conv
 from reparam.errors import Refusal
-from reparam.graph.layout_ops import is_reshape_like, node_layout
+from reparam.graph.layout_ops import is_layout, is_reshape_like, node_layout
 from reparam.graph.views import channel_affine
 
 _ADDS = {operator.add, operator.iadd, operator.sub, operator.isub, torch.add, torch.sub}
@@ -173,18 +173,27 @@ def affine_branch(term: Node, stops: set[Node], ctx) -> Branch | str:
             branch.constants.add(node)
             continue
         branch.nodes.append(node)
-        if node_layout(node, ctx) is not None:
+        if is_layout(node, ctx):
             pending.append(node.args[0])  # shape arguments are replayed from the example
         else:
             pending.extend(node.all_input_nodes)
     if not branch.entries:
         return "it does not read the FC's input"
+    order = {n: i for i, n in enumerate(term.graph.nodes)}
+    branch.nodes.sort(key=order.__getitem__)
+    return branch
+
+
+def branch_reason(branch: Branch, ctx) -> str | None:
+    """Why the ops of ``branch`` are not all affine per sample (shapes needed), or None."""
 
     def is_var(n: Node) -> bool:
         return n in branch.entries or n in branch.nodes
 
     for node in branch.nodes:
-        if node_layout(node, ctx) is not None:
+        if is_layout(node, ctx):
+            if node_layout(node, ctx) is None:
+                return f"'{node.name}' is a layout op with an unknown effect"
             continue
         if any(isinstance(a, Node) and not is_var(a) and a not in branch.constants
                for a in node.all_input_nodes):
@@ -192,9 +201,7 @@ def affine_branch(term: Node, stops: set[Node], ctx) -> Branch | str:
         reason = _op_reason(node, ctx, is_var)
         if reason:
             return reason
-    order = {n: i for i, n in enumerate(term.graph.nodes)}
-    branch.nodes.sort(key=order.__getitem__)
-    return branch
+    return None
 
 
 def constant_closure(nodes: set[Node]) -> set[Node]:

@@ -145,3 +145,17 @@ def is_reshape_like(node: Node, ctx) -> bool:
     """A layout op that :func:`layout_step` replays as a reshape to its output shape."""
     module = ctx.module(node.target) if node.op == "call_module" else None
     return _name(node, module) in _RESHAPES | {"reshape"} and node_layout(node, ctx) is not None
+
+
+def is_layout(node: Node, ctx) -> bool:
+    """Whether ``node`` is a layout op by its kind alone (no shapes needed, so matching stays
+    cheap); :func:`node_layout` gives its replay once shapes are known."""
+    if node.op not in ("call_method", "call_function", "call_module"):
+        return False
+    module = ctx.module(node.target) if node.op == "call_module" else None
+    name = _name(node, module)
+    if name is None or not node.args or not isinstance(node.args[0], Node):
+        return False
+    if name in _MOVES:
+        return not node.kwargs and _constant_ints(node.args[1:])
+    return name in _RESHAPES or name in _IDENTITY or name in ("tiling", "unfold")

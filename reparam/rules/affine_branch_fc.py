@@ -33,8 +33,8 @@ from torch import Tensor, nn
 from torch.fx import Node
 
 from reparam.errors import Refusal
-from reparam.graph.affine_slice import Branch, affine_branch, slice_module
-from reparam.graph.layout_ops import compose, node_layout
+from reparam.graph.affine_slice import Branch, affine_branch, branch_reason, slice_module
+from reparam.graph.layout_ops import compose, is_layout, node_layout
 from reparam.graph.views import AffineView, channel_affine, is_sum_root, single_user, sum_terms
 from reparam.rules.base import Rewrite, Rule, RuleContext, absmax
 from reparam.transforms import dense_to_grouped_fc, fold_affine_after
@@ -71,7 +71,7 @@ def _fc_chain(term: Node, ctx: RuleContext) -> _Chain | None:
         view = channel_affine(node, ctx.root)
         if isinstance(view, AffineView):
             nxt = view.input
-        elif node_layout(node, ctx) is not None:
+        elif is_layout(node, ctx):
             nxt = node.args[0]
         else:
             return None
@@ -82,7 +82,7 @@ def _fc_chain(term: Node, ctx: RuleContext) -> _Chain | None:
     stops, cur = [], node.args[0]
     while isinstance(cur, Node):
         stops.append(cur)
-        if node_layout(cur, ctx) is None:
+        if not is_layout(cur, ctx):
             break
         cur = cur.args[0]
     return _Chain(term, node, list(reversed(post)), stops)
@@ -144,7 +144,7 @@ class AffineBranchIntoFc(Rule):
             for t in view.terms:
                 if t is term:
                     continue
-                b = affine_branch(t, stops, ctx)
+                b = affine_branch(t, stops, ctx)  # structure only: no shapes while matching
                 if isinstance(b, Branch) and chain.fc not in b.nodes:
                     branches.append((t, b))
                 else:
@@ -168,6 +168,10 @@ class AffineBranchIntoFc(Rule):
         if (linear and len(z_shape) != 2) or (not linear and z_shape[2:] != (1, 1)):
             return Refusal(f"the FC reads {z_shape}: not one row of features per sample")
         rows, f_in, f_out = z_shape[0], z_shape[1], y_shape[1]
+        steps = [node_layout(n, ctx) for n in [*chain.stops[:-1], *chain.post]
+                 if channel_affine(n, ctx.root) is None]
+        if any(step is None for step in steps):
+            return Refusal("a layout op around the FC has an unknown effect")
         # post chain: fold the affines into the FC, keep the layout ops as L
         weight = fc.weight.detach().double().reshape(f_out, -1)
         groups = 1 if linear else fc.groups
@@ -197,6 +201,10 @@ class AffineBranchIntoFc(Rule):
         z_index = torch.arange(math.prod(z_shape)).reshape(z_shape)
         kept, dropped = [], []
         for t, b in m.branches:
+            reason = branch_reason(b, ctx)
+            if reason:
+                dropped.append((t, b, f"'{t.name}': {reason}"))
+                continue
             top = max(b.entries, key=chain.stops.index)
             stops = chain.stops[: chain.stops.index(top) + 1]
             pre = compose([node_layout(n, ctx) for n in reversed(stops[:-1])])

@@ -22,7 +22,7 @@ from torch.fx import Node
 
 from reparam.convspec import conv_from_spec, is_plain_conv, spec_from_conv
 from reparam.errors import Refusal
-from reparam.graph.layout_ops import compose, node_layout
+from reparam.graph.layout_ops import compose, is_layout, node_layout
 from reparam.graph.views import AffineView, channel_affine, single_user
 from reparam.rules.base import Rewrite, Rule, RuleContext
 from reparam.rules.chain import ChainPlan, apply_chain_fold, linear_with
@@ -69,7 +69,7 @@ class FoldNormAfterLayout(Rule):
             isinstance(cur, Node)
             and not is_layer(cur, ctx)
             and single_user(cur)
-            and node_layout(cur, ctx) is not None
+            and is_layout(cur, ctx)
         ):
             layouts.append(cur)
             cur = cur.args[0]
@@ -92,7 +92,10 @@ class FoldNormAfterLayout(Rule):
             return Refusal("the scale does not broadcast over dim 1")
         if affine.scale.numel() != out_shape[1]:
             return Refusal("the norm's channel count differs from dim 1 of its input")
-        layout = compose([node_layout(n, ctx) for n in m.layouts])
+        steps = [node_layout(n, ctx) for n in m.layouts]
+        if any(step is None for step in steps):
+            return Refusal("a layout op's effect is unknown (shapes or axes not constant)")
+        layout = compose(steps)
         axis = -1 if isinstance(layer, nn.Linear) else 1
         try:
             scale = axis_vector(

@@ -25,7 +25,7 @@ from torch.fx import Node
 
 from reparam.convspec import conv_from_spec, is_plain_conv, spec_from_conv
 from reparam.errors import Refusal
-from reparam.graph.layout_ops import compose, node_layout
+from reparam.graph.layout_ops import compose, is_layout, node_layout
 from reparam.graph.views import AffineView, channel_affine, value_users
 from reparam.rules.base import Rewrite, Rule, RuleContext, absmax
 from reparam.rules.chain import linear_with
@@ -78,7 +78,7 @@ def _readers(start: Node, ctx: RuleContext) -> tuple[list[_Consumer], list[str]]
         for user in value_users(node):
             if _is_layer(user, node, ctx):
                 consumers.append(_Consumer(user, path))
-            elif user.args[:1] == (node,) and node_layout(user, ctx) is not None:
+            elif user.args[:1] == (node,) and is_layout(user, ctx):
                 pending.append((user, [*path, user]))
             else:
                 blocked.append(_describe(user, ctx))
@@ -167,9 +167,12 @@ class _Plan:
 def _fold(
     c: _Consumer, full_s: Tensor, full_t: Tensor, affine: AffineView, ctx: RuleContext
 ) -> nn.Module | Refusal:
-    layout = compose([node_layout(n, ctx) for n in c.path])
     layer = ctx.module(c.node.target)
     where = ctx.qualified(str(c.node.target))
+    steps = [node_layout(n, ctx) for n in c.path]
+    if any(step is None for step in steps):
+        return Refusal(f"a layout op before '{where}' has an unknown effect")
+    layout = compose(steps)
     try:
         s_in, t_in = layout(full_s), layout(full_t)
     except RuntimeError as err:
