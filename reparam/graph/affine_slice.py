@@ -158,6 +158,7 @@ def affine_branch(term: Node, stops: set[Node], ctx) -> Branch | str:
     """The affine branch from ``stops`` to ``term``, or the reason it is none."""
     branch = Branch()
     seen: set[Node] = set()
+    failure = ""
     pending = [term]
     while pending:
         node = pending.pop()
@@ -168,7 +169,8 @@ def affine_branch(term: Node, stops: set[Node], ctx) -> Branch | str:
             branch.entries.add(node)
             continue
         if node.op in ("placeholder", "output"):
-            return f"'{node.name}' depends on another input of the scope"
+            failure = failure or f"'{node.name}' depends on another input of the scope"
+            continue
         if ctx.constant_value(node) is not None:
             branch.constants.add(node)
             continue
@@ -179,6 +181,8 @@ def affine_branch(term: Node, stops: set[Node], ctx) -> Branch | str:
             pending.extend(node.all_input_nodes)
     if not branch.entries:
         return "it does not read the FC's input"
+    if failure:
+        return failure
     order = {n: i for i, n in enumerate(term.graph.nodes)}
     branch.nodes.sort(key=order.__getitem__)
     return branch
