@@ -132,3 +132,15 @@ def test_a_relu_branch_stays_with_its_reason():
     _, result = _deploy(P.RepMLPResNetStyleUnit(relu_branch=True), _x(2, 4, 4, 6))
     assert P.op_counts(result.model) == (2, 0, 0)  # the FC and the ReLU branch's conv
     assert "not an affine op" in _reasons(result)
+
+
+def test_a_refused_locality_injection_leaves_the_fc_bias_alone():
+    """locality_injection used to add the conv biases into the FC's own bias in place (float64
+    models) before refusing a reflect-padded conv; the later merge then counted them twice."""
+    from reparam.testing.strategies_affine_branch import _Branch, _PartitionFC
+
+    torch.manual_seed(0)
+    branches = [_Branch("conv", 1, 1, 1, "zeros", 1), _Branch("conv", 1, 1, 3, "reflect", 1)]
+    model = _PartitionFC(1, 1, 2, 2, "linear", "view_permute", branches, None)
+    _, result = _deploy(model, _x(1, 1, 2, 2), _x(2, 1, 4, 2))
+    assert P.op_counts(result.model) == (0, 0, 1)
