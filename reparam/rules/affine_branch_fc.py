@@ -65,6 +65,18 @@ def _is_fc(node: Node, ctx: RuleContext) -> bool:
     )
 
 
+def _one_row_per_sample(fc: Node, ctx: RuleContext) -> bool:
+    """The FC reads ``(R, F)`` (a Linear) or ``(R, F, 1, 1)`` (a 1×1 conv): one row of
+    features per sample. A 1×1 conv over a larger map, or a Linear on tokens, is not this
+    rule's pattern (the shape is read only for sums that hold such a layer)."""
+    shape = ctx.shape(fc.args[0])
+    if shape is None:
+        return False
+    if isinstance(ctx.module(fc.target), nn.Linear):
+        return len(shape) == 2
+    return len(shape) == 4 and shape[2:] == (1, 1)
+
+
 def _fc_chain(term: Node, ctx: RuleContext) -> _Chain | None:
     node, post = term, []
     while not _is_fc(node, ctx):
@@ -137,7 +149,7 @@ class AffineBranchIntoFc(Rule):
             return None
         for term in view.terms:
             chain = _fc_chain(term, ctx)
-            if chain is None:
+            if chain is None or not _one_row_per_sample(chain.fc, ctx):
                 continue
             stops = set(chain.stops)
             branches, others, reasons = [], [], []
