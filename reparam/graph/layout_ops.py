@@ -46,6 +46,8 @@ def _adds_axes(index: object) -> bool:
 
 
 def _name(node: Node, module: nn.Module | None) -> str | None:
+    if node.op == "call_function" and node.target in (F.unfold, F.fold):
+        return "tiling"
     if node.op == "call_function" and node.target is operator.getitem:
         return "reshape" if len(node.args) == 2 and _adds_axes(node.args[1]) else None
     if node.op == "call_method":
