@@ -104,7 +104,8 @@ def affine_branch_cases(draw, *, dtype=torch.float64, device="cpu") -> Case:
                           min_size=1, max_size=3))
     bad = draw(st.sampled_from(["none", "none", "none", "relu", "whole_map"]))
     same = draw(st.booleans())
-    o = c if same or any(k in ("bn", "pool", "scaled") for k in kinds) else draw(
+    square = same or bad == "whole_map" or any(k in ("bn", "pool", "scaled") for k in kinds)
+    o = c if square else draw(
         st.integers(1, 3))
     seed = draw(_seeds())
     specs = []
