@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+# -- rules-b: linear structures across layouts, shared norms, perpendicular kernels --------
+from reparam.rules.affine_branch_fc import AffineBranchIntoFc
 from reparam.rules.base import Rewrite, Rule, RuleContext
 from reparam.rules.border_fill import BorderFillAsPad
 from reparam.rules.computed_weights import ComputedWeightsAsLayer
@@ -10,12 +12,17 @@ from reparam.rules.conv_norm import FoldNormAfterConv
 from reparam.rules.grouped_fc import GroupedFcAsBmm
 from reparam.rules.linear_norm import FoldNormAfterLinear
 from reparam.rules.locality_injection import LocalityInjection
+from reparam.rules.norm_after_layout import FoldNormAfterLayout
 from reparam.rules.norm_conv import FoldNormBeforeConv
+from reparam.rules.norm_into_consumers import FoldNormIntoConsumers
+
+# -- end rules-b -----------------------------------------------------------------------
 from reparam.rules.norm_linear import FoldNormBeforeLinear
 from reparam.rules.pad_into_conv import FoldPadIntoConv
 from reparam.rules.pad_through_pointwise import PadThroughPointwise
 from reparam.rules.parallel_branches import MergeParallelBranches
 from reparam.rules.parallel_linears import MergeParallelLinears
+from reparam.rules.perpendicular_convs import MergePerpendicularConvs
 from reparam.rules.registry import RuleRegistry
 from reparam.rules.sequential_convs import MergeSequentialConvs
 from reparam.rules.transposed_conv_norm import FoldNormAfterTransposedConv
@@ -37,6 +44,12 @@ BUILTIN_RULES: tuple[type[Rule], ...] = (
     FoldPadIntoConv,
     FoldNormBeforeLinear,
     FoldNormBeforeConv,
+    # -- rules-b --
+    FoldNormAfterLayout,
+    FoldNormIntoConsumers,
+    MergePerpendicularConvs,
+    AffineBranchIntoFc,
+    # -- end rules-b --
     GroupedFcAsBmm,
 )
 

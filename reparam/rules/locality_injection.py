@@ -191,7 +191,10 @@ class LocalityInjection(Rule):
         rows, cols = cout * h * w // groups, cin * h * w // groups
         blocks = weight.double().reshape(groups, rows, cols).clone()
         total_bias = (
-            (bias if bias is not None else torch.zeros(cout * h * w)).double().to(weight.device)
+            (bias if bias is not None else torch.zeros(cout * h * w))
+            .double()
+            .to(weight.device)
+            .clone()  # summed into in place below: never into the FC's own parameter
         )
         for conv_node in m.convs:
             spec = spec_from_conv(ctx.module(conv_node.target))
