@@ -47,8 +47,9 @@ def test_repmlp_block_in_the_authors_style_gets_locality_injection():
     x = torch.randn(2, 8, 8, 8, dtype=torch.float64)
     result = reparam.deploy_with_report(model, x)
     fired = {r.rule for r in result.report.rewrites}
-    assert "locality_injection" in fired, result.report
-    assert not hasattr(result.model, "repconv3")
+    assert fired & {"locality_injection", "affine_branch_fc"}, result.report
+    assert not hasattr(result.model, "repconv3") and not hasattr(result.model, "repconv1")
+    assert count(result.model, nn.BatchNorm2d) == 0
     outputs_agree(model, result.model, x, torch.randn(3, 8, 12, 4, dtype=torch.float64))
 
 
