@@ -57,6 +57,21 @@ def _deepcopy(self: nn.Module, memo: dict[int, Any]) -> nn.Module:
     return obj
 
 
+def _deployed_graph(self: nn.Module) -> fx.Graph:
+    """The graph the deployed forward was generated from (like ``GraphModule.graph``)."""
+    return self.__dict__[_GRAPH_ATTR]
+
+
+def _deployed_code(self: nn.Module) -> str:
+    """The Python source of the deployed forward (like ``GraphModule.code``)."""
+    return self.__dict__[_GRAPH_ATTR].python_code(root_module="self").src
+
+
+def _extra_repr(self: nn.Module) -> str:
+    base = original_class(self).extra_repr(self)
+    return "deployed by reparam" + (f", {base}" if base else "")
+
+
 def _attach(module: nn.Module, graph: fx.Graph) -> None:
     """Give ``module`` its own subclass whose ``forward`` is compiled from ``graph``.
 
@@ -71,8 +86,14 @@ def _attach(module: nn.Module, graph: fx.Graph) -> None:
         "__module__": original.__module__,
         "__qualname__": original.__qualname__,
         "__doc__": original.__doc__,
+        "extra_repr": _extra_repr,
+        "deployed_graph": property(_deployed_graph),
+        "deployed_code": property(_deployed_code),
         _MARK: original,
     }
+    for name, fn in (("graph", _deployed_graph), ("code", _deployed_code)):
+        if not hasattr(original, name) and name not in module.__dict__:
+            namespace[name] = property(fn)  # fx's names, where the user's class leaves them free
     module.__dict__[_GRAPH_ATTR] = graph
     module.__class__ = type(original.__name__, (original,), namespace)
 
