@@ -25,7 +25,7 @@ from reparam.graph.inplace import functionalize
 from reparam.graph.realize import graph_of, install_forward, is_rewritten
 from reparam.graph.shapes import propagate_shapes
 from reparam.graph.trust import is_trusted_leaf, opaque_reason
-from reparam.graph.uses import UsePicture, record_uses
+from reparam.graph.uses import UsePicture, record_uses, static_uses
 from reparam.graph.views import channel_affine, drop_noops
 from reparam.inputs import check_model, copy_model, validate_inputs
 from reparam.progress import ProgressCallback, ScopeReporter
@@ -140,6 +140,7 @@ class _Deployment:
     dtype: torch.dtype
     picture: UsePicture | None
     opaque: dict[int, str]
+    static_picture: UsePicture | None = None  # without example inputs: from own-level traces
 
 
 class _Scope:
@@ -160,7 +161,7 @@ class _Scope:
 
     def _pinned(self) -> dict[str, str]:
         """Modules under this scope that something outside its graph uses."""
-        picture = self.deployment.picture
+        picture = self.deployment.picture or self.deployment.static_picture
         if picture is None:
             return {}
         pinned = {}
@@ -178,6 +179,20 @@ class _Scope:
             return  # containers without a forward: their items are scopes of their own
         picture = self.deployment.picture
         conflict = picture.pattern_conflict(self.path) if picture is not None else None
+        if picture is not None and self.pattern is None and conflict is None:
+            # run, but its call could not be bound (a forward taking *args / **kwargs):
+            # parents trace through it; it gets no forward of its own unchecked
+            self.report.skipped_scopes.append(
+                (self.path, "its call could not be bound to its forward's parameters "
+                 "(*args / **kwargs): not rewritten on its own")
+            )
+            return
+        # the check's reference: the module as it is now, before capture touches anything
+        self.original = (
+            copy.deepcopy(self.module)
+            if self.deployment.check and self.inputs is not None
+            else None
+        )
         try:
             captured = capture(self.module, opaque=self._opaque, pattern=self.pattern)
             functionalize(captured.graph, self.module)
@@ -211,8 +226,7 @@ class _Scope:
         ctx.pinned = self._pinned()
         if self.inputs is not None:
             ctx.shape_provider = lambda g: propagate_shapes(self.module, g, self.inputs)
-        checking = self.deployment.check and self.inputs is not None
-        original = fx.GraphModule(self.module, copy.deepcopy(graph)) if checking else None
+        original = self.original
         reference = self._reference(graph) if self.verify else None
         outcomes: dict[tuple[str, str], SiteOutcome] = {}
         rewrites = self._fixpoint(ctx, outcomes, reference)
@@ -242,7 +256,8 @@ class _Scope:
             self._check(original, rewrites)
 
     def _check(self, original: nn.Module, rewrites: list[Rewrite]) -> None:
-        """The rewritten scope against its original, in float64, on the inputs it received."""
+        """The rewritten scope against a copy of the module taken before capture, in float64,
+        on the inputs it received (positional as recorded, the rest by keyword)."""
         err = float64_error(original, self.module, self.inputs)
         self.report.checked_scopes += 1
         if not err <= tolerance_for(self.dtype):
@@ -441,6 +456,10 @@ def _final_unfolded_norms(model: nn.Module, report: DeployReport) -> None:
             report.unfolded_norms.append((path, reason))
 
 
+def _trusted_ids(model: nn.Module) -> set[int]:
+    return {id(m) for m in model.modules() if is_trusted_leaf(m)}
+
+
 def _post_order(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return list(reversed(list(model.named_modules())))
 
@@ -519,6 +538,7 @@ def deploy_with_report(
         dtype,
         picture,
         opaque={},
+        static_picture=None if inputs else static_uses(target, _trusted_ids(target)),
     )
     order, layers_before = NetworkOrder.of(target), layer_absmax(target)
     scopes = [(p, m) for p, m in _post_order(target) if not is_trusted_leaf(m)]

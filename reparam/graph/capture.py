@@ -339,7 +339,7 @@ class ConcreteTracer(fx.Tracer):
                 self._guard(obj, guard_len, n)
         elif isinstance(value, (tuple, list)):
             n = len(value)
-            if self.dependence.get(node, "data") == "shape":
+            if self.dependence.get(node, "data") != "const":
                 self._guard(obj, guard_len, n)
         else:
             return super().iter(obj)
@@ -388,10 +388,25 @@ def _changed(before: object, after: object) -> bool:
     return before is not after
 
 
+def _holds_proxy(value: object) -> bool:
+    if isinstance(value, fx.Proxy):
+        return True
+    if isinstance(value, dict):
+        return any(_holds_proxy(v) for v in value.values())
+    if isinstance(value, (list, tuple, set)):
+        return any(_holds_proxy(v) for v in value)
+    return False
+
+
 def _side_effects(saved, skip: Callable[[str], bool]) -> list[str]:
     found = []
     for path, m, state in saved:
         if skip(path):
+            # a leaf ran for real in the shadow run (its own caches may change); a traced
+            # write into it leaves a proxy behind
+            for key, value in m.__dict__.items():
+                if key not in _MODULE_INTERNALS and _holds_proxy(value):
+                    found.append(f"{path}.{key}")
             continue
         for key, value in m.__dict__.items():
             if key in _MODULE_INTERNALS or key.startswith("_reparam"):
@@ -427,11 +442,11 @@ class _NoAutocast:
         torch.amp.autocast_mode.autocast.__enter__ = self._enter  # type: ignore[method-assign]
 
 
-_FLAG_TYPES = (bool,)  # mode flags; sizes and other config values are not guarded
+_FLAG_TYPES = (bool, str)  # flags and modes; sizes and other numbers are not guarded
 
 
 class _FlagReads:
-    """Records the plain Python attributes (flags, sizes, modes) each traced-through module
+    """Records the plain Python attributes (bool flags, str modes) each traced-through module
     reads while tracing, so the rewritten forward can check them at every call.
 
     Each module's class is swapped for a subclass with a recording ``__getattribute__``
@@ -461,7 +476,10 @@ class _FlagReads:
                     reads.setdefault((_path, name), value)
                 return value
 
-            spy = type(cls.__name__, (cls,), {"__getattribute__": getattribute})
+            try:
+                spy = type(cls.__name__, (cls,), {"__getattribute__": getattribute})
+            except Exception:  # noqa: BLE001 - a class that refuses subclasses: no flag reads
+                continue
             self._swapped.append((m, cls))
             m.__class__ = spy
         return self

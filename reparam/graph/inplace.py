@@ -91,13 +91,16 @@ def _written(node: Node, root: nn.Module) -> tuple[Node, Any] | None:
             return node.args[0], ("call_function", node.target)
         name = getattr(node.target, "__name__", "")
         if name.endswith("_") and not name.startswith("_") and node.args:
-            out_of_place = getattr(torch, name[:-1], None)
+            is_torch_op = getattr(torch, name, None) is node.target
+            out_of_place = getattr(torch, name[:-1], None) if is_torch_op else None
             if out_of_place is not None:
                 return node.args[0], ("call_function", out_of_place)
             return node.args[0], None
     if node.op == "call_method":
         name = str(node.target)
         if name.endswith("_") and not name.startswith("_") and name not in ("requires_grad_",):
+            if not hasattr(torch.Tensor, name[:-1]):
+                return node.args[0], None  # zero_, fill_, copy_ ...: no method of that name
             return node.args[0], ("call_method", name[:-1])
     if node.op == "call_module":
         module = root.get_submodule(str(node.target))

@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.fx as fx
 from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-from reparam.graph.capture import CallPattern, bind_call
+from reparam.graph.capture import CallPattern, _restore, _snapshot, bind_call
 
 
 def _pattern_key(pattern: CallPattern) -> tuple:
@@ -36,6 +37,8 @@ def _pattern_key(pattern: CallPattern) -> tuple:
             key.append((name, "tensor"))
         elif value is None or type(value) in (bool, int, float, str):
             key.append((name, type(value).__name__, value))
+        elif isinstance(value, (list, tuple)):
+            key.append((name, type(value).__name__, len(value)))
         else:
             key.append((name, type(value).__name__))
     return tuple(key)
@@ -163,3 +166,41 @@ def record_uses(
         for h in handles:
             h.remove()
     return picture, output
+
+
+class _OwnLevelTracer(fx.Tracer):
+    """Traces one module's own forward, every submodule a leaf."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return True
+
+
+def static_uses(model: nn.Module, skip: set[int]) -> UsePicture:
+    """The cross-module uses, without example inputs: each module's own forward traced with
+    its submodules as leaves. A call or a read that reaches past a direct child is a use
+    from outside that child; a forward that does not trace is assumed to use everything
+    below it (so nothing below it is changed without the module's own graph)."""
+    picture = UsePicture()
+    for path, m in model.named_modules():
+        if id(m) in skip or isinstance(m, (nn.ModuleList, nn.ModuleDict)):
+            continue
+        prefix = f"{path}." if path else ""
+        saved = _snapshot(m)  # a forward may store what it computes: no proxy stays behind
+        try:
+            graph = _OwnLevelTracer().trace(m)
+        except Exception:  # noqa: BLE001 - unknown uses: assume every descendant is used
+            for sub, _ in m.named_modules():
+                if sub and "." in sub:
+                    picture.callers[prefix + sub].add(path)
+            continue
+        finally:
+            _restore(saved)
+        for node in graph.nodes:
+            target = str(node.target)
+            if node.op == "call_module" and "." in target:
+                picture.callers[prefix + target].add(path)
+            elif node.op == "get_attr" and "." in target:
+                owner = target.rpartition(".")[0]
+                if "." in owner:
+                    picture.readers[prefix + owner].add(path)
+    return picture
