@@ -19,8 +19,13 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
 
 
 def make_property(check: Callable[[Case], None],
-                  strategy: Callable[[str], st.SearchStrategy[Case]]):
-    """(fast, slow) test functions checking ``check`` on cases drawn from ``strategy(device)``."""
+                  strategy: Callable[[str], st.SearchStrategy[Case]],
+                  *, fast_examples: int | None = None):
+    """(fast, slow) test functions checking ``check`` on cases drawn from ``strategy(device)``.
+
+    ``fast_examples`` caps the default-suite run of a property whose examples are costly
+    (whole-model deploys); its slow twin always runs 10,000.
+    """
 
     @pytest.mark.parametrize("device", DEVICES)
     @given(data=st.data())
@@ -34,6 +39,8 @@ def make_property(check: Callable[[Case], None],
     def slow(device: str, data: st.DataObject) -> None:
         check(data.draw(strategy(device)))
 
+    if fast_examples is not None:
+        fast = settings(max_examples=fast_examples)(fast)
     return fast, slow
 
 

@@ -57,12 +57,14 @@ def _branches_into_fc(case: Case) -> None:
 
 
 test_norm_after_layout, test_norm_after_layout_slow = make_property(
-    _norm_folded_unless_refused, lambda d: L.norm_after_layout_cases(device=d))
+    _norm_folded_unless_refused, lambda d: L.norm_after_layout_cases(device=d), fast_examples=25)
 test_shared_norm, test_shared_norm_slow = make_property(
-    _norm_folded_unless_refused, lambda d: L.shared_norm_cases(device=d))
+    _norm_folded_unless_refused, lambda d: L.shared_norm_cases(device=d), fast_examples=25)
 test_perpendicular_forced, test_perpendicular_forced_slow = make_property(
-    _perpendicular_forced, lambda d: P.perpendicular_cases(partner=False, device=d))
+    _perpendicular_forced, lambda d: P.perpendicular_cases(partner=False, device=d),
+    fast_examples=25)
 test_perpendicular_partner, test_perpendicular_partner_slow = make_property(
-    _perpendicular_partner, lambda d: P.perpendicular_cases(partner=True, device=d))
+    _perpendicular_partner, lambda d: P.perpendicular_cases(partner=True, device=d),
+    fast_examples=25)
 test_affine_branch_fc, test_affine_branch_fc_slow = make_property(
-    _branches_into_fc, lambda d: AB.affine_branch_cases(device=d))
+    _branches_into_fc, lambda d: AB.affine_branch_cases(device=d), fast_examples=25)

@@ -84,14 +84,14 @@ def _dbb_avg(case):
 
 
 test_computed_weights, test_computed_weights_slow = make_property(
-    _computed, lambda d: L.computed_weight_convs(device=d))
+    _computed, lambda d: L.computed_weight_convs(device=d), fast_examples=25)
 test_transposed_conv_norm, test_transposed_conv_norm_slow = make_property(
-    _transposed, lambda d: L.transposed_conv_norms(device=d))
+    _transposed, lambda d: L.transposed_conv_norms(device=d), fast_examples=25)
 test_cropped_branches, test_cropped_branches_slow = make_property(
-    _cropped, lambda d: L.cropped_branches(device=d))
+    _cropped, lambda d: L.cropped_branches(device=d), fast_examples=25)
 test_identity_activations, test_identity_activations_slow = make_property(
-    _identity_act, lambda d: L.identity_activation_stacks(device=d))
+    _identity_act, lambda d: L.identity_activation_stacks(device=d), fast_examples=25)
 test_linear_heads, test_linear_heads_slow = make_property(
-    _heads, lambda d: L.linear_heads(device=d))
+    _heads, lambda d: L.linear_heads(device=d), fast_examples=25)
 test_dbb_avg_branch, test_dbb_avg_branch_slow = make_property(
-    _dbb_avg, lambda d: L.dbb_avg_blocks(device=d))
+    _dbb_avg, lambda d: L.dbb_avg_blocks(device=d), fast_examples=25)
