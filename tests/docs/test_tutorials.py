@@ -119,6 +119,14 @@ def test_block_extraction() -> None:
     assert python_blocks(page) == ["import os", "x = 1", "y = 2"]
 
 
+# Pages whose Python reads what a shell block above it writes: the reason, and the test that
+# checks the same thing end to end.
+AFTER_SHELL = {
+    "train.md": "its Python block opens the checkpoint the torchrun command above writes; "
+    "tests/train/test_train_run.py loads that file strictly into the inference model",
+}
+
+
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(DOCS)))
 def test_page_blocks_run_in_order(
     page: Path, tmp_path: Path, child_env: dict[str, str]
@@ -126,6 +134,8 @@ def test_page_blocks_run_in_order(
     program, used = page_program(page)
     if not program.strip():
         pytest.skip(f"{page.name} has no Python blocks")
+    if page.name in AFTER_SHELL:
+        pytest.skip(AFTER_SHELL[page.name])
     try:
         tree = _statements(program)
     except SyntaxError as err:
