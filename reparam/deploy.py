@@ -188,11 +188,12 @@ class _Scope:
             )
             return
         # the check's reference: the module as it is now, before capture touches anything
-        self.original = (
-            copy.deepcopy(self.module)
-            if self.deployment.check and self.inputs is not None
-            else None
-        )
+        self.original = None
+        if self.deployment.check and self.inputs is not None:
+            try:
+                self.original = copy_model(self.module)
+            except ReparamError as exc:
+                raise ReparamError(f"cannot check '{self.path or '<model>'}': {exc}") from None
         try:
             captured = capture(self.module, opaque=self._opaque, pattern=self.pattern)
             functionalize(captured.graph, self.module)
