@@ -512,9 +512,10 @@ def deploy_with_report(
     picture = None
     reference_out = None
     if inputs:
-        leaves = {id(m) for m in target.modules() if is_trusted_leaf(m)}
         try:
-            picture, reference_out = record_uses(target, clone_inputs(inputs), skip=leaves)
+            picture, reference_out = record_uses(
+                target, clone_inputs(inputs), skip=_trusted_ids(target)
+            )
         except Exception as exc:  # noqa: BLE001 - the user's inputs do not fit the model
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise ReparamError(
