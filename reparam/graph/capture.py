@@ -26,6 +26,7 @@ capture fail with the reason, so the module is kept as it is (opaque) by its par
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import operator
@@ -200,6 +201,34 @@ class ConcreteTracer(fx.Tracer):
         self.values: dict[fx.Node, Any] = {}
         self.dependence: dict[fx.Node, str] = {}  # "const" | "shape" | "data"
         self.guards: list[str] = []
+        self._real = 0  # > 0 while a real value is computed: module calls run, not recorded
+        self._tensor_names: dict[int, str] | None = None
+
+    # -- fx's patched nn.Module.__call__ / __getattr__ come through these two ----------------
+    def call_module(self, m, forward, args, kwargs):  # noqa: ANN001
+        if self._real:
+            return forward(*args, **kwargs)
+        return super().call_module(m, forward, args, kwargs)
+
+    def getattr(self, attr, attr_val, parameter_proxy_cache):  # noqa: ANN001
+        """fx's rule (a parameter or buffer of the root becomes a ``get_attr`` node), with the
+        owner looked up in one table instead of a walk over every parameter per read."""
+        if self._real or not isinstance(attr_val, torch.Tensor):
+            return attr_val
+        if self._tensor_names is None:
+            names: dict[int, str] = {}
+            for n, p in self.root.named_parameters():
+                names.setdefault(id(p), n)
+            if self.proxy_buffer_attributes:
+                for n, b in self.root.named_buffers():
+                    names.setdefault(id(b), n)
+            self._tensor_names = names
+        name = self._tensor_names.get(id(attr_val))
+        if name is None:
+            return attr_val
+        if name not in parameter_proxy_cache:
+            parameter_proxy_cache[name] = self.create_proxy("get_attr", name, (), {})
+        return parameter_proxy_cache[name]
 
     # -- leaves -----------------------------------------------------------------------------
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
@@ -234,7 +263,7 @@ class ConcreteTracer(fx.Tracer):
             self.dependence[node] = "const"
             try:
                 obj: Any = self.root
-                with _untraced_modules():
+                with self.real_values():
                     for part in str(node.target).split("."):
                         obj = getattr(obj, part)
                 self.values[node] = obj
@@ -269,11 +298,20 @@ class ConcreteTracer(fx.Tracer):
                 elif node.op == "call_method":
                     result = getattr(args[0], node.target)(*args[1:], **kwargs)
                 else:
-                    with _untraced_modules():
+                    with self.real_values():
                         result = self.root.get_submodule(str(node.target))(*args, **kwargs)
         except Exception:  # noqa: BLE001 - no value: questions about this node stay unanswered
             return
         self.values[node] = result
+
+    @contextlib.contextmanager
+    def real_values(self) -> Iterator[None]:
+        """Module calls and attribute reads inside run for real (a shadow value)."""
+        self._real += 1
+        try:
+            yield
+        finally:
+            self._real -= 1
 
     @staticmethod
     def _reads_metadata(node: fx.Node) -> bool:
@@ -347,21 +385,6 @@ class ConcreteTracer(fx.Tracer):
 
 
 _MODULE_INTERNALS = frozenset(nn.Module().__dict__)
-
-
-class _untraced_modules:  # noqa: N801 - used like a function
-    """Undo fx's patching of ``nn.Module.__call__``/``__getattr__`` while a real value is
-    computed, so a module called on real tensors runs instead of being recorded."""
-
-    def __enter__(self) -> None:
-        from torch.fx import _symbolic_trace as st
-
-        self._saved = (nn.Module.__call__, nn.Module.__getattr__)
-        nn.Module.__call__ = st._orig_module_call  # type: ignore[method-assign]
-        nn.Module.__getattr__ = st._orig_module_getattr  # type: ignore[method-assign]
-
-    def __exit__(self, *exc: object) -> None:
-        nn.Module.__call__, nn.Module.__getattr__ = self._saved  # type: ignore[method-assign]
 
 
 def _snapshot(module: nn.Module) -> list[tuple[str, nn.Module, dict[str, object]]]:
@@ -449,42 +472,65 @@ class _FlagReads:
     """Records the plain Python attributes (bool flags, str modes) each traced-through module
     reads while tracing, so the rewritten forward can check them at every call.
 
-    Each module's class is swapped for a subclass with a recording ``__getattribute__``
-    during the trace only.
+    During the trace only, each such module's class is swapped for a subclass (made once per
+    class and cached) whose ``__getattribute__`` reports to the recorder that is active.
     """
+
+    _spies: dict[type, type | None] = {}
+    _active: list[_FlagReads] = []
 
     def __init__(self, root: nn.Module, skip: Callable[[str], bool]) -> None:
         self.root, self.skip = root, skip
         self.reads: dict[tuple[str, str], Any] = {}
+        self.paths: dict[int, str] = {}
         self._swapped: list[tuple[nn.Module, type]] = []
 
-    def __enter__(self) -> _FlagReads:
-        reads = self.reads
-        for path, m in self.root.named_modules():
-            if self.skip(path) or is_trusted_leaf(m):
-                continue
-            cls = type(m)
+    @classmethod
+    def _spy(cls, klass: type) -> type | None:
+        if klass not in cls._spies:
+            active = cls._active
 
-            def getattribute(obj: Any, name: str, _path: str = path, _cls: type = cls) -> Any:
+            def getattribute(obj: Any, name: str) -> Any:
                 value = object.__getattribute__(obj, name)
                 if (
-                    not name.startswith("_")
+                    active
+                    and not name.startswith("_")
                     and name != "training"
                     and isinstance(value, _FLAG_TYPES)
                     and name in object.__getattribute__(obj, "__dict__")
                 ):
-                    reads.setdefault((_path, name), value)
+                    recorder = active[-1]
+                    path = recorder.paths.get(id(obj))
+                    if path is not None:
+                        recorder.reads.setdefault((path, name), value)
                 return value
 
             try:
-                spy = type(cls.__name__, (cls,), {"__getattribute__": getattribute})
+                spy: type | None = type(
+                    klass.__name__,
+                    (klass,),
+                    {"__getattribute__": getattribute, "__module__": klass.__module__},
+                )
             except Exception:  # noqa: BLE001 - a class that refuses subclasses: no flag reads
+                spy = None
+            cls._spies[klass] = spy
+        return cls._spies[klass]
+
+    def __enter__(self) -> _FlagReads:
+        for path, m in self.root.named_modules():
+            if self.skip(path) or is_trusted_leaf(m):
                 continue
-            self._swapped.append((m, cls))
+            spy = self._spy(type(m))
+            if spy is None:
+                continue
+            self.paths[id(m)] = path
+            self._swapped.append((m, type(m)))
             m.__class__ = spy
+        self._active.append(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._active.remove(self)
         for m, cls in self._swapped:
             m.__class__ = cls
 
