@@ -21,6 +21,7 @@ from torch import nn
 
 from reparam.errors import Refusal, ReparamError
 from reparam.graph.capture import CallPattern, capture, describe_trace_failure
+from reparam.graph.fx_dispatch import shared_module_hooks
 from reparam.graph.inplace import functionalize
 from reparam.graph.realize import graph_of, install_forward, is_rewritten
 from reparam.graph.shapes import propagate_shapes
@@ -544,7 +545,7 @@ def deploy_with_report(
     )
     order, layers_before = NetworkOrder.of(target), layer_absmax(target)
     scopes = [(p, m) for p, m in _post_order(target) if not is_trusted_leaf(m)]
-    with ScopeReporter(len(scopes), progress, start=start) as reporter:
+    with shared_module_hooks(), ScopeReporter(len(scopes), progress, start=start) as reporter:
         for path, module in scopes:
             reason = opaque_reason(module)
             if reason is not None:

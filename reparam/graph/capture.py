@@ -39,6 +39,7 @@ import torch.fx as fx
 from torch import nn
 from torch.fx.proxy import TraceError
 
+from reparam.graph.fx_dispatch import tracing_with
 from reparam.graph.guards import guard_equal, guard_len
 from reparam.graph.trust import is_trusted_leaf, opaque_reason
 
@@ -203,6 +204,12 @@ class ConcreteTracer(fx.Tracer):
         self.guards: list[str] = []
         self._real = 0  # > 0 while a real value is computed: module calls run, not recorded
         self._tensor_names: dict[int, str] | None = None
+        self.parameter_proxies: dict[str, fx.Proxy] = {}
+
+    def trace(self, root, concrete_args=None):  # noqa: ANN001
+        self.parameter_proxies = {}
+        with tracing_with(self):
+            return super().trace(root, concrete_args)
 
     # -- fx's patched nn.Module.__call__ / __getattr__ come through these two ----------------
     def call_module(self, m, forward, args, kwargs):  # noqa: ANN001
