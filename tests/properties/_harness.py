@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import pytest
@@ -13,7 +14,9 @@ from hypothesis import strategies as st
 import reparam
 from reparam.testing.strategies import Case
 
-SLOW_EXAMPLES = 10_000
+# 10,000 per slow property; ``tools/slow_properties.py`` runs one in pieces (fewer examples
+# each, distinct seeds, in parallel processes) through this variable
+SLOW_EXAMPLES = int(os.environ.get("REPARAM_SLOW_EXAMPLES", "10000"))
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="no CUDA device"))]
 
