@@ -5,8 +5,8 @@ into ``--pieces`` runs of ``10,000 / pieces`` examples, each with its own
 ``--hypothesis-seed``, and the runs are spread over ``--jobs`` processes. Hypothesis prints how
 many examples each run passed (``--hypothesis-show-statistics``); this script adds them up per
 property and prints one table: examples passed, pieces failed, and the first failure's
-reproduction blob. A run cut short by ``--timeout`` counts the examples it had reported so far
-as zero (hypothesis prints its statistics at the end only): use more pieces instead.
+reproduction blob. A run cut short by ``--timeout`` counts the examples it had passed when it
+was stopped (the test harness notes them in a file every 10 examples).
 
 Usage::
 
@@ -23,6 +23,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -41,8 +42,12 @@ def slow_properties(device: str, select: str | None) -> list[str]:
 
 
 def run_piece(node: str, seed: int, examples: int, timeout: float, log_dir: Path | None) -> dict:
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", node)
+    count_file = Path(tempfile.gettempdir()) / f"reparam-count-{os.getpid()}-{safe}-{seed}"
+    count_file.unlink(missing_ok=True)
     env = dict(os.environ, HYPOTHESIS_PROFILE="slow", REPARAM_SLOW_EXAMPLES=str(examples),
-               OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+               REPARAM_EXAMPLE_COUNT_FILE=str(count_file), OMP_NUM_THREADS="1",
+               PYTHONPATH=str(ROOT))
     cmd = [sys.executable, "-m", "pytest", "-m", "slow", "-q", "-p", "no:cacheprovider",
            node, f"--hypothesis-seed={seed}", "--hypothesis-show-statistics"]
     start = time.monotonic()
@@ -55,9 +60,11 @@ def run_piece(node: str, seed: int, examples: int, timeout: float, log_dir: Path
         text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
         code = "timeout"
     if log_dir is not None:
-        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", node)
         (log_dir / f"{safe}.seed{seed}.log").write_text(text)
     passing = sum(int(n) for n in re.findall(r"(\d+) passing examples", text))
+    if code == "timeout" and count_file.exists():  # stopped early: what it had passed
+        passing = int(count_file.read_text() or 0)
+    count_file.unlink(missing_ok=True)
     blob = re.search(r"@reproduce_failure\([^)]*\)", text)
     return {"node": node, "seed": seed, "code": code, "passing": passing,
             "seconds": time.monotonic() - start, "blob": blob.group(0) if blob else None}
@@ -94,15 +101,18 @@ def main(argv: list[str] | None = None) -> int:
             results[r["node"]].append(r)
             print(f"  {r['node']} seed {r['seed']}: exit {r['code']}, {r['passing']} passing, "
                   f"{r['seconds']:.0f} s", flush=True)
-    print("\n| property | examples passed | pieces failed | first failure |")
-    print("|---|---:|---:|---|")
+    print("\n| property | examples passed | pieces failed | pieces stopped by the time limit "
+          "| first failure |")
+    print("|---|---:|---:|---:|---|")
     failed_any = False
     for node in nodes:
         rs = results[node]
-        failed = [r for r in rs if r["code"] != 0]
+        failed = [r for r in rs if r["code"] not in (0, "timeout")]
+        stopped = [r for r in rs if r["code"] == "timeout"]
         failed_any |= bool(failed)
         blob = next((r["blob"] for r in failed if r["blob"]), "")
-        print(f"| {node} | {sum(r['passing'] for r in rs):,} | {len(failed)} | {blob} |")
+        print(f"| {node} | {sum(r['passing'] for r in rs):,} | {len(failed)} | {len(stopped)} "
+              f"| {blob} |")
     return 1 if failed_any else 0
 
 
