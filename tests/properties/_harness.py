@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import pytest
@@ -13,7 +14,21 @@ from hypothesis import strategies as st
 import reparam
 from reparam.testing.strategies import Case
 
-SLOW_EXAMPLES = 10_000
+# 10,000 per slow property; ``tools/slow_properties.py`` runs one in pieces (fewer examples
+# each, distinct seeds, in parallel processes) through this variable
+SLOW_EXAMPLES = int(os.environ.get("REPARAM_SLOW_EXAMPLES", "10000"))
+_COUNT_FILE = os.environ.get("REPARAM_EXAMPLE_COUNT_FILE")
+_done = 0
+
+
+def count_example() -> None:
+    """Note one example that passed (for a piece stopped by a time limit: the examples it had
+    passed so far still count; ``benchmarks/slow_properties.py`` reads the file)."""
+    global _done
+    _done += 1
+    if _COUNT_FILE and _done % 10 == 0:
+        with open(_COUNT_FILE, "w", encoding="utf-8") as f:
+            f.write(str(_done))
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="no CUDA device"))]
 
@@ -31,6 +46,7 @@ def make_property(check: Callable[[Case], None],
     @given(data=st.data())
     def fast(device: str, data: st.DataObject) -> None:
         check(data.draw(strategy(device)))
+        count_example()
 
     @pytest.mark.slow
     @pytest.mark.parametrize("device", DEVICES)
@@ -38,6 +54,7 @@ def make_property(check: Callable[[Case], None],
     @given(data=st.data())
     def slow(device: str, data: st.DataObject) -> None:
         check(data.draw(strategy(device)))
+        count_example()
 
     if fast_examples is not None:
         fast = settings(max_examples=fast_examples)(fast)

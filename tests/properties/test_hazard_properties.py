@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import reparam
 from reparam.testing.hazards import HazardCase, hazardous_stacks
 
-from ._harness import DEVICES, SLOW_EXAMPLES
+from ._harness import DEVICES, SLOW_EXAMPLES, count_example
 
 
 def _never_silently_wrong(case: HazardCase) -> None:
@@ -47,3 +47,4 @@ def test_hazards(device: str, data: st.DataObject) -> None:
 @given(data=st.data())
 def test_hazards_slow(device: str, data: st.DataObject) -> None:
     _never_silently_wrong(data.draw(hazardous_stacks(device=device)))
+    count_example()

@@ -13,7 +13,7 @@ import reparam
 from reparam.demo import randomize_batch_norms
 from reparam_models.layers import RepMLP, RepMLPBlock
 
-from ._harness import DEVICES, SLOW_EXAMPLES
+from ._harness import DEVICES, SLOW_EXAMPLES, count_example
 
 KERNELS = st.lists(st.sampled_from([1, 3, 5]), min_size=1, max_size=3, unique=True).map(
     lambda ks: tuple(sorted(ks)))
@@ -64,6 +64,7 @@ def test_locality_injection_exact(device, case):
 @given(case=st.one_of(v2_blocks(), v1_blocks()))
 def test_locality_injection_exact_slow(device, case):
     _check(*case, device)
+    count_example()
 
 
 def test_locality_injection_refuses_a_reflect_padded_conv():
