@@ -33,9 +33,9 @@ anything is timed, one conversion of each kind runs untimed (imports, one-time c
    ``Conv2d(bias=True) + ReLU`` stack (median over trials of the ratio of medians). Target:
    ratio <= 1.03.
 
-``--quick`` (< 3 min on a busy 2-core machine): one round of each, timm's repvgg_a0 only for 1-2,
-RepMLPNet-T designed for 64x64 (``img_size=64, hs=(16, 8, 4, 2)``) instead of B224 for 3 and 5
-(said in the table), fewer latency rounds for 6.
+``--quick`` (< 3 min on 2 busy cores; about 3.5 min at load 7): one round of each, timm's
+repvgg_a0 only for 1-2, RepMLPNet-T designed for 64x64 (``img_size=64, hs=(16, 8, 4, 2)``)
+instead of B224 for 3 and 5 (said in the table), fewer latency rounds for 6.
 
 Usage::
 
@@ -399,7 +399,7 @@ def parse_only(text: str | None) -> set[int]:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small models, one round, < 3 min")
+    parser.add_argument("--quick", action="store_true", help="small models, one round")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--only", type=parse_only, default=set(ITEMS),
                         help="comma-separated items to run, e.g. 1,3 (default: all)")
