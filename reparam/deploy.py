@@ -142,6 +142,7 @@ class _Deployment:
     picture: UsePicture | None
     opaque: dict[int, str]
     static_picture: UsePicture | None = None  # without example inputs: from own-level traces
+    pristine: nn.Module | None = None  # an untouched eval copy: the checks' reference
 
 
 class _Scope:
@@ -188,13 +189,11 @@ class _Scope:
                  "(*args / **kwargs): not rewritten on its own")
             )
             return
-        # the check's reference: the module as it is now, before capture touches anything
+        # the check's reference: the same module in the untouched copy of the model
         self.original = None
-        if self.deployment.check and self.inputs is not None:
-            try:
-                self.original = copy_model(self.module)
-            except ReparamError as exc:
-                raise ReparamError(f"cannot check '{self.path or '<model>'}': {exc}") from None
+        pristine = self.deployment.pristine
+        if self.deployment.check and self.inputs is not None and pristine is not None:
+            self.original = pristine.get_submodule(self.path) if self.path else pristine
         try:
             captured = capture(self.module, opaque=self._opaque, pattern=self.pattern)
             functionalize(captured.graph, self.module)
@@ -258,8 +257,8 @@ class _Scope:
             self._check(original, rewrites)
 
     def _check(self, original: nn.Module, rewrites: list[Rewrite]) -> None:
-        """The rewritten scope against a copy of the module taken before capture, in float64,
-        on the inputs it received (positional as recorded, the rest by keyword)."""
+        """The rewritten scope against the same module in an untouched copy of the model, in
+        float64, on the inputs it received (positional as recorded, the rest by keyword)."""
         err = float64_error(original, self.module, self.inputs)
         self.report.checked_scopes += 1
         if not err <= tolerance_for(self.dtype):
@@ -542,6 +541,9 @@ def deploy_with_report(
         picture,
         opaque={},
         static_picture=None if inputs else static_uses(target, _trusted_ids(target)),
+        # one untouched copy is every check's reference (a scope's check then covers its
+        # children's rewrites too); no copy per scope
+        pristine=copy_model(model).eval() if inputs and check else None,
     )
     order, layers_before = NetworkOrder.of(target), layer_absmax(target)
     scopes = [(p, m) for p, m in _post_order(target) if not is_trusted_leaf(m)]
