@@ -27,7 +27,7 @@ from reparam.graph.realize import graph_of, install_forward, is_rewritten
 from reparam.graph.shapes import propagate_shapes
 from reparam.graph.trust import is_trusted_leaf, opaque_reason
 from reparam.graph.uses import UsePicture, record_uses, static_uses
-from reparam.graph.views import channel_affine, drop_noops
+from reparam.graph.views import channel_affine, drop_noops, forget_norm_affines
 from reparam.inputs import check_model, copy_model, validate_inputs
 from reparam.progress import ProgressCallback, ScopeReporter
 from reparam.report import (
@@ -556,6 +556,7 @@ def deploy_with_report(
             elif picture is None or picture.was_called(path):
                 _Scope(path, module, deployment).run()
             reporter.scope_done(path)
+    forget_norm_affines()
     _keep_memory_format(model, target, report)
     _final_unfolded_norms(target, report)
     report.params_after = count_params(target)
