@@ -38,7 +38,7 @@ from torch import nn
 
 import reparam
 from reparam.demo import randomize_batch_norms
-from reparam.rules.grouped_fc import GroupedPointwiseConv
+from reparam.runtime import GroupedPointwiseConv
 from reparam_models import create_model
 
 DEFAULT_MODELS = ("repmlpnet_b224", "repmlp_res50_light_224")
