@@ -9,7 +9,7 @@ compatible, so every drawn module runs; sizes stay tiny (channels <= 16, spatial
 
 Public strategies:
 
-* :func:`conv_specs` -- :class:`ConvSpec` s (kernel incl. 1xk/kx1, stride, dilation, groups,
+* :func:`conv_specs` -- :class:`ConvConfig` s (kernel incl. 1xk/kx1, stride, dilation, groups,
   padding incl. ``'same'``, bias, padding_mode).
 * :func:`conv_bn`, :func:`linear_bn`, :func:`bn_linear`, :func:`bn_conv` -- two-layer folds.
 * :func:`branch_blocks` -- one input, several parallel branches summed, written in varying
@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from hypothesis import strategies as st
 from torch import nn
 
+from reparam.convspec import ConvSpec, conv_extent, conv_output_size, same_padding, spec_from_conv
 from reparam.testing._common import _signed, randomize_norms, seeded
 
 __all__ = [
@@ -48,7 +49,7 @@ __all__ = [
     "REFUSAL_KINDS",
     "SUM_STYLES",
     "Case",
-    "ConvSpec",
+    "ConvConfig",
     "block_stacks",
     "bn_conv",
     "bn_linear",
@@ -426,8 +427,9 @@ def _ensure_nonzero_shift(bn: nn.Module, gen: torch.Generator, lo: float = 0.2) 
 
 
 @dataclass(frozen=True)
-class ConvSpec:
-    """Hyper-parameters of one ``nn.ConvNd``; :meth:`build` makes it.
+class ConvConfig:
+    """Hyper-parameters of one ``nn.ConvNd`` to build (:meth:`build`); its weights, once built,
+    are a :class:`reparam.convspec.ConvSpec` (:meth:`spec`), whose geometry helpers this uses.
 
     ``padding`` is a per-dim tuple of ints or the string ``'same'`` (only with stride 1).
     """
@@ -457,19 +459,19 @@ class ConvSpec:
             padding_mode=self.padding_mode,
         )
 
+    def spec(self) -> ConvSpec:
+        """The engine's view of a freshly built conv: weights and geometry."""
+        return spec_from_conv(self.build())
+
     @property
     def effective_kernel(self) -> Shape:
         """``dilation * (k - 1) + 1`` per dim."""
-        return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel_size, self.dilation, strict=True))
+        return conv_extent(self.kernel_size, self.dilation)
 
     def pads(self) -> tuple[tuple[int, int], ...]:
         """(before, after) padding per dim, as torch applies it (``'same'`` may be uneven)."""
         if self.padding == "same":
-            out = []
-            for e in self.effective_kernel:
-                total = e - 1
-                out.append((total // 2, total - total // 2))
-            return tuple(out)
+            return same_padding(self.kernel_size, self.dilation)
         assert not isinstance(self.padding, str)
         return tuple((p, p) for p in self.padding)
 
@@ -490,12 +492,7 @@ class ConvSpec:
 
     def output_size(self, size: Sequence[int]) -> Shape:
         """Spatial output size for spatial input ``size``."""
-        out = []
-        for n, e, (a, b), s in zip(
-            size, self.effective_kernel, self.pads(), self.stride, strict=True
-        ):
-            out.append((n + a + b - e) // s + 1)
-        return tuple(out)
+        return conv_output_size(size, self.kernel_size, self.stride, self.pads(), self.dilation)
 
     def describe(self) -> str:
         pad = "same" if self.padding == "same" else _fmt(self.padding)
@@ -520,8 +517,8 @@ def conv_specs(
     max_channels: int = MAX_CHANNELS,
     padding_modes: Sequence[str] = ("zeros", "reflect", "circular"),
     allow_same: bool = True,
-) -> ConvSpec:
-    """Draw a valid :class:`ConvSpec` for a ``dims``-D conv.
+) -> ConvConfig:
+    """Draw a valid :class:`ConvConfig` for a ``dims``-D conv.
 
     Kernels 1, 2, 3, 5, 7 (effective size capped so inputs stay small), square or asymmetric
     (``1xk`` / ``kx1``; in 3-D ``k`` along a random proper subset of axes); dilation 1-3;
@@ -571,7 +568,7 @@ def conv_specs(
         padding = tuple(d * (kk - 1) // 2 for kk in kernel)
     else:
         padding = "same"
-    spec = ConvSpec(
+    spec = ConvConfig(
         dims=dims,
         in_channels=groups * cin_g,
         out_channels=groups * cout_g,
