@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from reparam.testing._common import seeded
-from reparam.testing.strategies import Case, _make_case, _seeds
+from reparam.testing.strategies.case import Case, _make_case, _seeds
 
 __all__ = [
     "computed_weight_convs",
