@@ -108,6 +108,44 @@ def conv_bn(
     )
 
 
+def _linear_and_norm(
+    draw: st.DrawFn, norm_first: bool, dtype: torch.dtype, device: DeviceLike
+) -> Case:
+    """``nn.Linear`` and ``BatchNorm1d`` (after it, or before it when ``norm_first``) on a
+    ``(B, features)`` input, as ``nn.Sequential`` or a custom module."""
+    cin = draw(st.integers(1, MAX_CHANNELS))
+    cout = draw(st.integers(1, MAX_CHANNELS))
+    bias = draw(st.booleans())
+    batch = draw(st.integers(1, MAX_BATCH))
+    style = draw(st.sampled_from(["sequential", "custom"]))
+    make_bn = _draw_bn(draw, 1, cin if norm_first else cout)
+    seed = draw(_seeds())
+    with seeded(seed):
+        if norm_first:
+            bn, lin = make_bn(), nn.Linear(cin, cout, bias=bias)
+            layers, custom = (bn, lin), _NormThenLayer
+        else:
+            lin, bn = nn.Linear(cin, cout, bias=bias), make_bn()
+            layers, custom = (lin, bn), _ConvBN
+        module = nn.Sequential(*layers) if style == "sequential" else custom(*layers)
+    linear = f"Linear({cin}->{cout}, bias={bias})"
+    name, parts = (
+        ("bn_linear", (_bn_desc(bn), linear))
+        if norm_first
+        else ("linear_bn", (linear, _bn_desc(bn)))
+    )
+    return _make_case(
+        module,
+        (batch, cin),
+        seed,
+        dtype=dtype,
+        device=device,
+        description=f"{name}[{style}]: {parts[0]} -> {parts[1]}",
+        output_shape=(batch, cout),
+        tags=(name, f"wrap:{style}"),
+    )
+
+
 @st.composite
 def linear_bn(
     draw: st.DrawFn,
@@ -116,26 +154,7 @@ def linear_bn(
     device: DeviceLike = "cpu",
 ) -> Case:
     """``nn.Linear`` followed by ``BatchNorm1d`` on a ``(B, features)`` input: foldable."""
-    cin = draw(st.integers(1, MAX_CHANNELS))
-    cout = draw(st.integers(1, MAX_CHANNELS))
-    bias = draw(st.booleans())
-    batch = draw(st.integers(1, MAX_BATCH))
-    style = draw(st.sampled_from(["sequential", "custom"]))
-    make_bn = _draw_bn(draw, 1, cout)
-    seed = draw(_seeds())
-    with seeded(seed):
-        lin, bn = nn.Linear(cin, cout, bias=bias), make_bn()
-        module = nn.Sequential(lin, bn) if style == "sequential" else _ConvBN(lin, bn)
-    return _make_case(
-        module,
-        (batch, cin),
-        seed,
-        dtype=dtype,
-        device=device,
-        description=f"linear_bn[{style}]: Linear({cin}->{cout}, bias={bias}) -> {_bn_desc(bn)}",
-        output_shape=(batch, cout),
-        tags=("linear_bn", f"wrap:{style}"),
-    )
+    return _linear_and_norm(draw, False, dtype, device)
 
 
 @st.composite
@@ -146,26 +165,7 @@ def bn_linear(
     device: DeviceLike = "cpu",
 ) -> Case:
     """``BatchNorm1d`` followed by ``nn.Linear`` on a ``(B, features)`` input: foldable."""
-    cin = draw(st.integers(1, MAX_CHANNELS))
-    cout = draw(st.integers(1, MAX_CHANNELS))
-    bias = draw(st.booleans())
-    batch = draw(st.integers(1, MAX_BATCH))
-    style = draw(st.sampled_from(["sequential", "custom"]))
-    make_bn = _draw_bn(draw, 1, cin)
-    seed = draw(_seeds())
-    with seeded(seed):
-        bn, lin = make_bn(), nn.Linear(cin, cout, bias=bias)
-        module = nn.Sequential(bn, lin) if style == "sequential" else _NormThenLayer(bn, lin)
-    return _make_case(
-        module,
-        (batch, cin),
-        seed,
-        dtype=dtype,
-        device=device,
-        description=f"bn_linear[{style}]: {_bn_desc(bn)} -> Linear({cin}->{cout}, bias={bias})",
-        output_shape=(batch, cout),
-        tags=("bn_linear", f"wrap:{style}"),
-    )
+    return _linear_and_norm(draw, True, dtype, device)
 
 
 @st.composite
