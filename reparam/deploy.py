@@ -43,6 +43,7 @@ from reparam.report import (
 from reparam.rules import default_registry
 from reparam.rules.base import Rewrite, Rule, RuleContext, SiteOutcome, absmax
 from reparam.rules.registry import RuleRegistry
+from reparam.runtime import FoldedNorm
 from reparam.verify import (
     clone_inputs,
     float64_default,
@@ -106,26 +107,6 @@ def _referenced(graph: fx.Graph) -> set[str]:
         if node.op in ("call_module", "get_attr"):
             refs.add(str(node.target))
     return refs
-
-
-class FoldedNorm(nn.Module):
-    """Where a norm module stood after its statistics were folded into a neighbouring layer;
-    it keeps the submodules (activation, dropout) that the rewritten forward still calls."""
-
-    def __init__(self, norm: nn.Module) -> None:
-        super().__init__()
-        self.folded_from = type(norm).__name__
-        for name, child in norm.named_children():
-            self.add_module(name, child)
-
-    def extra_repr(self) -> str:
-        return f"folded {self.folded_from}"
-
-    def forward(self, *args: Any) -> Any:
-        raise RuntimeError(
-            f"this {self.folded_from} was folded into a neighbouring layer by "
-            "reparam.deploy; call the deployed parent module instead"
-        )
 
 
 @dataclass
