@@ -1,0 +1,588 @@
+"""Declarative graph patterns: a rule says what it looks for, :func:`match` finds it.
+
+A pattern reads like the computation it matches, from the rule's anchor node outwards
+(towards the node's inputs, unless :class:`Into` walks to its users)::
+
+    Affine(Module(CONVS).bind("conv")).bind("norm")          # norm(conv(x))
+    Module(CONVS, Call(F.pad).bind("pad")).bind("conv")      # conv(F.pad(x, p))
+    Into(Affine().bind("affine"), Module(CONVS).bind("conv"))  # conv(norm(x)), anchored at norm
+
+``match(pattern, node, view)`` returns :class:`Bindings` (truthy: the captured nodes, modules
+and canonical views by name) or a falsy :class:`NoMatch` with the reason of the step that
+failed and the steps that had matched before it ("batch_norm 'bn' → Conv2d 'conv' found, but
+the output of Conv2d 'conv' has 2 users"). A :class:`NoMatch` past the rule's anchor is a
+*near-miss*, which :func:`reparam.explain` lists.
+
+Modules are looked up through ``view.module`` (the trust model): a layer with hooks or
+overridden internals comes back as an ``OpaqueModule`` and matches no :class:`Module`
+pattern; ``Module(..., refuse_opaque=True)`` turns that into a refusal the report shows.
+The n-ary sum and the per-channel affine are the canonical views of
+:mod:`reparam.graph.views`, so ``a + b``, ``torch.add``, ``+=`` and ``sum([...])`` are one
+:class:`Sum`, and BatchNorm (module or functional) and ``x * gamma`` are one :class:`Affine`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from torch import nn
+from torch.fx import Node
+
+from reparam.errors import Refusal
+from reparam.graph.scope import OpaqueModule
+from reparam.graph.views import channel_affine, sum_terms, value_users
+
+
+class GraphView(Protocol):
+    """What the matcher reads: the scope's root and its trusted module lookup."""
+
+    root: nn.Module
+
+    def module(self, target: str) -> nn.Module: ...
+
+    def qualified(self, target: str) -> str: ...
+
+
+# -- results --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NoMatch:
+    """Why a pattern did not match (falsy). ``depth`` counts the steps that matched first,
+    ``trail`` names them; ``refusal`` marks a failure that is the rule's business (a layer it
+    would fold, kept as it is), which the report lists as a refusal."""
+
+    reason: str
+    depth: int = 0
+    trail: tuple[str, ...] = ()
+    refusal: bool = False
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __str__(self) -> str:
+        if not self.trail:
+            return self.reason
+        return f"{' → '.join(self.trail)} found, but {self.reason}"
+
+
+class Bindings(Mapping[str, Any]):
+    """What a match captured, by name (truthy, even when empty).
+
+    ``b[name]`` is the node of a :class:`Module` / :class:`Call` / :class:`Where` /
+    :class:`Any_` capture, the :class:`~reparam.graph.views.AffineView` (or its
+    :class:`~reparam.errors.Refusal`) of an :class:`Affine`, the
+    :class:`~reparam.graph.views.SumView` of a :class:`Sum`, and the tuple of nodes walked by
+    :class:`Through` / :class:`Into`. ``b.module(name)`` is a :class:`Module` capture's module,
+    ``b.each(name)`` the per-item bindings of a :class:`Sum` or :class:`ListOf`.
+    """
+
+    def __init__(
+        self,
+        values: dict[str, Any],
+        modules: dict[str, nn.Module],
+        each: dict[str, list[Bindings]],
+    ) -> None:
+        self._values, self._modules, self._each = values, modules, each
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __bool__(self) -> bool:
+        return True
+
+    def module(self, name: str) -> nn.Module:
+        return self._modules[name]
+
+    def each(self, name: str) -> list[Bindings]:
+        return self._each[name]
+
+    def __repr__(self) -> str:
+        return f"Bindings({', '.join(self._values)})"
+
+
+def match(pattern: Pattern, node: object, view: GraphView) -> Bindings | NoMatch:
+    """Match ``pattern`` at ``node`` of ``view``'s graph."""
+    state = _State(view)
+    failed = pattern._match(node, state, "the node")
+    if failed is not None:
+        return failed
+    return Bindings(state.values, state.modules, state.each)
+
+
+class _State:
+    """Captures and progress of one match (restored when an alternative fails)."""
+
+    __slots__ = ("view", "values", "modules", "each", "trail")
+
+    def __init__(self, view: GraphView) -> None:
+        self.view = view
+        self.values: dict[str, Any] = {}
+        self.modules: dict[str, nn.Module] = {}
+        self.each: dict[str, list[Bindings]] = {}
+        self.trail: list[str] = []
+
+    def save(self) -> tuple:
+        return dict(self.values), dict(self.modules), dict(self.each), len(self.trail)
+
+    def restore(self, saved: tuple) -> None:
+        self.values, self.modules, self.each, n = saved
+        del self.trail[n:]
+
+    def accept(self, pattern: Pattern, value: Any, label: str, module: Any = None) -> None:
+        self.trail.append(label)
+        if pattern.name is not None:
+            self.values[pattern.name] = value
+            if module is not None:
+                self.modules[pattern.name] = module
+
+    def fail(self, reason: str, refusal: bool = False) -> NoMatch:
+        return NoMatch(reason, len(self.trail), tuple(self.trail), refusal)
+
+
+def describe_node(value: object, view: GraphView) -> str:
+    """A short name for what a pattern met: ``Conv2d 'stem.conv'``, ``relu 'relu_1'``."""
+    if not isinstance(value, Node):
+        return f"the constant {value!r:.40}"
+    if value.op == "call_module":
+        try:
+            kind = type(view.root.get_submodule(str(value.target))).__name__
+        except AttributeError:
+            kind = "module"
+        return f"{kind} '{view.qualified(str(value.target))}'"
+    if value.op == "call_function":
+        return f"{getattr(value.target, '__name__', value.target)} '{value.name}'"
+    if value.op == "call_method":
+        return f".{value.target}() '{value.name}'"
+    if value.op == "placeholder":
+        return f"the input '{value.name}'"
+    if value.op == "get_attr":
+        return f"the attribute '{value.target}'"
+    return f"'{value.name}'"
+
+
+# -- patterns -------------------------------------------------------------------------------
+
+
+class Pattern:
+    """Base of all patterns: ``bind`` names a capture, ``|`` makes alternatives."""
+
+    name: str | None = None
+
+    def bind(self, name: str) -> Pattern:
+        """This pattern, capturing what it matches as ``name``."""
+        clone = copy.copy(self)
+        clone.name = name
+        return clone
+
+    def single_user(self) -> Pattern:
+        """This pattern, and the value it matches is read by exactly one node."""
+        return Users(self, 1)
+
+    def __or__(self, other: Pattern) -> Pattern:
+        return AnyOf(self, other)
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+    def _match(self, value: object, state: _State, role: str) -> NoMatch | None:
+        raise NotImplementedError
+
+    def _args(
+        self, node: Node, args: tuple[Pattern, ...], state: _State, label: str
+    ) -> NoMatch | None:
+        for i, sub in enumerate(args):
+            if i >= len(node.args):
+                return state.fail(f"{label} has no argument {i}")
+            role = "its input" if i == 0 else f"its argument {i}"
+            failed = sub._match(node.args[i], state, role)
+            if failed is not None:
+                return failed
+        return None
+
+    def __repr__(self) -> str:
+        return self.describe() + (f".bind({self.name!r})" if self.name else "")
+
+
+def _mismatch(state: _State, role: str, value: object, expected: str) -> NoMatch:
+    return state.fail(f"{role} is {describe_node(value, state.view)}, not {expected}")
+
+
+class Any_(Pattern):  # noqa: N801 - ``Any`` is typing's
+    """Anything: a node or a constant."""
+
+    def describe(self) -> str:
+        return "anything"
+
+    def _match(self, value: object, state: _State, role: str) -> NoMatch | None:
+        if self.name is not None:
+            state.values[self.name] = value
+        return None
+
+
+class Module(Pattern):
+    """A call of a submodule that is an instance of ``kind`` (a type or tuple of types) or
+    satisfies ``kind(module)``, its arguments matching ``args`` in order (extra ones free)."""
+
+    def __init__(
+        self,
+        kind: type | tuple[type, ...] | Callable[[nn.Module], bool],
+        *args: Pattern,
+        label: str | None = None,
+        refuse_opaque: bool = False,
+    ) -> None:
+        self.kind, self.args, self.refuse_opaque = kind, args, refuse_opaque
+        if label is None:
+            types = kind if isinstance(kind, tuple) else (kind,)
+            label = "|".join(getattr(t, "__name__", "module") for t in types)
+        self.label = label
+
+    def describe(self) -> str:
+        return self.label
+
+    def _accepts(self, module: nn.Module) -> bool:
+        if isinstance(self.kind, (type, tuple)):
+            return isinstance(module, self.kind)
+        return bool(self.kind(module))
+
+    def _match(self, value: object, state: _State, role: str) -> NoMatch | None:
+        if not (isinstance(value, Node) and value.op == "call_module"):
+            return _mismatch(state, role, value, f"a {self.label}")
+        module = state.view.module(str(value.target))
+        where = state.view.qualified(str(value.target))
+        if isinstance(module, OpaqueModule):
+            actual = state.view.root.get_submodule(str(value.target))
+            if self._accepts(actual):
+                return state.fail(f"{self.label} '{where}' {module.reason}", self.refuse_opaque)
+            return _mismatch(state, role, value, f"a {self.label}")
+        if not self._accepts(module):
+            return _mismatch(state, role, value, f"a {self.label}")
+        label = f"{type(module).__name__} '{where}'"
+        state.accept(self, value, label, module)
+        return self._args(value, self.args, state, label)
+
+
+def _function_name(node: Node) -> str:
+    if node.op == "call_method":
+        return str(node.target)
+    return getattr(node.target, "__name__", "")
+
+
+class Call(Pattern):
+    """A call of a function (by identity) or a method / function name (a string matches
+    ``x.flatten()`` and ``torch.flatten(x)`` alike), arguments matching ``args`` in order."""
+
+    def __init__(
+        self, target: Callable | str | Iterable[Callable | str], *args: Pattern, label: str = ""
+    ) -> None:
+        targets = list(target) if isinstance(target, (list, tuple, set, frozenset)) else [target]
+        self.names = frozenset(t for t in targets if isinstance(t, str))
+        self.functions = tuple(t for t in targets if not isinstance(t, str))
+        self.args = args
+        self.label = label or "|".join(
+            sorted(self.names) + [getattr(f, "__name__", str(f)) for f in self.functions]
+        )
+
+    def describe(self) -> str:
+        return self.label
+
+    def accepts(self, node: Node) -> bool:
+        if node.op == "call_function" and any(node.target is f for f in self.functions):
+            return True
+        return node.op in ("call_function", "call_method") and _function_name(node) in self.names
+
+    def _match(self, value: object, state: _State, role: str) -> NoMatch | None:
+        if not (isinstance(value, Node) and self.accepts(value)):
+            return _mismatch(state, role, value, f"a call of {self.label}")
+        label = describe_node(value, state.view)
+        state.accept(self, value, label)
+        return self._args(value, self.args, state, label)
+
+
+class Where(Pattern):
+    """A node satisfying ``predicate(node, view)``; ``label`` says what that means."""
+
+    def __init__(self, predicate: Callable[[Node, Any], bool], label: str) -> None:
+        self.predicate, self.label = predicate, label
+
+    def describe(self) -> str:
+        return self.label
+
+    def _match(self, value: object, state: _State, role: str) -> NoMatch | None:
+        if not (isinstance(value, Node) and self.predicate(value, state.view)):
+            return _mismatch(state, role, value, self.label)
+        state.accept(self, value, describe_node(value, state.view))
+        return None
+
+
+class Affine(Pattern):
+    """A per-channel affine ``scale[c] * x + shift[c]`` (eval batch norm, module or functional,
+    or ``x * gamma``), its input matching ``input``. A norm that is *not* affine in eval
+    semantics (batch statistics) still matches and binds its :class:`Refusal`, so the rule's
+    check can say why. ``kinds`` restricts the view's kind (``batch_norm``,
+    ``functional_batch_norm``, ``channel_scale``)."""
+
+    def __init__(self, input: Pattern | None = None, *, kinds: Iterable[str] = ()) -> None:
+        self.input, self.kinds = input, frozenset(kinds)
+
+    def describe(self) -> str:
+        return "per-channel affine"
+
+    def _match(self, value: object, state: _State, role: str) -> NoMatch | None:
+        view = channel_affine(value, state.view.root) if isinstance(value, Node) else None
+        if view is None:
+            return _mismatch(state, role, value, "a batch norm or per-channel scale")
+        assert isinstance(value, Node)
+        if isinstance(view, Refusal):
+            source, label = value.args[0], describe_node(value, state.view)
+        else:
+            if self.kinds and view.kind not in self.kinds:
+                return _mismatch(state, role, value, " or ".join(sorted(self.kinds)))
+            source, label = view.input, f"{view.kind} '{_site(value, state.view)}'"
+        state.accept(self, view, label)
+        if self.input is None:
+            return None
+        return self.input._match(source, state, "its input")
+
+
+def _site(node: Node, view: GraphView) -> str:
+    if node.op == "call_module":
+        return view.qualified(str(node.target))
+    return node.name
+
+
+class Sum(Pattern):
+    """An n-ary sum (``a + b``, ``torch.add``, ``+=``, ``sum([...])``, any association) of at
+    least ``min_terms`` terms; with ``term``, every term must match it (per-term bindings in
+    ``b.each(name)``)."""
+
+    def __init__(self, term: Pattern | None = None, *, min_terms: int = 2) -> None:
+        self.term, self.min_terms = term, min_terms
+
+    def describe(self) -> str:
+        return "sum"
+
+    def _match(self, value: object, state: _State, role: str) -> NoMatch | None:
+        view = sum_terms(value) if isinstance(value, Node) else None
+        if view is None:
+            return _mismatch(state, role, value, "a sum")
+        label = f"sum '{view.root.name}'"
+        if len(view.terms) < self.min_terms:
+            return state.fail(f"{label} has {len(view.terms)} terms, not {self.min_terms}+")
+        state.accept(self, view, label)
+        if self.term is not None:
+            items = _each(self.term, view.terms, state, f"a term of {label}")
+            if isinstance(items, NoMatch):
+                return items
+            if self.name is not None:
+                state.each[self.name] = items
+        return None
+
+
+class ListOf(Pattern):
+    """A list or tuple argument (``torch.cat([a, b])``) of at least ``min_len`` items, each
+    matching ``item`` (per-item bindings in ``b.each(name)``)."""
+
+    def __init__(self, item: Pattern, *, min_len: int = 1) -> None:
+        self.item, self.min_len = item, min_len
+
+    def describe(self) -> str:
+        return f"list of {self.item.describe()}"
+
+    def _match(self, value: object, state: _State, role: str) -> NoMatch | None:
+        if not isinstance(value, (list, tuple)) or len(value) < self.min_len:
+            return state.fail(f"{role} is not a list of {self.min_len}+ items")
+        items = _each(self.item, list(value), state, f"an item of {role}")
+        if isinstance(items, NoMatch):
+            return items
+        if self.name is not None:
+            state.values[self.name] = tuple(value)
+            state.each[self.name] = items
+        return None
+
+
+def _each(
+    pattern: Pattern, values: list[object], state: _State, role: str
+) -> list[Bindings] | NoMatch:
+    items = []
+    for value in values:
+        sub = _State(state.view)
+        sub.trail = list(state.trail)
+        failed = pattern._match(value, sub, role)
+        if failed is not None:
+            return failed
+        items.append(Bindings(sub.values, sub.modules, sub.each))
+    return items
+
+
+class AnyOf(Pattern):
+    """The first alternative that matches; when none does, the reason of the one that got
+    furthest."""
+
+    def __init__(self, *alternatives: Pattern) -> None:
+        self.alternatives = alternatives
+
+    def describe(self) -> str:
+        return " or ".join(a.describe() for a in self.alternatives)
+
+    def _match(self, value: object, state: _State, role: str) -> NoMatch | None:
+        best: NoMatch | None = None
+        for alternative in self.alternatives:
+            saved = state.save()
+            failed = alternative._match(value, state, role)
+            if failed is None:
+                if self.name is not None:
+                    state.values[self.name] = value
+                return None
+            state.restore(saved)
+            if best is None or failed.depth > best.depth:
+                best = failed
+        assert best is not None
+        return best
+
+
+class Users(Pattern):
+    """``inner``, and the value it matched is read (metadata reads aside) by ``count`` nodes."""
+
+    def __init__(self, inner: Pattern, count: int = 1) -> None:
+        self.inner, self.count = inner, count
+
+    def bind(self, name: str) -> Pattern:
+        return Users(self.inner.bind(name), self.count)
+
+    def describe(self) -> str:
+        return f"{self.inner.describe()} (read by {self.count})"
+
+    def _match(self, value: object, state: _State, role: str) -> NoMatch | None:
+        failed = self.inner._match(value, state, role)
+        if failed is not None:
+            return failed
+        assert isinstance(value, Node)
+        n = len(value_users(value))
+        if n != self.count:
+            return state.fail(
+                f"the output of {describe_node(value, state.view)} has {n} users, not {self.count}"
+            )
+        return None
+
+
+def SingleUser(inner: Pattern) -> Pattern:  # noqa: N802 - reads as a pattern
+    """``inner``, whose value only one node reads."""
+    return Users(inner, 1)
+
+
+def Capture(name: str, inner: Pattern) -> Pattern:  # noqa: N802 - reads as a pattern
+    """``inner`` captured as ``name`` (the same as ``inner.bind(name)``)."""
+    return inner.bind(name)
+
+
+class Through(Pattern):
+    """Zero or more single-user ``skip`` nodes upwards along their first argument, then
+    ``then``: ``Through(Call("flatten"), Module(nn.Linear))`` matches ``linear(x).flatten()``
+    and ``linear(x)``. Binds the skipped nodes, outermost first."""
+
+    def __init__(self, skip: Call | Where, then: Pattern) -> None:
+        self.skip, self.then = skip, then
+
+    def describe(self) -> str:
+        return f"{self.then.describe()} (through {self.skip.describe()})"
+
+    def _match(self, value: object, state: _State, role: str) -> NoMatch | None:
+        skipped: list[Node] = []
+        while isinstance(value, Node) and self._skips(value, state) and value.args:
+            skipped.append(value)
+            state.trail.append(describe_node(value, state.view))
+            value = value.args[0]
+        if self.name is not None:
+            state.values[self.name] = tuple(skipped)
+        if skipped:
+            role = f"the input of {describe_node(skipped[-1], state.view)}"
+        return self.then._match(value, state, role)
+
+    def _skips(self, node: Node, state: _State) -> bool:
+        if len(value_users(node)) != 1:
+            return False
+        if isinstance(self.skip, Call):
+            return self.skip.accepts(node)
+        return bool(self.skip.predicate(node, state.view))
+
+
+class Into(Pattern):
+    """``source`` at the node, whose value flows (each step read by one node only, through
+    zero or more ``via`` nodes) into the first argument of a node matching ``consumer``.
+    Anchors a rule at a producer: ``Into(Affine(), Module(CONVS))`` is ``conv(norm(x))`` seen
+    from the norm. Binds the ``via`` nodes walked."""
+
+    def __init__(self, source: Pattern, consumer: Pattern, *, via: Call | Where | None = None):
+        self.source, self.consumer, self.via = source, consumer, via
+
+    def describe(self) -> str:
+        return f"{self.source.describe()} into {self.consumer.describe()}"
+
+    def _match(self, value: object, state: _State, role: str) -> NoMatch | None:
+        failed = self.source._match(value, state, role)
+        if failed is not None:
+            return failed
+        assert isinstance(value, Node)
+        walked: list[Node] = []
+        current = value
+        while True:
+            users = value_users(current)
+            label = describe_node(current, state.view)
+            if len(users) != 1:
+                return state.fail(f"the output of {label} has {len(users)} users, not 1")
+            user = users[0]
+            saved = state.save()
+            role = f"the user of {label}" if walked else "its user"
+            failed = self.consumer._match(user, state, role)
+            if failed is None:
+                if user.args[:1] != (current,):
+                    state.restore(saved)
+                    return state.fail(f"{label} is not the first argument of its user")
+                if self.name is not None:
+                    state.values[self.name] = tuple(walked)
+                return None
+            state.restore(saved)
+            if self.via is None or not self._via(user, state):
+                return failed
+            walked.append(user)
+            state.trail.append(describe_node(user, state.view))
+            current = user
+
+    def _via(self, node: Node, state: _State) -> bool:
+        if isinstance(self.via, Call):
+            return self.via.accepts(node)
+        assert self.via is not None
+        return bool(self.via.predicate(node, state.view))
+
+
+__all__ = [
+    "Affine",
+    "AnyOf",
+    "Any_",
+    "Bindings",
+    "Call",
+    "Capture",
+    "GraphView",
+    "Into",
+    "ListOf",
+    "Module",
+    "NoMatch",
+    "Pattern",
+    "SingleUser",
+    "Sum",
+    "Through",
+    "Users",
+    "Where",
+    "describe_node",
+    "match",
+]
