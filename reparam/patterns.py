@@ -31,6 +31,7 @@ from typing import Any, Protocol
 from torch import nn
 from torch.fx import Node
 
+from reparam.convspec import is_plain_conv
 from reparam.errors import Refusal
 from reparam.graph.scope import OpaqueModule
 from reparam.graph.views import channel_affine, sum_terms, value_users
@@ -279,11 +280,17 @@ def _function_name(node: Node) -> str:
 
 class Call(Pattern):
     """A call of a function (by identity) or a method / function name (a string matches
-    ``x.flatten()`` and ``torch.flatten(x)`` alike), arguments matching ``args`` in order."""
+    ``x.flatten()`` and ``torch.flatten(x)`` alike), arguments matching ``args`` in order;
+    ``where(node)``, if given, must hold too (its docstring says what it means)."""
 
     def __init__(
-        self, target: Callable | str | Iterable[Callable | str], *args: Pattern, label: str = ""
+        self,
+        target: Callable | str | Iterable[Callable | str],
+        *args: Pattern,
+        label: str = "",
+        where: Callable[[Node], bool] | None = None,
     ) -> None:
+        self.where = where
         targets = list(target) if isinstance(target, (list, tuple, set, frozenset)) else [target]
         self.names = frozenset(t for t in targets if isinstance(t, str))
         self.functions = tuple(t for t in targets if not isinstance(t, str))
@@ -303,6 +310,9 @@ class Call(Pattern):
     def _match(self, value: object, state: _State, role: str) -> NoMatch | None:
         if not (isinstance(value, Node) and self.accepts(value)):
             return _mismatch(state, role, value, f"a call of {self.label}")
+        if self.where is not None and not self.where(value):
+            doc = (self.where.__doc__ or self.where.__name__).strip()
+            return state.fail(f"{role} is {describe_node(value, state.view)}, not {doc}")
         label = describe_node(value, state.view)
         state.accept(self, value, label)
         return self._args(value, self.args, state, label)
@@ -486,12 +496,13 @@ def Capture(name: str, inner: Pattern) -> Pattern:  # noqa: N802 - reads as a pa
 
 
 class Through(Pattern):
-    """Zero or more single-user ``skip`` nodes upwards along their first argument, then
-    ``then``: ``Through(Call("flatten"), Module(nn.Linear))`` matches ``linear(x).flatten()``
-    and ``linear(x)``. Binds the skipped nodes, outermost first."""
+    """Zero or more ``skip`` nodes upwards along their first argument, then ``then``:
+    ``Through(Call("flatten"), Module(nn.Linear))`` matches ``linear(x).flatten()`` and
+    ``linear(x)``. A skipped node must be read by one node only unless not ``exclusive``.
+    Binds the skipped nodes, outermost first."""
 
-    def __init__(self, skip: Call | Where, then: Pattern) -> None:
-        self.skip, self.then = skip, then
+    def __init__(self, skip: Call | Where, then: Pattern, *, exclusive: bool = True) -> None:
+        self.skip, self.then, self.exclusive = skip, then, exclusive
 
     def describe(self) -> str:
         return f"{self.then.describe()} (through {self.skip.describe()})"
@@ -509,7 +520,7 @@ class Through(Pattern):
         return self.then._match(value, state, role)
 
     def _skips(self, node: Node, state: _State) -> bool:
-        if len(value_users(node)) != 1:
+        if self.exclusive and len(value_users(node)) != 1:
             return False
         if isinstance(self.skip, Call):
             return self.skip.accepts(node)
@@ -565,7 +576,14 @@ class Into(Pattern):
         return bool(self.via.predicate(node, state.view))
 
 
+# -- vocabulary -------------------------------------------------------------------------------
+
+#: a forward (non-transposed) Conv1d/2d/3d, subclasses traced as leaves included
+CONV = Module(is_plain_conv, label="conv")
+
+
 __all__ = [
+    "CONV",
     "Affine",
     "AnyOf",
     "Any_",

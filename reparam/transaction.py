@@ -13,7 +13,7 @@ The one place in the engine where submodules are set and deleted is here
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -124,6 +124,14 @@ class Transaction:
         with self.view.graph.inserting_before(before):
             node = self.view.graph.call_module(path, args)
         node.meta.update(before.meta)
+        self.view.invalidate()
+        return node
+
+    def insert_function(self, fn: Callable[..., Any], args: tuple[Any, ...], before: Node) -> Node:
+        """A new call of ``fn`` just before ``before`` (no shape known until propagated)."""
+        self._require_open()
+        with self.view.graph.inserting_before(before):
+            node = self.view.graph.call_function(fn, args)
         self.view.invalidate()
         return node
 
