@@ -498,11 +498,14 @@ def Capture(name: str, inner: Pattern) -> Pattern:  # noqa: N802 - reads as a pa
 class Through(Pattern):
     """Zero or more ``skip`` nodes upwards along their first argument, then ``then``:
     ``Through(Call("flatten"), Module(nn.Linear))`` matches ``linear(x).flatten()`` and
-    ``linear(x)``. A skipped node must be read by one node only unless not ``exclusive``.
+    ``linear(x)``. A skipped node must be read by one node only unless not ``exclusive``;
+    at least ``min_steps`` are skipped.
     Binds the skipped nodes, outermost first."""
 
-    def __init__(self, skip: Call | Where, then: Pattern, *, exclusive: bool = True) -> None:
-        self.skip, self.then, self.exclusive = skip, then, exclusive
+    def __init__(
+        self, skip: Call | Where, then: Pattern, *, exclusive: bool = True, min_steps: int = 0
+    ) -> None:
+        self.skip, self.then, self.exclusive, self.min_steps = skip, then, exclusive, min_steps
 
     def describe(self) -> str:
         return f"{self.then.describe()} (through {self.skip.describe()})"
@@ -513,6 +516,8 @@ class Through(Pattern):
             skipped.append(value)
             state.trail.append(describe_node(value, state.view))
             value = value.args[0]
+        if len(skipped) < self.min_steps:
+            return _mismatch(state, role, value, self.skip.describe())
         if self.name is not None:
             state.values[self.name] = tuple(skipped)
         if skipped:
