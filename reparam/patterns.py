@@ -460,6 +460,25 @@ class AnyOf(Pattern):
         return best
 
 
+class AllOf(Pattern):
+    """Every pattern matches the same value (captures of all of them)."""
+
+    def __init__(self, *patterns: Pattern) -> None:
+        self.patterns = patterns
+
+    def describe(self) -> str:
+        return " and ".join(p.describe() for p in self.patterns)
+
+    def _match(self, value: object, state: _State, role: str) -> NoMatch | None:
+        for pattern in self.patterns:
+            failed = pattern._match(value, state, role)
+            if failed is not None:
+                return failed
+        if self.name is not None:
+            state.values[self.name] = value
+        return None
+
+
 class Users(Pattern):
     """``inner``, and the value it matched is read (metadata reads aside) by ``count`` nodes."""
 
@@ -590,6 +609,7 @@ CONV = Module(is_plain_conv, label="conv")
 __all__ = [
     "CONV",
     "Affine",
+    "AllOf",
     "AnyOf",
     "Any_",
     "Bindings",
