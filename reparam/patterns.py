@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from torch import nn
@@ -50,16 +49,28 @@ class GraphView(Protocol):
 # -- results --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class NoMatch:
     """Why a pattern did not match (falsy). ``depth`` counts the steps that matched first,
     ``trail`` names them; ``refusal`` marks a failure that is the rule's business (a layer it
-    would fold, kept as it is), which the report lists as a refusal."""
+    would fold, kept as it is), which the report lists as a refusal. The reason is worded
+    only when read: most nodes fail at the anchor, and nobody asks them why."""
 
-    reason: str
-    depth: int = 0
-    trail: tuple[str, ...] = ()
-    refusal: bool = False
+    __slots__ = ("_reason", "depth", "trail", "refusal")
+
+    def __init__(
+        self,
+        reason: str | Callable[[], str],
+        depth: int = 0,
+        trail: tuple[str, ...] = (),
+        refusal: bool = False,
+    ) -> None:
+        self._reason, self.depth, self.trail, self.refusal = reason, depth, trail, refusal
+
+    @property
+    def reason(self) -> str:
+        if not isinstance(self._reason, str):
+            self._reason = self._reason()
+        return self._reason
 
     def __bool__(self) -> bool:
         return False
@@ -68,6 +79,9 @@ class NoMatch:
         if not self.trail:
             return self.reason
         return f"{' → '.join(self.trail)} found, but {self.reason}"
+
+    def __repr__(self) -> str:
+        return f"NoMatch({str(self)!r}, depth={self.depth})"
 
 
 class Bindings(Mapping[str, Any]):
@@ -146,7 +160,7 @@ class _State:
             if module is not None:
                 self.modules[pattern.name] = module
 
-    def fail(self, reason: str, refusal: bool = False) -> NoMatch:
+    def fail(self, reason: str | Callable[[], str], refusal: bool = False) -> NoMatch:
         return NoMatch(reason, len(self.trail), tuple(self.trail), refusal)
 
 
@@ -204,7 +218,8 @@ class Pattern:
         for i, sub in enumerate(args):
             if i >= len(node.args):
                 return state.fail(f"{label} has no argument {i}")
-            role = "its input" if i == 0 else f"its argument {i}"
+            # argument 0 is matched right after its node: "its" is unambiguous there
+            role = "its input" if i == 0 else f"argument {i} of {label}"
             failed = sub._match(node.args[i], state, role)
             if failed is not None:
                 return failed
@@ -215,7 +230,8 @@ class Pattern:
 
 
 def _mismatch(state: _State, role: str, value: object, expected: str) -> NoMatch:
-    return state.fail(f"{role} is {describe_node(value, state.view)}, not {expected}")
+    view = state.view
+    return state.fail(lambda: f"{role} is {describe_node(value, view)}, not {expected}")
 
 
 class Any_(Pattern):  # noqa: N801 - ``Any`` is typing's
@@ -225,6 +241,25 @@ class Any_(Pattern):  # noqa: N801 - ``Any`` is typing's
         return "anything"
 
     def _match(self, value: object, state: _State, role: str) -> NoMatch | None:
+        if self.name is not None:
+            state.values[self.name] = value
+        return None
+
+
+class Constant(Pattern):
+    """A Python constant argument (not a node) of one of ``types``; a bool is a number only
+    when ``bool`` is listed."""
+
+    def __init__(self, types: type | tuple[type, ...] = (int, float)) -> None:
+        self.types = types if isinstance(types, tuple) else (types,)
+
+    def describe(self) -> str:
+        return " or ".join(t.__name__ for t in self.types)
+
+    def _match(self, value: object, state: _State, role: str) -> NoMatch | None:
+        is_bool = isinstance(value, bool) and bool not in self.types
+        if isinstance(value, Node) or is_bool or not isinstance(value, self.types):
+            return _mismatch(state, role, value, f"a constant {self.describe()}")
         if self.name is not None:
             state.values[self.name] = value
         return None
@@ -259,15 +294,15 @@ class Module(Pattern):
         if not (isinstance(value, Node) and value.op == "call_module"):
             return _mismatch(state, role, value, f"a {self.label}")
         module = state.view.module(str(value.target))
-        where = state.view.qualified(str(value.target))
         if isinstance(module, OpaqueModule):
             actual = state.view.root.get_submodule(str(value.target))
+            where = state.view.qualified(str(value.target))
             if self._accepts(actual):
                 return state.fail(f"{self.label} '{where}' {module.reason}", self.refuse_opaque)
             return _mismatch(state, role, value, f"a {self.label}")
         if not self._accepts(module):
             return _mismatch(state, role, value, f"a {self.label}")
-        label = f"{type(module).__name__} '{where}'"
+        label = f"{type(module).__name__} '{state.view.qualified(str(value.target))}'"
         state.accept(self, value, label, module)
         return self._args(value, self.args, state, label)
 
@@ -615,6 +650,7 @@ __all__ = [
     "Bindings",
     "Call",
     "Capture",
+    "Constant",
     "GraphView",
     "Into",
     "ListOf",
