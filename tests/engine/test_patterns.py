@@ -241,3 +241,12 @@ def test_explain_lists_near_misses_with_the_failed_step():
     folding.load_state_dict(model.state_dict())
     explanation = reparam.explain(folding, x)
     assert [s.rule for s in explanation.fired()] == ["norm_linear"] and not explanation.near()
+
+
+def test_full_report_lists_near_misses():
+    model = Head().eval()
+    report = reparam.deploy_with_report(model, torch.randn(1, 4, 3, 3)).report
+    assert [o.rule for o in report.open_near_misses()] == ["norm_linear"]
+    text = report.render(width=200, full=True)
+    assert "near-misses" in text and "flatten 'flatten' has 2 users" in text
+    assert "near-misses" not in report.render(width=200)
