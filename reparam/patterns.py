@@ -3,15 +3,15 @@
 A pattern reads like the computation it matches, from the rule's anchor node outwards
 (towards the node's inputs, unless :class:`Into` walks to its users)::
 
-    Affine(Module(CONVS).bind("conv")).bind("norm")          # norm(conv(x))
-    Module(CONVS, Call(F.pad).bind("pad")).bind("conv")      # conv(F.pad(x, p))
-    Into(Affine().bind("affine"), Module(CONVS).bind("conv"))  # conv(norm(x)), anchored at norm
+    Affine(CONV.bind("conv")).bind("norm")                 # norm(conv(x))
+    Module(nn.Conv2d, Call(F.pad).bind("pad")).bind("conv")  # conv(F.pad(x, p))
+    Into(Affine().bind("affine"), CONV.bind("conv"))       # conv(norm(x)), anchored at norm
 
-``match(pattern, node, view)`` returns :class:`Bindings` (truthy: the captured nodes, modules
-and canonical views by name) or a falsy :class:`NoMatch` with the reason of the step that
-failed and the steps that had matched before it ("batch_norm 'bn' → Conv2d 'conv' found, but
-the output of Conv2d 'conv' has 2 users"). A :class:`NoMatch` past the rule's anchor is a
-*near-miss*, which :func:`reparam.explain` lists.
+``match(pattern, node, view)`` (:mod:`reparam.matcher`) returns :class:`Bindings` (truthy:
+the captured nodes, modules and canonical views by name) or a falsy :class:`NoMatch` with the
+reason of the step that failed and the steps that had matched before it ("batch_norm 'bn' →
+Conv2d 'conv' found, but the output of Conv2d 'conv' has 2 users"). A :class:`NoMatch` past
+the rule's anchor is a *near-miss*, which :func:`reparam.explain` lists.
 
 Modules are looked up through ``view.module`` (the trust model): a layer with hooks or
 overridden internals comes back as an ``OpaqueModule`` and matches no :class:`Module`
@@ -24,8 +24,8 @@ The n-ary sum and the per-channel affine are the canonical views of
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from torch import nn
 from torch.fx import Node
@@ -34,156 +34,7 @@ from reparam.convspec import is_plain_conv
 from reparam.errors import Refusal
 from reparam.graph.scope import OpaqueModule
 from reparam.graph.views import channel_affine, sum_terms, value_users
-
-
-class GraphView(Protocol):
-    """What the matcher reads: the scope's root and its trusted module lookup."""
-
-    root: nn.Module
-
-    def module(self, target: str) -> nn.Module: ...
-
-    def qualified(self, target: str) -> str: ...
-
-
-# -- results --------------------------------------------------------------------------------
-
-
-class NoMatch:
-    """Why a pattern did not match (falsy). ``depth`` counts the steps that matched first,
-    ``trail`` names them; ``refusal`` marks a failure that is the rule's business (a layer it
-    would fold, kept as it is), which the report lists as a refusal. The reason is worded
-    only when read: most nodes fail at the anchor, and nobody asks them why."""
-
-    __slots__ = ("_reason", "depth", "trail", "refusal")
-
-    def __init__(
-        self,
-        reason: str | Callable[[], str],
-        depth: int = 0,
-        trail: tuple[str, ...] = (),
-        refusal: bool = False,
-    ) -> None:
-        self._reason, self.depth, self.trail, self.refusal = reason, depth, trail, refusal
-
-    @property
-    def reason(self) -> str:
-        if not isinstance(self._reason, str):
-            self._reason = self._reason()
-        return self._reason
-
-    def __bool__(self) -> bool:
-        return False
-
-    def __str__(self) -> str:
-        if not self.trail:
-            return self.reason
-        return f"{' → '.join(self.trail)} found, but {self.reason}"
-
-    def __repr__(self) -> str:
-        return f"NoMatch({str(self)!r}, depth={self.depth})"
-
-
-class Bindings(Mapping[str, Any]):
-    """What a match captured, by name (truthy, even when empty).
-
-    ``b[name]`` is the node of a :class:`Module` / :class:`Call` / :class:`Where` /
-    :class:`Any_` capture, the :class:`~reparam.graph.views.AffineView` (or its
-    :class:`~reparam.errors.Refusal`) of an :class:`Affine`, the
-    :class:`~reparam.graph.views.SumView` of a :class:`Sum`, and the tuple of nodes walked by
-    :class:`Through` / :class:`Into`. ``b.module(name)`` is a :class:`Module` capture's module,
-    ``b.each(name)`` the per-item bindings of a :class:`Sum` or :class:`ListOf`.
-    """
-
-    def __init__(
-        self,
-        values: dict[str, Any],
-        modules: dict[str, nn.Module],
-        each: dict[str, list[Bindings]],
-    ) -> None:
-        self._values, self._modules, self._each = values, modules, each
-
-    def __getitem__(self, name: str) -> Any:
-        return self._values[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._values)
-
-    def __len__(self) -> int:
-        return len(self._values)
-
-    def __bool__(self) -> bool:
-        return True
-
-    def module(self, name: str) -> nn.Module:
-        return self._modules[name]
-
-    def each(self, name: str) -> list[Bindings]:
-        return self._each[name]
-
-    def __repr__(self) -> str:
-        return f"Bindings({', '.join(self._values)})"
-
-
-def match(pattern: Pattern, node: object, view: GraphView) -> Bindings | NoMatch:
-    """Match ``pattern`` at ``node`` of ``view``'s graph."""
-    state = _State(view)
-    failed = pattern._match(node, state, "the node")
-    if failed is not None:
-        return failed
-    return Bindings(state.values, state.modules, state.each)
-
-
-class _State:
-    """Captures and progress of one match (restored when an alternative fails)."""
-
-    __slots__ = ("view", "values", "modules", "each", "trail")
-
-    def __init__(self, view: GraphView) -> None:
-        self.view = view
-        self.values: dict[str, Any] = {}
-        self.modules: dict[str, nn.Module] = {}
-        self.each: dict[str, list[Bindings]] = {}
-        self.trail: list[str] = []
-
-    def save(self) -> tuple:
-        return dict(self.values), dict(self.modules), dict(self.each), len(self.trail)
-
-    def restore(self, saved: tuple) -> None:
-        self.values, self.modules, self.each, n = saved
-        del self.trail[n:]
-
-    def accept(self, pattern: Pattern, value: Any, label: str, module: Any = None) -> None:
-        self.trail.append(label)
-        if pattern.name is not None:
-            self.values[pattern.name] = value
-            if module is not None:
-                self.modules[pattern.name] = module
-
-    def fail(self, reason: str | Callable[[], str], refusal: bool = False) -> NoMatch:
-        return NoMatch(reason, len(self.trail), tuple(self.trail), refusal)
-
-
-def describe_node(value: object, view: GraphView) -> str:
-    """A short name for what a pattern met: ``Conv2d 'stem.conv'``, ``relu 'relu_1'``."""
-    if not isinstance(value, Node):
-        return f"the constant {value!r:.40}"
-    if value.op == "call_module":
-        try:
-            kind = type(view.root.get_submodule(str(value.target))).__name__
-        except AttributeError:
-            kind = "module"
-        return f"{kind} '{view.qualified(str(value.target))}'"
-    if value.op == "call_function":
-        return f"{getattr(value.target, '__name__', value.target)} '{value.name}'"
-    if value.op == "call_method":
-        return f".{value.target}() '{value.name}'"
-    if value.op == "placeholder":
-        return f"the input '{value.name}'"
-    if value.op == "get_attr":
-        return f"the attribute '{value.target}'"
-    return f"'{value.name}'"
-
+from reparam.matcher import Bindings, GraphView, MatchState, NoMatch, describe_node, match
 
 # -- patterns -------------------------------------------------------------------------------
 
@@ -209,11 +60,11 @@ class Pattern:
     def describe(self) -> str:
         return type(self).__name__
 
-    def _match(self, value: object, state: _State, role: str) -> NoMatch | None:
+    def _match(self, value: object, state: MatchState, role: str) -> NoMatch | None:
         raise NotImplementedError
 
     def _args(
-        self, node: Node, args: tuple[Pattern, ...], state: _State, label: str
+        self, node: Node, args: tuple[Pattern, ...], state: MatchState, label: str
     ) -> NoMatch | None:
         for i, sub in enumerate(args):
             if i >= len(node.args):
@@ -229,7 +80,7 @@ class Pattern:
         return self.describe() + (f".bind({self.name!r})" if self.name else "")
 
 
-def _mismatch(state: _State, role: str, value: object, expected: str) -> NoMatch:
+def _mismatch(state: MatchState, role: str, value: object, expected: str) -> NoMatch:
     view = state.view
     return state.fail(lambda: f"{role} is {describe_node(value, view)}, not {expected}")
 
@@ -240,7 +91,7 @@ class Any_(Pattern):  # noqa: N801 - ``Any`` is typing's
     def describe(self) -> str:
         return "anything"
 
-    def _match(self, value: object, state: _State, role: str) -> NoMatch | None:
+    def _match(self, value: object, state: MatchState, role: str) -> NoMatch | None:
         if self.name is not None:
             state.values[self.name] = value
         return None
@@ -256,7 +107,7 @@ class Constant(Pattern):
     def describe(self) -> str:
         return " or ".join(t.__name__ for t in self.types)
 
-    def _match(self, value: object, state: _State, role: str) -> NoMatch | None:
+    def _match(self, value: object, state: MatchState, role: str) -> NoMatch | None:
         is_bool = isinstance(value, bool) and bool not in self.types
         if isinstance(value, Node) or is_bool or not isinstance(value, self.types):
             return _mismatch(state, role, value, f"a constant {self.describe()}")
@@ -290,7 +141,7 @@ class Module(Pattern):
             return isinstance(module, self.kind)
         return bool(self.kind(module))
 
-    def _match(self, value: object, state: _State, role: str) -> NoMatch | None:
+    def _match(self, value: object, state: MatchState, role: str) -> NoMatch | None:
         if not (isinstance(value, Node) and value.op == "call_module"):
             return _mismatch(state, role, value, f"a {self.label}")
         module = state.view.module(str(value.target))
@@ -342,7 +193,7 @@ class Call(Pattern):
             return True
         return node.op in ("call_function", "call_method") and _function_name(node) in self.names
 
-    def _match(self, value: object, state: _State, role: str) -> NoMatch | None:
+    def _match(self, value: object, state: MatchState, role: str) -> NoMatch | None:
         if not (isinstance(value, Node) and self.accepts(value)):
             return _mismatch(state, role, value, f"a call of {self.label}")
         if self.where is not None and not self.where(value):
@@ -362,7 +213,7 @@ class Where(Pattern):
     def describe(self) -> str:
         return self.label
 
-    def _match(self, value: object, state: _State, role: str) -> NoMatch | None:
+    def _match(self, value: object, state: MatchState, role: str) -> NoMatch | None:
         if not (isinstance(value, Node) and self.predicate(value, state.view)):
             return _mismatch(state, role, value, self.label)
         state.accept(self, value, describe_node(value, state.view))
@@ -382,7 +233,7 @@ class Affine(Pattern):
     def describe(self) -> str:
         return "per-channel affine"
 
-    def _match(self, value: object, state: _State, role: str) -> NoMatch | None:
+    def _match(self, value: object, state: MatchState, role: str) -> NoMatch | None:
         view = channel_affine(value, state.view.root) if isinstance(value, Node) else None
         if view is None:
             return _mismatch(state, role, value, "a batch norm or per-channel scale")
@@ -416,7 +267,7 @@ class Sum(Pattern):
     def describe(self) -> str:
         return "sum"
 
-    def _match(self, value: object, state: _State, role: str) -> NoMatch | None:
+    def _match(self, value: object, state: MatchState, role: str) -> NoMatch | None:
         view = sum_terms(value) if isinstance(value, Node) else None
         if view is None:
             return _mismatch(state, role, value, "a sum")
@@ -443,7 +294,7 @@ class ListOf(Pattern):
     def describe(self) -> str:
         return f"list of {self.item.describe()}"
 
-    def _match(self, value: object, state: _State, role: str) -> NoMatch | None:
+    def _match(self, value: object, state: MatchState, role: str) -> NoMatch | None:
         if not isinstance(value, (list, tuple)) or len(value) < self.min_len:
             return state.fail(f"{role} is not a list of {self.min_len}+ items")
         items = _each(self.item, list(value), state, f"an item of {role}")
@@ -456,11 +307,11 @@ class ListOf(Pattern):
 
 
 def _each(
-    pattern: Pattern, values: list[object], state: _State, role: str
+    pattern: Pattern, values: list[object], state: MatchState, role: str
 ) -> list[Bindings] | NoMatch:
     items = []
     for value in values:
-        sub = _State(state.view)
+        sub = MatchState(state.view)
         sub.trail = list(state.trail)
         failed = pattern._match(value, sub, role)
         if failed is not None:
@@ -479,7 +330,7 @@ class AnyOf(Pattern):
     def describe(self) -> str:
         return " or ".join(a.describe() for a in self.alternatives)
 
-    def _match(self, value: object, state: _State, role: str) -> NoMatch | None:
+    def _match(self, value: object, state: MatchState, role: str) -> NoMatch | None:
         best: NoMatch | None = None
         for alternative in self.alternatives:
             saved = state.save()
@@ -504,7 +355,7 @@ class AllOf(Pattern):
     def describe(self) -> str:
         return " and ".join(p.describe() for p in self.patterns)
 
-    def _match(self, value: object, state: _State, role: str) -> NoMatch | None:
+    def _match(self, value: object, state: MatchState, role: str) -> NoMatch | None:
         for pattern in self.patterns:
             failed = pattern._match(value, state, role)
             if failed is not None:
@@ -526,7 +377,7 @@ class Users(Pattern):
     def describe(self) -> str:
         return f"{self.inner.describe()} (read by {self.count})"
 
-    def _match(self, value: object, state: _State, role: str) -> NoMatch | None:
+    def _match(self, value: object, state: MatchState, role: str) -> NoMatch | None:
         failed = self.inner._match(value, state, role)
         if failed is not None:
             return failed
@@ -564,7 +415,7 @@ class Through(Pattern):
     def describe(self) -> str:
         return f"{self.then.describe()} (through {self.skip.describe()})"
 
-    def _match(self, value: object, state: _State, role: str) -> NoMatch | None:
+    def _match(self, value: object, state: MatchState, role: str) -> NoMatch | None:
         skipped: list[Node] = []
         while isinstance(value, Node) and self._skips(value, state) and value.args:
             skipped.append(value)
@@ -578,7 +429,7 @@ class Through(Pattern):
             role = f"the input of {describe_node(skipped[-1], state.view)}"
         return self.then._match(value, state, role)
 
-    def _skips(self, node: Node, state: _State) -> bool:
+    def _skips(self, node: Node, state: MatchState) -> bool:
         if self.exclusive and len(value_users(node)) != 1:
             return False
         if isinstance(self.skip, Call):
@@ -598,7 +449,7 @@ class Into(Pattern):
     def describe(self) -> str:
         return f"{self.source.describe()} into {self.consumer.describe()}"
 
-    def _match(self, value: object, state: _State, role: str) -> NoMatch | None:
+    def _match(self, value: object, state: MatchState, role: str) -> NoMatch | None:
         failed = self.source._match(value, state, role)
         if failed is not None:
             return failed
@@ -628,7 +479,7 @@ class Into(Pattern):
             state.trail.append(describe_node(user, state.view))
             current = user
 
-    def _via(self, node: Node, state: _State) -> bool:
+    def _via(self, node: Node, state: MatchState) -> bool:
         if isinstance(self.via, Call):
             return self.via.accepts(node)
         assert self.via is not None
