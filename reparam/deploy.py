@@ -9,7 +9,6 @@ the reason; its children are still deployed.
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from reparam.graph.trust import is_trusted_leaf, opaque_reason
 from reparam.graph.uses import UsePicture, record_uses, static_uses
 from reparam.graph.views import channel_affine, drop_noops, forget_norm_affines
 from reparam.inputs import check_model, copy_model, validate_inputs
+from reparam.patterns import NoMatch
 from reparam.progress import ProgressCallback, ScopeReporter
 from reparam.report import (
     NO_NEIGHBOUR,
@@ -280,7 +280,14 @@ class _Scope:
         reference: Any,
     ) -> Rewrite | None:
         match = rule.match(node, ctx)
-        if match is None:
+        if match is None or isinstance(match, NoMatch):
+            if match is not None and (match.refusal or match.depth >= rule.near_miss_depth):
+                site = ctx.site_name(node)
+                outcome = SiteOutcome(rule.name, site, False, str(match))
+                if match.refusal:
+                    outcomes[(rule.name, site)] = outcome
+                else:
+                    self.report.note_near_miss(outcome)
             return None
         site = ctx.site_name(node)
         key = (rule.name, site)
@@ -290,22 +297,19 @@ class _Scope:
         if isinstance(plan, Refusal):
             outcomes[key] = SiteOutcome(rule.name, site, False, plan.reason)
             return None
-        saved_graph = copy.deepcopy(ctx.graph) if reference is not None else None
-        ctx.replaced = {}
+        tx = ctx.begin(keep_graph=reference is not None)
         rewrite = rule.rewrite(plan, ctx)
         if reference is not None:
             err = self._error(ctx.graph, reference)
             if not err <= tolerance_for(self.dtype):
-                for path, old in ctx.replaced.items():
-                    ctx.set_module(path, old)
-                ctx.graph = saved_graph
-                ctx.invalidate()
+                tx.rollback()
                 declined.add(key)
                 self.report.rolled_back.append((rule.name, site, err))
                 outcomes[key] = SiteOutcome(
                     rule.name, site, False, f"rolled back: relative error {err:.2e}"
                 )
                 return None
+        tx.commit()
         outcomes[key] = SiteOutcome(rule.name, site, True)
         return rewrite
 
