@@ -23,11 +23,11 @@ import torch.nn.functional as F
 from torch.fx import Node
 
 from reparam.errors import Refusal
+from reparam.graph.bias_pad import zero_pad_args
 from reparam.graph.inplace import setitem_out_of_place
 from reparam.graph.views import single_user
 from reparam.patterns import Bindings, Call, Through, Where
 from reparam.rules.base import PatternRule, Rewrite, RuleContext
-from reparam.rules.pad_through_pointwise import zero_pad_args
 
 
 @dataclass

@@ -16,10 +16,10 @@ from torch.fx import Node
 
 from reparam.convspec import conv_from_spec, is_plain_conv, spec_from_conv
 from reparam.errors import Refusal
+from reparam.graph.bias_pad import zero_pad_args
 from reparam.graph.views import single_user
 from reparam.patterns import Bindings, Module, Where
 from reparam.rules.base import PatternRule, Rewrite, RuleContext
-from reparam.rules.pad_through_pointwise import zero_pad_args
 
 
 class FoldPadIntoConv(PatternRule):
