@@ -258,9 +258,12 @@ class _Scope:
         while changed:
             changed = False
             for rule in self.rules:
+                pattern = getattr(rule, "graph_pattern", None)
                 for node in list(ctx.graph.nodes):
                     if getattr(node, "_erased", False):
                         continue
+                    if pattern is not None and not pattern.may_anchor(node, ctx.root):
+                        continue  # the pattern's anchor is not this kind of node
                     rewrite = self._try(rule, node, ctx, outcomes, declined, reference)
                     if rewrite is not None:
                         rewrites.append(rewrite)

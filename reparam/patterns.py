@@ -33,7 +33,13 @@ from torch.fx import Node
 from reparam.convspec import is_plain_conv
 from reparam.errors import Refusal
 from reparam.graph.scope import OpaqueModule
-from reparam.graph.views import channel_affine, sum_terms, value_users
+from reparam.graph.views import (
+    channel_affine,
+    could_be_channel_affine,
+    is_add,
+    sum_terms,
+    value_users,
+)
 from reparam.matcher import Bindings, GraphView, MatchState, NoMatch, describe_node, match
 
 # -- patterns -------------------------------------------------------------------------------
@@ -59,6 +65,11 @@ class Pattern:
 
     def describe(self) -> str:
         return type(self).__name__
+
+    def may_anchor(self, node: Node, root: nn.Module) -> bool:
+        """A cheap look at ``node`` alone: False when this pattern cannot match there (the
+        driver then does not try the rule at that node). True means "maybe"."""
+        return True
 
     def _match(self, value: object, state: MatchState, role: str) -> NoMatch | None:
         raise NotImplementedError
@@ -107,6 +118,9 @@ class Constant(Pattern):
     def describe(self) -> str:
         return " or ".join(t.__name__ for t in self.types)
 
+    def may_anchor(self, node: Node, root: nn.Module) -> bool:
+        return False
+
     def _match(self, value: object, state: MatchState, role: str) -> NoMatch | None:
         is_bool = isinstance(value, bool) and bool not in self.types
         if isinstance(value, Node) or is_bool or not isinstance(value, self.types):
@@ -140,6 +154,16 @@ class Module(Pattern):
         if isinstance(self.kind, (type, tuple)):
             return isinstance(module, self.kind)
         return bool(self.kind(module))
+
+    def may_anchor(self, node: Node, root: nn.Module) -> bool:
+        if node.op != "call_module":
+            return False
+        if not isinstance(self.kind, (type, tuple)):
+            return True
+        try:
+            return isinstance(root.get_submodule(str(node.target)), self.kind)
+        except AttributeError:
+            return True
 
     def _match(self, value: object, state: MatchState, role: str) -> NoMatch | None:
         if not (isinstance(value, Node) and value.op == "call_module"):
@@ -193,6 +217,9 @@ class Call(Pattern):
             return True
         return node.op in ("call_function", "call_method") and _function_name(node) in self.names
 
+    def may_anchor(self, node: Node, root: nn.Module) -> bool:
+        return self.accepts(node)
+
     def _match(self, value: object, state: MatchState, role: str) -> NoMatch | None:
         if not (isinstance(value, Node) and self.accepts(value)):
             return _mismatch(state, role, value, f"a call of {self.label}")
@@ -233,6 +260,9 @@ class Affine(Pattern):
     def describe(self) -> str:
         return "per-channel affine"
 
+    def may_anchor(self, node: Node, root: nn.Module) -> bool:
+        return could_be_channel_affine(node, root)
+
     def _match(self, value: object, state: MatchState, role: str) -> NoMatch | None:
         view = channel_affine(value, state.view.root) if isinstance(value, Node) else None
         if view is None:
@@ -266,6 +296,9 @@ class Sum(Pattern):
 
     def describe(self) -> str:
         return "sum"
+
+    def may_anchor(self, node: Node, root: nn.Module) -> bool:
+        return is_add(node)
 
     def _match(self, value: object, state: MatchState, role: str) -> NoMatch | None:
         view = sum_terms(value) if isinstance(value, Node) else None
@@ -330,6 +363,9 @@ class AnyOf(Pattern):
     def describe(self) -> str:
         return " or ".join(a.describe() for a in self.alternatives)
 
+    def may_anchor(self, node: Node, root: nn.Module) -> bool:
+        return any(a.may_anchor(node, root) for a in self.alternatives)
+
     def _match(self, value: object, state: MatchState, role: str) -> NoMatch | None:
         best: NoMatch | None = None
         for alternative in self.alternatives:
@@ -355,6 +391,9 @@ class AllOf(Pattern):
     def describe(self) -> str:
         return " and ".join(p.describe() for p in self.patterns)
 
+    def may_anchor(self, node: Node, root: nn.Module) -> bool:
+        return all(p.may_anchor(node, root) for p in self.patterns)
+
     def _match(self, value: object, state: MatchState, role: str) -> NoMatch | None:
         for pattern in self.patterns:
             failed = pattern._match(value, state, role)
@@ -376,6 +415,9 @@ class Users(Pattern):
 
     def describe(self) -> str:
         return f"{self.inner.describe()} (read by {self.count})"
+
+    def may_anchor(self, node: Node, root: nn.Module) -> bool:
+        return self.inner.may_anchor(node, root)
 
     def _match(self, value: object, state: MatchState, role: str) -> NoMatch | None:
         failed = self.inner._match(value, state, role)
@@ -415,6 +457,10 @@ class Through(Pattern):
     def describe(self) -> str:
         return f"{self.then.describe()} (through {self.skip.describe()})"
 
+    def may_anchor(self, node: Node, root: nn.Module) -> bool:
+        skip = self.skip.may_anchor(node, root)
+        return skip or (self.min_steps == 0 and self.then.may_anchor(node, root))
+
     def _match(self, value: object, state: MatchState, role: str) -> NoMatch | None:
         skipped: list[Node] = []
         while isinstance(value, Node) and self._skips(value, state) and value.args:
@@ -448,6 +494,9 @@ class Into(Pattern):
 
     def describe(self) -> str:
         return f"{self.source.describe()} into {self.consumer.describe()}"
+
+    def may_anchor(self, node: Node, root: nn.Module) -> bool:
+        return self.source.may_anchor(node, root)
 
     def _match(self, value: object, state: MatchState, role: str) -> NoMatch | None:
         failed = self.source._match(value, state, role)

@@ -269,6 +269,19 @@ def _scale_affine(node: Node, root: nn.Module) -> AffineView | Refusal | None:
     return None
 
 
+def could_be_channel_affine(node: Node, root: nn.Module) -> bool:
+    """False where :func:`channel_affine` is None for sure (a look at the node alone)."""
+    if node.op == "call_module":
+        try:
+            module = resolve_attr(root, node.target)
+        except AttributeError:
+            return True
+        return isinstance(module, nn.modules.batchnorm._BatchNorm)
+    if node.op == "call_function":
+        return node.target in (F.batch_norm, torch.batch_norm) or node.target in _MUL_FUNCTIONS
+    return node.op == "call_method" and node.target == "mul"
+
+
 def channel_affine(node: Node, root: nn.Module) -> AffineView | Refusal | None:
     """The per-channel affine that ``node`` computes, a Refusal saying why it is not one in
     eval semantics (a norm on batch statistics), or None when ``node`` is no norm or scale."""

@@ -250,3 +250,41 @@ def test_full_report_lists_near_misses():
     text = report.render(width=200, full=True)
     assert "near-misses" in text and "flatten 'flatten' has 2 users" in text
     assert "near-misses" not in report.render(width=200)
+
+
+# -- the driver's anchor prefilter ---------------------------------------------------------
+
+
+def _zoo_models():
+    from reparam.testing.zoo import ZOO
+    from reparam.testing.zoo_linear import LINEAR_ZOO
+
+    for name, build in sorted({**ZOO, **LINEAR_ZOO}.items()):
+        yield name, build()
+
+
+def test_may_anchor_never_hides_a_match_a_refusal_or_a_near_miss() -> None:
+    """Wherever a built-in pattern rule matches, refuses or nearly matches, its pattern's
+    cheap anchor test says "maybe": skipping a node the anchor rejects loses nothing."""
+    from reparam.graph.capture import capture
+    from reparam.rules import default_registry
+
+    rules = [r for r in default_registry() if getattr(r, "graph_pattern", None) is not None]
+    assert len(rules) >= 10
+    seen = 0
+    for name, model in _zoo_models():
+        try:
+            graph = capture(model).graph
+        except Exception:  # noqa: BLE001 - needs example inputs to trace: other tests cover it
+            continue
+        ctx = RuleContext(model.eval(), graph)
+        for node in ctx.graph.nodes:
+            for rule in rules:
+                result = rule.match(node, ctx)
+                found = bool(result) or (
+                    isinstance(result, NoMatch) and (result.refusal or result.depth >= 1)
+                )
+                if found:
+                    seen += 1
+                    assert rule.graph_pattern.may_anchor(node, ctx.root), (name, rule, node)
+    assert seen > 20
