@@ -40,6 +40,7 @@ from torch import nn
 
 import reparam
 from reparam.demo import DemoNet, RepVGGStyleBlock, randomize_batch_norms
+from reparam.timing import time_interleaved
 
 CHANNELS = 16
 SPATIAL = 32
@@ -110,17 +111,8 @@ def plain_stack_like(deployed: nn.Module) -> nn.Module:
 
 def interleaved_medians(fns: Sequence[Callable[[], Any]], runs: int, warmup: int) -> list[float]:
     """Median seconds per call of each fn; calls are interleaved round by round."""
-    times: list[list[float]] = [[] for _ in fns]
     with torch.inference_mode():
-        for _ in range(warmup):
-            for fn in fns:
-                fn()
-        for _ in range(runs):
-            for i, fn in enumerate(fns):
-                t0 = time.perf_counter()
-                fn()
-                times[i].append(time.perf_counter() - t0)
-    return [statistics.median(t) for t in times]
+        return [t.median for t in time_interleaved(fns, runs=runs, warmup=warmup)]
 
 
 def spread(values: Sequence[float]) -> float:
@@ -144,12 +136,13 @@ def bench_conversion(
     rows = []
     for n in sizes:
         model = repvgg_stack(n)
-        samples = []
-        deployed = None
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            deployed = reparam.deploy(model, x, check=False)
-            samples.append(time.perf_counter() - t0)
+        made: list[nn.Module] = []
+
+        def deploy(model: nn.Module = model, made: list[nn.Module] = made) -> None:
+            made.append(reparam.deploy(model, x, check=False))
+
+        (timing,) = time_interleaved([deploy], runs=repeats, warmup=0)
+        samples, deployed = list(timing.samples), made[-1]
         keep[n] = (model, deployed)
         convs = sum(isinstance(m, nn.Conv2d) for m in deployed.modules())
         norms = sum(isinstance(m, nn.BatchNorm2d) for m in deployed.modules())

@@ -38,7 +38,8 @@ from torch import nn
 
 import reparam
 from reparam.demo import randomize_batch_norms
-from reparam.rules.grouped_fc import GroupedPointwiseConv
+from reparam.runtime import GroupedPointwiseConv
+from reparam.timing import time_interleaved
 from reparam_models import create_model
 
 DEFAULT_MODELS = ("repmlpnet_b224", "repmlp_res50_light_224")
@@ -69,18 +70,11 @@ def latencies(
 ) -> dict[str, list[float]]:
     """Seconds per forward of each model, interleaved round by round (order rotated)."""
     names = list(models)
-    times: dict[str, list[float]] = {n: [] for n in names}
     with torch.inference_mode():
-        for _ in range(warmup):
-            for n in names:
-                models[n](x)
-        for r in range(rounds):
-            order = names[r % len(names):] + names[: r % len(names)]
-            for n in order:
-                start = time.perf_counter()
-                models[n](x)
-                times[n].append(time.perf_counter() - start)
-    return times
+        timings = time_interleaved(
+            [lambda n=n: models[n](x) for n in names], runs=rounds, warmup=warmup
+        )
+    return {n: list(t.samples) for n, t in zip(names, timings, strict=True)}
 
 
 def bench_model(name: str, batches: list[int], rounds: dict[int, int], warmup: int,

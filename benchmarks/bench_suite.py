@@ -66,6 +66,7 @@ warnings.filterwarnings("ignore", message="timm already has a model named")
 import reparam  # noqa: E402
 import reparam_models  # noqa: E402
 from reparam.demo import DemoNet, RepVGGStyleBlock, randomize_batch_norms  # noqa: E402
+from reparam.timing import time_interleaved  # noqa: E402
 
 try:
     import timm
@@ -197,19 +198,9 @@ def rel_err(reference: nn.Module, candidate: nn.Module, x: torch.Tensor) -> floa
 
 def interleaved(fns: Sequence[Callable[[], Any]], rounds: int, warmup: int) -> list[list[float]]:
     """Seconds per call of each fn over ``rounds`` rounds; the order rotates every round."""
-    samples: list[list[float]] = [[] for _ in fns]
-    k = len(fns)
     with torch.inference_mode():
-        for _ in range(warmup):
-            for fn in fns:
-                fn()
-        for r in range(rounds):
-            for j in range(k):
-                i = (r + j) % k
-                t0 = time.perf_counter()
-                fns[i]()
-                samples[i].append(time.perf_counter() - t0)
-    return samples
+        timings = time_interleaved(fns, runs=rounds, warmup=warmup)
+    return [list(t.samples) for t in timings]
 
 
 def one_line(exc: BaseException) -> str:
@@ -240,23 +231,27 @@ def timed_conversions(
 ) -> tuple[dict[str, list[float]], dict[str, nn.Module], dict[str, str]]:
     """Interleaved, rotating repeats of every converter: (seconds, last result, failures)."""
     names = list(fns)
-    seconds: dict[str, list[float]] = {n: [] for n in names}
     results: dict[str, nn.Module] = {}
     failed: dict[str, str] = {}
-    for r in range(repeats):
-        for j in range(len(names)):
-            name = names[(r + j) % len(names)]
+
+    def attempt(name: str) -> Callable[[], None]:
+        def call() -> None:
             if name in failed:
-                continue
-            gc.collect()
-            t0 = time.perf_counter()
+                return
             try:
-                out = fns[name]()
+                results[name] = fns[name]()
             except Exception as exc:  # fx fuse cannot trace every model: say why
                 failed[name] = one_line(exc)
-                continue
-            seconds[name].append(time.perf_counter() - t0)
-            results[name] = out
+
+        return call
+
+    gc.collect()  # and after every call (on_call), outside the timed region
+    timings = time_interleaved(
+        [attempt(n) for n in names], runs=repeats, warmup=0, on_call=gc.collect
+    )
+    seconds = {
+        n: [] if n in failed else list(t.samples) for n, t in zip(names, timings, strict=True)
+    }
     return seconds, results, failed
 
 

@@ -35,7 +35,7 @@ TOTAL = 10_000
 
 def slow_properties(device: str, select: str | None) -> list[str]:
     """Node ids of the slow property tests for ``device``."""
-    cmd = [sys.executable, "-m", "pytest", "-m", "slow", "--collect-only", "-q",
+    cmd = [sys.executable, "-m", "pytest", "-m", "slow", "--collect-only", "-q", "-p", "no:xdist",
            "tests/properties", "-k", f"_slow and {device}" + (f" and ({select})" if select else "")]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False).stdout
     return [line.strip() for line in out.splitlines() if "::" in line]
@@ -49,7 +49,7 @@ def run_piece(node: str, seed: int, examples: int, timeout: float, log_dir: Path
                REPARAM_EXAMPLE_COUNT_FILE=str(count_file), OMP_NUM_THREADS="1",
                PYTHONPATH=str(ROOT))
     cmd = [sys.executable, "-m", "pytest", "-m", "slow", "-q", "-p", "no:cacheprovider",
-           node, f"--hypothesis-seed={seed}", "--hypothesis-show-statistics"]
+           "-p", "no:xdist", node, f"--hypothesis-seed={seed}", "--hypothesis-show-statistics"]
     start = time.monotonic()
     try:
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
@@ -78,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per piece")
     parser.add_argument("--seed", type=int, default=0, help="first seed (pieces count up)")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="seconds for the whole run: pieces are stopped at the end of it "
+                             "(their passed examples still count) and unstarted ones skipped")
     parser.add_argument("--examples", type=int, default=TOTAL,
                         help="examples per property in all (10,000: the contract)")
     parser.add_argument("--log-dir", type=Path)
@@ -89,13 +92,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.log_dir is not None:
         args.log_dir.mkdir(parents=True, exist_ok=True)
     per_piece = -(-args.examples // args.pieces)
-    jobs = [(n, args.seed + i) for n in nodes for i in range(args.pieces)]
+    jobs = [(n, args.seed + i) for i in range(args.pieces) for n in nodes]  # each property early
     print(f"{len(nodes)} properties x {args.pieces} pieces of {per_piece} examples, "
           f"{args.jobs} processes", flush=True)
     results = defaultdict(list)
+    end = time.monotonic() + args.budget if args.budget else None
+
+    def piece(node: str, seed: int) -> dict:
+        timeout = args.timeout
+        if end is not None:
+            timeout = min(timeout, end - time.monotonic())
+            if timeout < 30:  # not worth starting: count it as not run
+                return {"node": node, "seed": seed, "code": "not run", "passing": 0,
+                        "seconds": 0.0, "blob": None}
+        return run_piece(node, seed, per_piece, timeout, args.log_dir)
+
     with ThreadPoolExecutor(args.jobs) as pool:
-        futures = [pool.submit(run_piece, n, s, per_piece, args.timeout, args.log_dir)
-                   for n, s in jobs]
+        futures = [pool.submit(piece, n, s) for n, s in jobs]
         for f in futures:
             r = f.result()
             results[r["node"]].append(r)
@@ -107,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     failed_any = False
     for node in nodes:
         rs = results[node]
-        failed = [r for r in rs if r["code"] not in (0, "timeout")]
-        stopped = [r for r in rs if r["code"] == "timeout"]
+        failed = [r for r in rs if r["code"] not in (0, "timeout", "not run")]
+        stopped = [r for r in rs if r["code"] in ("timeout", "not run")]
         failed_any |= bool(failed)
         blob = next((r["blob"] for r in failed if r["blob"]), "")
         print(f"| {node} | {sum(r['passing'] for r in rs):,} | {len(failed)} | {len(stopped)} "

@@ -10,6 +10,7 @@ from reparam.errors import NotEquivalentError, Refusal, ReparamError
 from reparam.explain import Explanation, explain
 from reparam.report import DeployReport
 from reparam.rules import (
+    PatternRule,
     Rewrite,
     Rule,
     RuleContext,
@@ -31,6 +32,7 @@ __all__ = [
     "Refusal",
     "ReparamError",
     "Rewrite",
+    "PatternRule",
     "Rule",
     "RuleContext",
     "RuleRegistry",

@@ -6,6 +6,7 @@ one more on the right for even extents) is represented exactly.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -45,7 +46,7 @@ class ConvSpec:
     @property
     def extent(self) -> tuple[int, ...]:
         """Receptive extent per dim: d*(k-1)+1."""
-        return tuple(d * (k - 1) + 1 for d, k in zip(self.dilation, self.kernel_size, strict=True))
+        return conv_extent(self.kernel_size, self.dilation)
 
     @property
     def is_padded(self) -> tuple[bool, ...]:
@@ -80,9 +81,13 @@ class ConvSpec:
         return self.out_channels * (self.in_channels // self.groups) * k
 
 
-def _same_padding(
-    kernel: tuple[int, ...], dilation: tuple[int, ...]
-) -> tuple[tuple[int, int], ...]:
+def conv_extent(kernel: Sequence[int], dilation: Sequence[int]) -> tuple[int, ...]:
+    """Receptive extent per dim of a kernel: ``d (k - 1) + 1``."""
+    return tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation, strict=True))
+
+
+def same_padding(kernel: Sequence[int], dilation: Sequence[int]) -> tuple[tuple[int, int], ...]:
+    """``(left, right)`` per dim of ``padding='same'`` as torch applies it (the odd one right)."""
     pads = []
     for k, d in zip(kernel, dilation, strict=True):
         total = d * (k - 1)
@@ -91,13 +96,29 @@ def _same_padding(
     return tuple(pads)
 
 
+def conv_output_size(
+    size: Sequence[int],
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[tuple[int, int]],
+    dilation: Sequence[int],
+) -> tuple[int, ...]:
+    """Spatial output size of a conv: ``(n + left + right - extent) // stride + 1`` per dim."""
+    return tuple(
+        (n + left + right - e) // s + 1
+        for n, e, (left, right), s in zip(
+            size, conv_extent(kernel, dilation), padding, stride, strict=True
+        )
+    )
+
+
 def spec_from_conv(conv: nn.Module) -> ConvSpec:
     """Read a Conv1d/2d/3d (not transposed) into a ConvSpec."""
     kernel = tuple(conv.kernel_size)
     dilation = tuple(conv.dilation)
     if isinstance(conv.padding, str):
         padding = (
-            _same_padding(kernel, dilation)
+            same_padding(kernel, dilation)
             if conv.padding == "same"
             else tuple((0, 0) for _ in kernel)
         )
@@ -120,7 +141,7 @@ def conv_from_spec(spec: ConvSpec) -> nn.Module:
     pads = spec.padding
     if all(left == right for left, right in pads):
         padding: tuple[int, ...] | str = tuple(left for left, _ in pads)
-    elif all(s == 1 for s in spec.stride) and pads == _same_padding(
+    elif all(s == 1 for s in spec.stride) and pads == same_padding(
         spec.kernel_size, spec.dilation
     ):
         padding = "same"

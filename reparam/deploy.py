@@ -9,7 +9,6 @@ the reason; its children are still deployed.
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -27,8 +26,9 @@ from reparam.graph.realize import graph_of, install_forward, is_rewritten
 from reparam.graph.shapes import propagate_shapes
 from reparam.graph.trust import is_trusted_leaf, opaque_reason
 from reparam.graph.uses import UsePicture, record_uses, static_uses
-from reparam.graph.views import channel_affine, drop_noops
+from reparam.graph.views import channel_affine, drop_noops, forget_norm_affines
 from reparam.inputs import check_model, copy_model, validate_inputs
+from reparam.patterns import NoMatch
 from reparam.progress import ProgressCallback, ScopeReporter
 from reparam.report import (
     NO_NEIGHBOUR,
@@ -43,6 +43,7 @@ from reparam.report import (
 from reparam.rules import default_registry
 from reparam.rules.base import Rewrite, Rule, RuleContext, SiteOutcome, absmax
 from reparam.rules.registry import RuleRegistry
+from reparam.runtime import FoldedNorm
 from reparam.verify import (
     clone_inputs,
     float64_default,
@@ -108,26 +109,6 @@ def _referenced(graph: fx.Graph) -> set[str]:
     return refs
 
 
-class FoldedNorm(nn.Module):
-    """Where a norm module stood after its statistics were folded into a neighbouring layer;
-    it keeps the submodules (activation, dropout) that the rewritten forward still calls."""
-
-    def __init__(self, norm: nn.Module) -> None:
-        super().__init__()
-        self.folded_from = type(norm).__name__
-        for name, child in norm.named_children():
-            self.add_module(name, child)
-
-    def extra_repr(self) -> str:
-        return f"folded {self.folded_from}"
-
-    def forward(self, *args: Any) -> Any:
-        raise RuntimeError(
-            f"this {self.folded_from} was folded into a neighbouring layer by "
-            "reparam.deploy; call the deployed parent module instead"
-        )
-
-
 @dataclass
 class _Deployment:
     """What every scope of one deploy shares."""
@@ -142,6 +123,7 @@ class _Deployment:
     picture: UsePicture | None
     opaque: dict[int, str]
     static_picture: UsePicture | None = None  # without example inputs: from own-level traces
+    pristine: nn.Module | None = None  # an untouched eval copy: the checks' reference
 
 
 class _Scope:
@@ -188,13 +170,11 @@ class _Scope:
                  "(*args / **kwargs): not rewritten on its own")
             )
             return
-        # the check's reference: the module as it is now, before capture touches anything
+        # the check's reference: the same module in the untouched copy of the model
         self.original = None
-        if self.deployment.check and self.inputs is not None:
-            try:
-                self.original = copy_model(self.module)
-            except ReparamError as exc:
-                raise ReparamError(f"cannot check '{self.path or '<model>'}': {exc}") from None
+        pristine = self.deployment.pristine
+        if self.deployment.check and self.inputs is not None and pristine is not None:
+            self.original = pristine.get_submodule(self.path) if self.path else pristine
         try:
             captured = capture(self.module, opaque=self._opaque, pattern=self.pattern)
             functionalize(captured.graph, self.module)
@@ -258,8 +238,8 @@ class _Scope:
             self._check(original, rewrites)
 
     def _check(self, original: nn.Module, rewrites: list[Rewrite]) -> None:
-        """The rewritten scope against a copy of the module taken before capture, in float64,
-        on the inputs it received (positional as recorded, the rest by keyword)."""
+        """The rewritten scope against the same module in an untouched copy of the model, in
+        float64, on the inputs it received (positional as recorded, the rest by keyword)."""
         err = float64_error(original, self.module, self.inputs)
         self.report.checked_scopes += 1
         if not err <= tolerance_for(self.dtype):
@@ -278,9 +258,12 @@ class _Scope:
         while changed:
             changed = False
             for rule in self.rules:
+                pattern = getattr(rule, "graph_pattern", None)
                 for node in list(ctx.graph.nodes):
                     if getattr(node, "_erased", False):
                         continue
+                    if pattern is not None and not pattern.may_anchor(node, ctx.root):
+                        continue  # the pattern's anchor is not this kind of node
                     rewrite = self._try(rule, node, ctx, outcomes, declined, reference)
                     if rewrite is not None:
                         rewrites.append(rewrite)
@@ -300,7 +283,14 @@ class _Scope:
         reference: Any,
     ) -> Rewrite | None:
         match = rule.match(node, ctx)
-        if match is None:
+        if match is None or isinstance(match, NoMatch):
+            if match is not None and (match.refusal or match.depth >= rule.near_miss_depth):
+                site = ctx.site_name(node)
+                outcome = SiteOutcome(rule.name, site, False, str(match))
+                if match.refusal:
+                    outcomes[(rule.name, site)] = outcome
+                else:
+                    self.report.note_near_miss(outcome)
             return None
         site = ctx.site_name(node)
         key = (rule.name, site)
@@ -310,22 +300,19 @@ class _Scope:
         if isinstance(plan, Refusal):
             outcomes[key] = SiteOutcome(rule.name, site, False, plan.reason)
             return None
-        saved_graph = copy.deepcopy(ctx.graph) if reference is not None else None
-        ctx.replaced = {}
+        tx = ctx.begin(keep_graph=reference is not None)
         rewrite = rule.rewrite(plan, ctx)
         if reference is not None:
             err = self._error(ctx.graph, reference)
             if not err <= tolerance_for(self.dtype):
-                for path, old in ctx.replaced.items():
-                    ctx.set_module(path, old)
-                ctx.graph = saved_graph
-                ctx.invalidate()
+                tx.rollback()
                 declined.add(key)
                 self.report.rolled_back.append((rule.name, site, err))
                 outcomes[key] = SiteOutcome(
                     rule.name, site, False, f"rolled back: relative error {err:.2e}"
                 )
                 return None
+        tx.commit()
         outcomes[key] = SiteOutcome(rule.name, site, True)
         return rewrite
 
@@ -542,6 +529,9 @@ def deploy_with_report(
         picture,
         opaque={},
         static_picture=None if inputs else static_uses(target, _trusted_ids(target)),
+        # one untouched copy is every check's reference (a scope's check then covers its
+        # children's rewrites too); no copy per scope
+        pristine=copy_model(model).eval() if inputs and check else None,
     )
     order, layers_before = NetworkOrder.of(target), layer_absmax(target)
     scopes = [(p, m) for p, m in _post_order(target) if not is_trusted_leaf(m)]
@@ -554,6 +544,7 @@ def deploy_with_report(
             elif picture is None or picture.was_called(path):
                 _Scope(path, module, deployment).run()
             reporter.scope_done(path)
+    forget_norm_affines()
     _keep_memory_format(model, target, report)
     _final_unfolded_norms(target, report)
     report.params_after = count_params(target)

@@ -1,4 +1,9 @@
-"""``explain(model)``: every candidate site, which rule fired there, or why each rule refused."""
+"""``explain(model)``: every candidate site, which rule fired there, or why each rule refused.
+
+It also lists *near-misses*: sites where a rule's pattern got past its anchor (a batch norm
+was found, say) but a later step failed, with that step's reason ("batch_norm 'bn' found, but
+its input is ReLU 'act', not a Conv1d|Conv2d|Conv3d").
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ class Explanation:
     sites: list[SiteOutcome] = field(default_factory=list)
     skipped_scopes: list[tuple[str, str]] = field(default_factory=list)
     report: DeployReport | None = None
+    near_misses: list[SiteOutcome] = field(default_factory=list)
 
     def fired(self) -> list[SiteOutcome]:
         return [s for s in self.sites if s.fired]
@@ -30,12 +36,18 @@ class Explanation:
         """Refusals at sites whose name contains ``site_substring``."""
         return [s for s in self.refused() if site_substring in s.site]
 
+    def near(self, site_substring: str = "") -> list[SiteOutcome]:
+        """Near-misses at sites whose name contains ``site_substring``."""
+        return [s for s in self.near_misses if site_substring in s.site]
+
     def render(self) -> str:
         lines = []
         for s in self.sites:
             mark = "fired  " if s.fired else "refused"
             tail = f": {s.reason}" if s.reason else ""
             lines.append(f"{mark} {s.rule:<20} {s.site}{tail}")
+        for s in self.near_misses:
+            lines.append(f"near   {s.rule:<20} {s.site}: {s.reason}")
         for path, reason in self.skipped_scopes:
             lines.append(f"skipped {path or '<model>'}: {reason}")
         return "\n".join(lines) if lines else "no candidate sites"
@@ -70,4 +82,5 @@ def explain(
     sites += report.refusals
     order = NetworkOrder.of(model)
     sites.sort(key=lambda s: order.key(s.site))
-    return Explanation(sites, list(report.skipped_scopes), report)
+    near = sorted(report.open_near_misses(), key=lambda s: order.key(s.site))
+    return Explanation(sites, list(report.skipped_scopes), report, near)

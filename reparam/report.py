@@ -151,6 +151,27 @@ class DeployReport:
     max_relative_error: float | None = None
     checked_scopes: int = 0  # rewritten modules checked in float64 on their own inputs
     seconds: float = 0.0
+    # sites where a rule's pattern got past its anchor and failed a later step, with that
+    # step's reason (sites where the rule fired or refused are not near-misses)
+    near_misses: list[SiteOutcome] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._near_index: dict[tuple[str, str], int] = {}
+
+    def note_near_miss(self, outcome: SiteOutcome) -> None:
+        """Record (or update) the near-miss of ``outcome.rule`` at ``outcome.site``."""
+        key = (outcome.rule, outcome.site)
+        at = self._near_index.get(key)
+        if at is None:
+            self._near_index[key] = len(self.near_misses)
+            self.near_misses.append(outcome)
+        else:
+            self.near_misses[at] = outcome
+
+    def open_near_misses(self) -> list[SiteOutcome]:
+        """The near-misses at sites where no rule fired or refused (those say more)."""
+        decided = {r.site for r in self.rewrites} | {o.site for o in self.refusals}
+        return [o for o in self.near_misses if o.site not in decided]
 
     def fired(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -162,6 +183,8 @@ class DeployReport:
         """Sort every list by where its site sits in the model (stable within a site)."""
         self.rewrites.sort(key=lambda r: order.key(r.site))
         self.refusals.sort(key=lambda o: order.key(o.site))
+        self.near_misses.sort(key=lambda o: order.key(o.site))
+        self._near_index = {(o.rule, o.site): i for i, o in enumerate(self.near_misses)}
         self.skipped_scopes.sort(key=lambda s: order.key(s[0]))
         self.rolled_back.sort(key=lambda s: order.key(s[1]))
         self.unfolded_norms.sort(key=lambda s: order.key(s[0]))

@@ -173,6 +173,12 @@ def _refused_full(report: DeployReport, width: int) -> Any:
     )
 
 
+def _near_full(report: DeployReport, width: int) -> Any:
+    rows = [[o.rule, o.site, o.reason] for o in report.open_near_misses()]
+    columns = [("rule", KEY), ("site", KEY), ("step that failed", FREE)]
+    return _table("near-misses (pattern found in part)", columns, rows, width)
+
+
 def _norms_full(report: DeployReport, width: int) -> Any:
     rows = [[site, reason] for site, reason in report.unfolded_norms]
     return _table("norms left unfolded", [("norm", KEY), ("reason", FREE)], rows, width)
@@ -219,6 +225,8 @@ def render(
             console.print(_refused_full(report, width))
         if report.unfolded_norms:
             console.print(_norms_full(report, width))
+        if report.open_near_misses():
+            console.print(_near_full(report, width))
     else:
         if report.rewrites or report.refusals:
             console.print(_per_rule(report, width))

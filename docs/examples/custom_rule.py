@@ -41,20 +41,16 @@ import copy
 import math
 import operator
 
-from torch.fx import Node
-
-from reparam import Refusal, Rewrite, Rule, RuleContext, RuleRegistry
+from reparam import PatternRule, Refusal, Rewrite, RuleContext, RuleRegistry
+from reparam.patterns import CONV, AnyOf, Bindings, Call, Constant
 
 _MUL = (operator.mul, torch.mul)
 _DIV = (operator.truediv, torch.div)
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+conv = CONV.bind("conv")  # a Conv1d/2d/3d call, captured as "conv"
+factor = Constant((int, float)).bind("factor")  # a Python number
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-class FoldConstantScale(Rule):
+class FoldConstantScale(PatternRule):
     """``conv(x) * c`` (or ``c * conv(x)``, ``conv(x) / c``) as one conv."""
 
     name = "constant_scale"
@@ -65,70 +61,58 @@ class FoldConstantScale(Rule):
         "the conv module is shared or called more than once",
         "the factor is not finite (or the divisor is zero)",
     )
+    # the pattern reads like the computation: three spellings of one thing
+    graph_pattern = AnyOf(
+        Call(_MUL, conv, factor),
+        Call(_MUL, factor, conv),
+        Call(_DIV, conv, factor).bind("divide"),
+    ).bind("scale")
 
-    def match(self, node: Node, ctx: RuleContext):
-        """The pattern: None unless ``node`` scales a conv's output."""
-        if node.op != "call_function" or len(node.args) != 2 or node.kwargs:
-            return None
-        a, b = node.args
-        if node.target in _MUL:
-            conv, factor = (a, b) if _is_number(b) else (b, a)
-        elif node.target in _DIV:
-            conv, factor = a, b
-        else:
-            return None
-        if not (
-            _is_number(factor)
-            and isinstance(conv, Node)
-            and conv.op == "call_module"
-        ):
-            return None
-        if not isinstance(ctx.module(conv.target), _CONVS):
-            return None
-        return node, conv, float(factor), node.target in _DIV
-
-    def check(self, match, ctx: RuleContext):
+    def check(self, m: Bindings, ctx: RuleContext):
         """Exactness conditions, and the new conv; a Refusal says why not."""
-        node, conv, factor, divide = match
-        if divide:
-            if factor == 0:
+        conv_node, c = m["conv"], float(m["factor"])
+        if "divide" in m:
+            if c == 0:
                 return Refusal("division by zero")
-            factor = 1.0 / factor
-        if not math.isfinite(factor):
-            return Refusal(f"the factor {factor} is not finite")
-        if len(conv.users) != 1:
+            c = 1.0 / c
+        if not math.isfinite(c):
+            return Refusal(f"the factor {c} is not finite")
+        if len(conv_node.users) != 1:
             return Refusal(
-                f"output of conv '{ctx.qualified(conv.target)}' "
+                f"output of conv '{ctx.qualified(conv_node.target)}' "
                 "is also used elsewhere"
             )
         # shared module, called twice, shared parameter
-        reason = ctx.exclusive_reason(conv)
+        reason = ctx.exclusive_reason(conv_node)
         if reason:
             return Refusal(reason)
-        scaled = copy.deepcopy(ctx.module(conv.target))
+        scaled = copy.deepcopy(m.module("conv"))
         with torch.no_grad():
-            scaled.weight.mul_(factor)
+            scaled.weight.mul_(c)
             if scaled.bias is not None:
-                scaled.bias.mul_(factor)
-        return node, conv, scaled, factor
+                scaled.bias.mul_(c)
+        return m["scale"], conv_node, scaled, c
 
     def rewrite(self, plan, ctx: RuleContext) -> Rewrite:
-        """The graph surgery, only through ``ctx`` (deploy can roll it back)."""
-        node, conv, scaled, factor = plan
+        """The graph surgery, only through the transaction ``ctx.tx``
+        (deploy can roll it back)."""
+        node, conv_node, scaled, c = plan
         site = ctx.site_name(node)
-        before = float(ctx.module(conv.target).weight.detach().abs().max())
+        before = float(ctx.module(conv_node.target).weight.detach().abs().max())
         # same path: state_dict keys do not move
-        ctx.set_module(conv.target, scaled)
+        ctx.tx.place(conv_node.target, scaled)
         # users of `conv(x) * c` now read the new conv
-        node.replace_all_uses_with(conv)
-        ctx.erase_unused([node])
+        ctx.tx.redirect(node, conv_node)
+        ctx.tx.erase_unused([node])
         return Rewrite(
             rule=self.name,
             site=site,
-            detail=f"folded the factor {factor:g} into the conv",
+            detail=f"folded the factor {c:g} into the conv",
             weight_absmax_before=before,
             weight_absmax_after=float(scaled.weight.detach().abs().max()),
         )
+
+
 # --8<-- [end:rule]
 
 # --8<-- [start:private]
@@ -158,6 +142,21 @@ explanation = reparam.explain(
 )
 for outcome in explanation.refused():
     print(f"{outcome.rule} refused at {outcome.site}: {outcome.reason}")
+
+
+class TensorScale(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(8, 8, 3, padding=1)
+        self.register_buffer("scale", torch.tensor(0.5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x) * self.scale  # a tensor, not a Python number
+
+
+near = reparam.explain(TensorScale().eval(), x, rules=[FoldConstantScale()])
+for outcome in near.near_misses:
+    print(f"{outcome.rule} near {outcome.site}: {outcome.reason}")
 # --8<-- [end:refusal]
 
 # --8<-- [start:global]

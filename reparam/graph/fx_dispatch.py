@@ -12,7 +12,8 @@ conversion.
 do (a module call goes to ``tracer.call_module``, a parameter read to ``tracer.getattr``);
 otherwise they call the original methods. The dispatchers carry fx's own "already patched"
 mark, so ``Tracer.trace`` leaves ``nn.Module`` alone. If a torch release drops that mark,
-fx simply patches over the dispatchers during each trace: slower, never different.
+fx simply patches over the dispatchers during each trace: slower, never different. The same
+block makes fx build its wrapper of each ``torch.fx.wrap``-registered function once.
 """
 
 from __future__ import annotations
@@ -89,16 +90,37 @@ def tracing_with(tracer: Any) -> Iterator[None]:
         _tracers.remove(tracer)
 
 
+_wrappers: dict[int, tuple[Any, Any]] = {}
+
+
+def _wrapped_func(orig_fn: Any) -> Any:
+    """fx's wrapper for a ``torch.fx.wrap``-registered function, made once per function:
+    the wrapper keeps no state (it looks for a proxy among the arguments at each call), but
+    fx builds a new one, with ``functools.wraps``, for every registered function at every
+    trace (timm registers about ninety)."""
+    entry = _wrappers.get(id(orig_fn))
+    if entry is None or entry[0] is not orig_fn:
+        entry = (orig_fn, _fx_create_wrapped_func(orig_fn))
+        _wrappers[id(orig_fn)] = entry
+    return entry[1]
+
+
+_fx_create_wrapped_func = st._create_wrapped_func
+
+
 @contextlib.contextmanager
 def shared_module_hooks() -> Iterator[None]:
-    """Install the two dispatchers on ``nn.Module`` for the duration of the block."""
+    """Install the two dispatchers on ``nn.Module`` (and fx's wrapper cache) for the
+    duration of the block."""
     saved = nn.Module.__dict__["__call__"], nn.Module.__dict__["__getattr__"]
     if saved == (_module_call, _module_getattr):
         yield  # already installed by an enclosing block
         return
     nn.Module.__call__ = _module_call  # type: ignore[method-assign]
     nn.Module.__getattr__ = _module_getattr  # type: ignore[method-assign]
+    st._create_wrapped_func = _wrapped_func
     try:
         yield
     finally:
         nn.Module.__call__, nn.Module.__getattr__ = saved  # type: ignore[method-assign]
+        st._create_wrapped_func = _fx_create_wrapped_func

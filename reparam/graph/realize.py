@@ -51,9 +51,14 @@ def _reduce_ex(self: nn.Module, protocol: int):
 
 
 def _deepcopy(self: nn.Module, memo: dict[int, Any]) -> nn.Module:
+    # the graph is never edited once installed: the copy shares it and the class compiled
+    # from it (recompiling the forward of every deployed module made copies slow)
     obj = _blank(original_class(self))
     memo[id(self)] = obj
-    _set_state(obj, copy.deepcopy(dict(self.__dict__), memo))
+    graph = self.__dict__[_GRAPH_ATTR]
+    memo[id(graph)] = graph
+    nn.Module.__setstate__(obj, copy.deepcopy(dict(self.__dict__), memo))
+    obj.__class__ = type(self)
     return obj
 
 

@@ -134,6 +134,40 @@ def _degenerate(running_var: torch.Tensor, eps: float) -> bool:
     )
 
 
+_AFFINES: dict[tuple, tuple[tuple, tuple[torch.Tensor, torch.Tensor] | None]] = {}
+
+
+def forget_norm_affines() -> None:
+    """Drop the kept affines (and so the references to the norms' tensors)."""
+    _AFFINES.clear()
+
+
+def _norm_affine(
+    mean: torch.Tensor,
+    var: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    eps: float,
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``norm_to_affine`` of these statistics, or None where ``var + eps <= 0`` (or is not
+    finite). Rules ask for the same norm at every node and every pass: the result is kept
+    while the tensors are the same objects at the same version (an in-place write bumps
+    ``Tensor._version``)."""
+    tensors = (mean, var, weight, bias)
+    key = (*(id(t) for t in tensors), float(eps))
+    stamp = tuple(None if t is None else t._version for t in tensors)
+    hit = _AFFINES.get(key)
+    if hit is not None and hit[0][0] == stamp and all(
+        a is b for a, b in zip(hit[0][1], tensors, strict=True)
+    ):
+        return hit[1]
+    result = None if _degenerate(var, eps) else norm_to_affine(mean, var, weight, bias, eps)
+    if len(_AFFINES) > 4096:
+        _AFFINES.clear()
+    _AFFINES[key] = ((stamp, tensors), result)
+    return result
+
+
 def _norm_module_affine(
     node: Node, module: nn.modules.batchnorm._BatchNorm
 ) -> AffineView | Refusal:
@@ -147,14 +181,15 @@ def _norm_module_affine(
             f"batch norm '{node.target}' has no running statistics "
             "(track_running_stats=False normalizes with batch statistics)"
         )
-    if _degenerate(module.running_var, module.eps):
+    affine = _norm_affine(
+        module.running_mean, module.running_var, module.weight, module.bias, module.eps
+    )
+    if affine is None:
         return Refusal(
             f"batch norm '{node.target}' has running_var + eps <= 0 (or not finite) in some "
             "channel: it is not an affine map"
         )
-    scale, shift = norm_to_affine(
-        module.running_mean, module.running_var, module.weight, module.bias, module.eps
-    )
+    scale, shift = affine
     return AffineView(node, node.args[0], scale, shift, "batch_norm", str(node.target))
 
 
@@ -188,15 +223,16 @@ def _functional_norm_affine(node: Node, root: nn.Module) -> AffineView | Refusal
     eps = bound.get("eps", 1e-5)
     if not isinstance(eps, (int, float)):
         return Refusal("functional batch_norm's eps is not a constant")
-    if _degenerate(tensors["running_var"], eps):
-        return Refusal("functional batch_norm has running_var + eps <= 0 in some channel")
-    scale, shift = norm_to_affine(
+    affine = _norm_affine(
         tensors["running_mean"],
         tensors["running_var"],
         tensors["weight"],
         tensors["bias"],
         float(eps),
     )
+    if affine is None:
+        return Refusal("functional batch_norm has running_var + eps <= 0 in some channel")
+    scale, shift = affine
     return AffineView(node, bound["input"], scale, shift, "functional_batch_norm")
 
 
@@ -231,6 +267,19 @@ def _scale_affine(node: Node, root: nn.Module) -> AffineView | Refusal | None:
                 leading_one=leading_one,
             )
     return None
+
+
+def could_be_channel_affine(node: Node, root: nn.Module) -> bool:
+    """False where :func:`channel_affine` is None for sure (a look at the node alone)."""
+    if node.op == "call_module":
+        try:
+            module = resolve_attr(root, node.target)
+        except AttributeError:
+            return True
+        return isinstance(module, nn.modules.batchnorm._BatchNorm)
+    if node.op == "call_function":
+        return node.target in (F.batch_norm, torch.batch_norm) or node.target in _MUL_FUNCTIONS
+    return node.op == "call_method" and node.target == "mul"
 
 
 def channel_affine(node: Node, root: nn.Module) -> AffineView | Refusal | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 # -- rules-b: linear structures across layouts, shared norms, perpendicular kernels --------
 from reparam.rules.affine_branch_fc import AffineBranchIntoFc
-from reparam.rules.base import Rewrite, Rule, RuleContext
+from reparam.rules.base import PatternRule, Rewrite, Rule, RuleContext
 from reparam.rules.border_fill import BorderFillAsPad
 from reparam.rules.computed_weights import ComputedWeightsAsLayer
 from reparam.rules.concat_convs import MergeConcatConvs
@@ -79,6 +79,7 @@ def list_rules() -> list[Rule]:
 
 __all__ = [
     "BUILTIN_RULES",
+    "PatternRule",
     "Rewrite",
     "Rule",
     "RuleContext",

@@ -37,7 +37,8 @@ from reparam.graph.affine_slice import Branch, affine_branch, branch_reason, sli
 from reparam.graph.layout_ops import compose, is_layout, node_layout
 from reparam.graph.views import AffineView, channel_affine, is_sum_root, single_user, sum_terms
 from reparam.rules.base import Rewrite, Rule, RuleContext, absmax
-from reparam.transforms import dense_to_grouped_fc, fold_affine_after
+from reparam.rules.fc_module import fc_like
+from reparam.transforms import dense_to_grouped_fc, fc_as_dense, fold_affine_after
 from reparam.transforms.affine_branch import branch_matrix
 from reparam.transforms.layout import axis_vector, broadcast_on_axis, pull_back
 
@@ -185,12 +186,8 @@ class AffineBranchIntoFc(Rule):
         if any(step is None for step in steps):
             return Refusal("a layout op around the FC has an unknown effect")
         # post chain: fold the affines into the FC, keep the layout ops as L
-        weight = fc.weight.detach().double().reshape(f_out, -1)
         groups = 1 if linear else fc.groups
-        bias = (torch.zeros(f_out, dtype=torch.float64, device=weight.device)
-                if fc.bias is None else fc.bias.detach().double())
-        if groups > 1:
-            weight = torch.block_diag(*weight.reshape(groups, f_out // groups, -1).unbind(0))
+        weight, bias = fc_as_dense(fc.weight.detach(), _detached(fc.bias), groups)
         layouts = []
         for node in chain.post:
             view = channel_affine(node, ctx.root)
@@ -267,7 +264,7 @@ class AffineBranchIntoFc(Rule):
                 groups = 1
             else:
                 weight = blocks.reshape(f_out, -1)
-        new = _fc_like(fc, weight, bias, groups)
+        new = fc_like(fc, weight, bias, groups)
         kinds = ", ".join(t.name for t, _ in m.branches)
         detail = (f"{len(m.branches)} affine branch(es) ({kinds}) materialised into the FC "
                   f"({f_out}×{f_in}, {rows} rows); zero extra MACs")
@@ -332,14 +329,5 @@ def _rows_kept(nodes: list[Node], top: Node, z_index: Tensor, pre, top_shape, ro
     return None
 
 
-def _fc_like(fc: nn.Module, weight: Tensor, bias: Tensor, groups: int) -> nn.Module:
-    dtype, device = fc.weight.dtype, fc.weight.device
-    if isinstance(fc, nn.Linear):
-        new: nn.Module = nn.Linear(fc.in_features, fc.out_features, device=device, dtype=dtype)
-    else:
-        new = nn.Conv2d(fc.in_channels, fc.out_channels, 1, groups=groups, device=device,
-                        dtype=dtype)
-    with torch.no_grad():
-        new.weight.copy_(weight.reshape(new.weight.shape))
-        new.bias.copy_(bias)
-    return new
+def _detached(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.detach()

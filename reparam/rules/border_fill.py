@@ -23,18 +23,25 @@ import torch.nn.functional as F
 from torch.fx import Node
 
 from reparam.errors import Refusal
+from reparam.graph.bias_pad import zero_pad_args
 from reparam.graph.inplace import setitem_out_of_place
 from reparam.graph.views import single_user
-from reparam.rules.base import Rewrite, Rule, RuleContext
-from reparam.rules.pad_through_pointwise import zero_pad_args
+from reparam.patterns import Bindings, Call, Through, Where
+from reparam.rules.base import PatternRule, Rewrite, RuleContext
 
 
 @dataclass
-class _Match:
+class _Plan:
     last: Node
     pad: Node
-    fills: list[Node]
+    fills: list[Node]  # in program order
     value: Node | float
+
+
+def _last_fill(node: Node) -> bool:
+    """the last of a chain of slice assignments"""
+    users = node.users
+    return not (len(users) == 1 and next(iter(users)).target is setitem_out_of_place)
 
 
 def _strip(index: object, height: int, width: int, pads: tuple[int, ...]) -> str | None:
@@ -61,7 +68,7 @@ def _strip(index: object, height: int, width: int, pads: tuple[int, ...]) -> str
     return None
 
 
-class BorderFillAsPad(Rule):
+class BorderFillAsPad(PatternRule):
     """Replaces a zero pad whose border strips are assigned ``c`` with pad(y - c) + c."""
 
     name = "border_fill_as_pad"
@@ -72,27 +79,20 @@ class BorderFillAsPad(Rule):
         "the strips get different values, or a value that depends on the input",
         "an intermediate tensor is used elsewhere",
     )
+    # the last assignment of a chain of them, back to the zero pad they overwrite
+    graph_pattern = Call(
+        setitem_out_of_place,
+        Through(
+            Call(setitem_out_of_place),
+            Where(lambda n, _: zero_pad_args(n) is not None, "a zero pad").bind("pad"),
+            exclusive=False,
+        ).bind("fills"),
+        where=_last_fill,
+    ).bind("last")
 
-    def match(self, node: Node, ctx: RuleContext) -> _Match | None:
-        if node.op != "call_function" or node.target is not setitem_out_of_place:
-            return None
-        users = node.users
-        if len(users) == 1 and next(iter(users)).target is setitem_out_of_place:
-            return None  # not the last assignment of the chain
-        fills = []
-        current: object = node
-        while (
-            isinstance(current, Node)
-            and current.op == "call_function"
-            and current.target is setitem_out_of_place
-        ):
-            fills.append(current)
-            current = current.args[0]
-        if not isinstance(current, Node) or zero_pad_args(current) is None:
-            return None
-        return _Match(node, current, fills[::-1], fills[0].args[2])
-
-    def check(self, m: _Match, ctx: RuleContext) -> _Match | Refusal:
+    def check(self, b: Bindings, ctx: RuleContext) -> _Plan | Refusal:
+        fills = [b["last"], *b["fills"]][::-1]
+        m = _Plan(b["last"], b["pad"], fills, fills[-1].args[2])
         pads = tuple(zero_pad_args(m.pad))
         if len(pads) != 4:
             return Refusal("the pad is not a pad of the last two dims")
@@ -119,14 +119,10 @@ class BorderFillAsPad(Rule):
             return Refusal("the border value is not one value per channel")
         return m
 
-    def rewrite(self, m: _Match, ctx: RuleContext) -> Rewrite:
-        site = ctx.site_name(m.last)
-        graph = ctx.graph
-        source = m.pad.args[0]
-        with graph.inserting_before(m.last):
-            shifted = graph.call_function(operator.sub, (source, m.value))
-            padded = graph.call_function(F.pad, (shifted, list(zero_pad_args(m.pad))))
-            result = graph.call_function(operator.add, (padded, m.value))
-        m.last.replace_all_uses_with(result)
-        ctx.erase_unused([m.last])
+    def rewrite(self, m: _Plan, ctx: RuleContext) -> Rewrite:
+        site, tx = ctx.site_name(m.last), ctx.tx
+        shifted = tx.insert_function(operator.sub, (m.pad.args[0], m.value), m.last)
+        padded = tx.insert_function(F.pad, (shifted, list(zero_pad_args(m.pad))), m.last)
+        tx.redirect(m.last, tx.insert_function(operator.add, (padded, m.value), m.last))
+        tx.erase_unused([m.last])
         return Rewrite(self.name, site, "slice-assigned border read as pad(y - c) + c")

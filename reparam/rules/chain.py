@@ -30,33 +30,24 @@ class ChainPlan:
 
 
 def apply_chain_fold(plan: ChainPlan, ctx: RuleContext, rule: str, affine_first: bool) -> Rewrite:
-    op_node, affine = plan.op_node, plan.affine
-    old = ctx.module(op_node.target)
-    before = absmax(old.weight)
-    substitute = ctx.exclusive_reason(op_node) is None
+    """Put the folded layer in place and take the affine out: ``affine(reshape*(op(x)))``
+    becomes ``reshape*(op'(x))`` (``affine_first=False``), ``op(through(affine(x)))`` becomes
+    ``op'(through(x))``; either way the affine node's uses now read its input."""
+    op_node, affine, tx = plan.op_node, plan.affine, ctx.tx
+    before = absmax(ctx.module(op_node.target).weight)
     norm_is_module = affine.node.op == "call_module"
-    if norm_is_module:
-        substitute = substitute and ctx.exclusive_reason(affine.node) is None
-    if substitute:
-        ctx.set_module(op_node.target, plan.new_module)
-        target = op_node.target
-    else:
-        target = ctx.fresh_path(op_node.target.rpartition(".")[0], "reparam_fused")
-        ctx.set_module(target, plan.new_module)
-        op_node.target = target
-    if norm_is_module and substitute:
+    exclusive = ctx.exclusive_reason(op_node) is None and (
+        not norm_is_module or ctx.exclusive_reason(affine.node) is None
+    )
+    tx.substitute(op_node, plan.new_module, stem="reparam_fused", exclusive=exclusive)
+    if norm_is_module and exclusive:
         # Identity for the moment; once the forward is rewritten the unused norm is deleted,
         # so another method that still calls it fails loudly instead of silently computing
         # something else (the op it was folded into may carry other folds too).
-        ctx.set_module(affine.node.target, nn.Identity())
+        tx.place(affine.node.target, nn.Identity())
     site = ctx.site_name(affine.node)
-    if affine_first:
-        # y = op(through(affine(x)))  ->  y = op'(through(x))
-        affine.node.replace_all_uses_with(affine.input)
-    else:
-        # y = affine(reshape*(op(x)))  ->  y = reshape*(op'(x))
-        affine.node.replace_all_uses_with(affine.input)
-    ctx.erase_unused([affine.node])
+    tx.redirect(affine.node, affine.input)
+    tx.erase_unused([affine.node])
     return Rewrite(
         rule=rule,
         site=site,

@@ -28,7 +28,8 @@ from torch import nn
 from torch.fx import Node
 
 from reparam.errors import Refusal
-from reparam.rules.base import Rewrite, Rule, RuleContext, absmax
+from reparam.patterns import Bindings, Call
+from reparam.rules.base import PatternRule, Rewrite, RuleContext, absmax
 
 _CONVS = {
     F.conv1d: 1,
@@ -57,6 +58,11 @@ def _bind(node: Node, names: tuple[str, ...]) -> dict[str, object]:
     return bound
 
 
+def _on_a_tensor(node: Node) -> bool:
+    """a call on a tensor computed in the graph"""
+    return isinstance(node.args[0] if node.args else node.kwargs.get("input"), Node)
+
+
 def _is_geometry(value: object) -> bool:
     if isinstance(value, str):
         return value in ("same", "valid")
@@ -69,7 +75,7 @@ def _is_geometry(value: object) -> bool:
     )
 
 
-class ComputedWeightsAsLayer(Rule):
+class ComputedWeightsAsLayer(PatternRule):
     """Replaces F.convNd / F.linear on a parameter-only weight expression with a layer."""
 
     name = "computed_weights"
@@ -83,16 +89,11 @@ class ComputedWeightsAsLayer(Rule):
         "stride / padding / dilation / groups are computed in forward",
         "the evaluated weight does not fit the call (rank, channels, dtype)",
     )
+    graph_pattern = Call((*_CONVS, *_LINEARS), where=_on_a_tensor, label="F.convNd|F.linear")
+    graph_pattern = graph_pattern.bind("call")
 
-    def match(self, node: Node, ctx: RuleContext) -> Node | None:
-        if node.op != "call_function":
-            return None
-        if node.target in _CONVS or node.target in _LINEARS:
-            source = node.args[0] if node.args else node.kwargs.get("input")
-            return node if isinstance(source, Node) else None
-        return None
-
-    def check(self, node: Node, ctx: RuleContext) -> _Plan | Refusal:
+    def check(self, m: Bindings, ctx: RuleContext) -> _Plan | Refusal:
+        node = m["call"]
         is_conv = node.target in _CONVS
         bound = _bind(node, _CONV_ARGS if is_conv else _LINEAR_ARGS)
         weight = ctx.constant_value(bound.get("weight"))
@@ -124,11 +125,10 @@ class ComputedWeightsAsLayer(Rule):
     def rewrite(self, plan: _Plan, ctx: RuleContext) -> Rewrite:
         site = ctx.site_name(plan.node)
         stem = "reparam_conv" if not isinstance(plan.module, nn.Linear) else "reparam_linear"
-        path = ctx.fresh_path(ctx.owner_path(plan.node), stem)
-        ctx.set_module(path, plan.module)
-        new = ctx.call(path, (plan.source,), before=plan.node)
-        plan.node.replace_all_uses_with(new)
-        ctx.erase_unused([plan.node])
+        tx = ctx.tx
+        path = tx.place(tx.fresh_path(ctx.owner_path(plan.node), stem), plan.module)
+        tx.redirect(plan.node, tx.insert_call(path, (plan.source,), before=plan.node))
+        tx.erase_unused([plan.node])
         weight = plan.module.weight
         return Rewrite(self.name, site, plan.detail, 0, 0, absmax(weight), absmax(weight))
 

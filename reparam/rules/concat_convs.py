@@ -20,8 +20,7 @@ from torch.fx import Node
 from reparam.convspec import conv_from_spec, is_plain_conv, spec_from_conv
 from reparam.errors import Refusal
 from reparam.rules.base import Rewrite, Rule, RuleContext, absmax
-from reparam.rules.parallel_branches import align_specs
-from reparam.transforms import concat_kernels
+from reparam.transforms.align import concat_specs
 
 
 @dataclass
@@ -72,17 +71,9 @@ class MergeConcatConvs(Rule):
         if len(set(parts)) != len(parts) or any(len(p.users) != 1 for p in parts):
             return Refusal("a conv output is used elsewhere")
         specs = [spec_from_conv(ctx.module(p.target)) for p in parts]
-        if any(s.groups != 1 for s in specs):
-            return Refusal("grouped convs: stacking would interleave groups")
-        if len({s.in_channels for s in specs}) != 1:
-            return Refusal("the convs differ in input channels")
-        aligned = align_specs(specs)
-        if isinstance(aligned, Refusal):
-            return aligned
-        weights, frame = aligned
-        weight, bias = concat_kernels(weights, [s.bias for s in specs])
-        like = specs[0].weight
-        merged = frame.with_weights(weight.to(like.dtype), bias.to(like.dtype))
+        merged = concat_specs(specs)
+        if isinstance(merged, Refusal):
+            return merged
         before = sum(spec.macs_per_output() for spec in specs)
         if merged.macs_per_output() > before and not ctx.allow_slower:
             return Refusal(

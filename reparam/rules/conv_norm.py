@@ -9,17 +9,16 @@ conv's output channels, after all border handling. Source: RepVGG (arXiv:2101.03
 
 from __future__ import annotations
 
-from torch.fx import Node
-
 from reparam.convspec import conv_from_spec, is_plain_conv, spec_from_conv
 from reparam.errors import Refusal
-from reparam.graph.views import AffineView, channel_affine, single_user
-from reparam.rules.base import OpaqueModule, Rewrite, Rule, RuleContext
+from reparam.graph.views import single_user
+from reparam.patterns import Affine, Bindings, Module
+from reparam.rules.base import PatternRule, Rewrite, RuleContext
 from reparam.rules.chain import ChainPlan, apply_chain_fold
 from reparam.transforms import fold_affine_after
 
 
-class FoldNormAfterConv(Rule):
+class FoldNormAfterConv(PatternRule):
     """Replaces conv → norm with one conv."""
 
     name = "conv_norm"
@@ -30,29 +29,14 @@ class FoldNormAfterConv(Rule):
         "the conv output is used by another node too",
         "the channel counts disagree",
     )
+    graph_pattern = Affine(
+        Module(is_plain_conv, label="conv", refuse_opaque=True).bind("conv")
+    ).bind("affine")
 
-    def match(self, node: Node, ctx: RuleContext) -> AffineView | Refusal | None:
-        affine = channel_affine(node, ctx.root)
-        if affine is None:
-            return None
-        source = node.args[0] if isinstance(affine, Refusal) else affine.input
-        if isinstance(source, Node) and source.op == "call_module":
-            held = ctx.module(source.target)
-            if isinstance(held, OpaqueModule) and held.wrapped_type.startswith("Conv"):
-                return Refusal(f"conv '{ctx.qualified(source.target)}' {held.reason}")
-        if not (
-            isinstance(source, Node)
-            and source.op == "call_module"
-            and is_plain_conv(ctx.module(source.target))
-        ):
-            return None
-        return affine
-
-    def check(self, affine: AffineView | Refusal, ctx: RuleContext) -> ChainPlan | Refusal:
+    def check(self, m: Bindings, ctx: RuleContext) -> ChainPlan | Refusal:
+        affine, conv_node, conv = m["affine"], m["conv"], m.module("conv")
         if isinstance(affine, Refusal):
             return affine
-        conv_node = affine.input
-        conv = ctx.module(conv_node.target)
         if not single_user(conv_node):
             return Refusal(
                 f"output of conv '{ctx.qualified(conv_node.target)}' is also used "
@@ -67,9 +51,8 @@ class FoldNormAfterConv(Rule):
         if not conv.weight.dtype.is_floating_point:
             return Refusal("conv weights are not floating point")
         spec = spec_from_conv(conv)
-        weight, bias = fold_affine_after(
-            spec.weight, spec.bias, affine.scale.to(spec.weight), affine.shift.to(spec.weight)
-        )
+        scale, shift = affine.scale.to(spec.weight), affine.shift.to(spec.weight)
+        weight, bias = fold_affine_after(spec.weight, spec.bias, scale, shift)
         new = conv_from_spec(spec.with_weights(weight, bias))
         return ChainPlan(conv_node, affine, new, f"{affine.kind} folded into conv")
 

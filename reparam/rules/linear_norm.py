@@ -11,21 +11,16 @@ dim 1, which is not the feature dim: refused. The rank comes from the example in
 from __future__ import annotations
 
 from torch import nn
-from torch.fx import Node
 
 from reparam.errors import Refusal
-from reparam.graph.views import AffineView, channel_affine, single_user
-from reparam.rules.base import Rewrite, Rule, RuleContext
+from reparam.graph.views import single_user
+from reparam.patterns import Affine, Bindings, Call, Module, Through
+from reparam.rules.base import PatternRule, Rewrite, RuleContext
 from reparam.rules.chain import ChainPlan, apply_chain_fold, linear_with
 from reparam.transforms import fold_affine_after
 
 
-def _is_reshape(node: Node) -> bool:
-    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
-    return node.op in ("call_method", "call_function") and name in ("flatten", "reshape", "view")
-
-
-class FoldNormAfterLinear(Rule):
+class FoldNormAfterLinear(PatternRule):
     """Replaces linear → BatchNorm1d with one linear."""
 
     name = "linear_norm"
@@ -36,29 +31,17 @@ class FoldNormAfterLinear(Rule):
         "the linear output is not 2-D (or its rank is unknown: pass example_inputs)",
         "the linear output is used by another node too",
     )
+    # the linear may reach the norm through reshapes of its leading dims
+    # (LeViT's LinearNorm: ``bn(linear(x).flatten(0, 1)).reshape_as(...)``)
+    graph_pattern = Affine(
+        Through(Call(("flatten", "reshape", "view")), Module(nn.Linear).bind("linear")),
+        kinds=("batch_norm", "functional_batch_norm"),
+    ).bind("affine")
 
-    def match(self, node: Node, ctx: RuleContext) -> tuple[AffineView | Refusal, Node] | None:
-        affine = channel_affine(node, ctx.root)
-        if affine is None or (not isinstance(affine, Refusal) and affine.kind == "channel_scale"):
-            return None
-        source = node.args[0]
-        # the linear may reach the norm through reshapes of its leading dims
-        # (LeViT's LinearNorm: ``bn(linear(x).flatten(0, 1)).reshape_as(...)``)
-        while isinstance(source, Node) and _is_reshape(source) and single_user(source):
-            source = source.args[0]
-        if not (
-            isinstance(source, Node)
-            and source.op == "call_module"
-            and isinstance(ctx.module(source.target), nn.Linear)
-        ):
-            return None
-        return affine, source
-
-    def check(self, m: tuple[AffineView | Refusal, Node], ctx: RuleContext) -> ChainPlan | Refusal:
-        affine, lin_node = m
+    def check(self, m: Bindings, ctx: RuleContext) -> ChainPlan | Refusal:
+        affine, lin_node, linear = m["affine"], m["linear"], m.module("linear")
         if isinstance(affine, Refusal):
             return affine
-        linear = ctx.module(lin_node.target)
         if not single_user(lin_node):
             return Refusal(
                 f"output of linear '{ctx.qualified(lin_node.target)}' is also used elsewhere"

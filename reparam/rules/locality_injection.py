@@ -38,7 +38,8 @@ from reparam.graph.views import (
     value_users,
 )
 from reparam.rules.base import Rewrite, Rule, RuleContext, absmax
-from reparam.transforms import conv_to_fc, fold_affine_after
+from reparam.rules.fc_module import fc_like
+from reparam.transforms import fold_affine_after, inject_convs
 
 _RESHAPES = {"reshape", "view", "flatten"}
 
@@ -188,16 +189,8 @@ class LocalityInjection(Rule):
             scale = view.scale.to(weight).repeat_interleave(per)
             shift = view.shift.to(weight).repeat_interleave(per)
             weight, bias = fold_affine_after(weight, bias, scale, shift)
-        rows, cols = cout * h * w // groups, cin * h * w // groups
-        blocks = weight.double().reshape(groups, rows, cols).clone()
-        total_bias = (
-            (bias if bias is not None else torch.zeros(cout * h * w))
-            .double()
-            .to(weight.device)
-            .clone()  # summed into in place below: never into the FC's own parameter
-        )
-        for conv_node in m.convs:
-            spec = spec_from_conv(ctx.module(conv_node.target))
+        specs = [spec_from_conv(ctx.module(c.target)) for c in m.convs]
+        for spec in specs:
             if spec.in_channels != cin or spec.out_channels != cout:
                 return Refusal("a conv's channels differ from the FC's partitions")
             if spec.stride != (1, 1) or spec.size_signature() != (0, 0):
@@ -211,42 +204,14 @@ class LocalityInjection(Rule):
                 )
             if spec.groups % groups:
                 return Refusal(f"conv groups {spec.groups} do not refine the FC's {groups} groups")
-            conv_blocks, conv_bias = conv_to_fc(
-                spec.weight.double(),
-                None if spec.bias is None else spec.bias.double(),
-                h,
-                w,
-                [p for p, _ in spec.padding],
-                spec.groups,
-                spec.dilation,
-            )
-            r = spec.groups // groups
-            for j in range(groups):
-                blocks[j] += torch.block_diag(*conv_blocks[j * r : (j + 1) * r])
-            total_bias += conv_bias
-        for _ in m.identity:
-            if cin != cout:
-                return Refusal("an identity branch needs C == O")
-            blocks += torch.eye(rows, dtype=blocks.dtype, device=blocks.device)
-        merged = blocks.reshape(cout * h * w, cols).to(weight.dtype)
+        if m.identity and cin != cout:
+            return Refusal("an identity branch needs C == O")
+        blocks, total_bias = inject_convs(
+            weight.reshape(groups, cout * h * w // groups, -1), bias, specs, h, w, len(m.identity)
+        )
+        merged = blocks.reshape(cout * h * w, -1).to(weight.dtype)
         total_bias = total_bias.to(weight.dtype)
-        if isinstance(fc, nn.Linear):
-            new: nn.Module = nn.Linear(
-                fc.in_features, fc.out_features, bias=True, device=weight.device, dtype=weight.dtype
-            )
-            new.weight.data.copy_(merged)
-        else:
-            new = nn.Conv2d(
-                fc.in_channels,
-                fc.out_channels,
-                1,
-                groups=groups,
-                bias=True,
-                device=weight.device,
-                dtype=weight.dtype,
-            )
-            new.weight.data.copy_(merged.reshape(new.weight.shape))
-        new.bias.data.copy_(total_bias)
+        new = fc_like(fc, merged, total_bias, groups)
         kinds = [f"conv{'×'.join(map(str, ctx.module(c.target).kernel_size))}" for c in m.convs]
         kinds += ["identity"] * len(m.identity)
         detail = (

@@ -15,37 +15,33 @@ the example shapes; permutes and flattens map the channel axis the same way for 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from torch import nn
 from torch.fx import Node
 
 from reparam.convspec import conv_from_spec, is_plain_conv, spec_from_conv
 from reparam.errors import Refusal
 from reparam.graph.layout_ops import compose, is_layout, node_layout
-from reparam.graph.views import AffineView, channel_affine, single_user
-from reparam.rules.base import Rewrite, Rule, RuleContext
+from reparam.graph.scope import ScopeView
+from reparam.graph.views import single_user
+from reparam.patterns import Affine, Bindings, Module, Through, Where
+from reparam.rules.base import PatternRule, Rewrite, RuleContext
 from reparam.rules.chain import ChainPlan, apply_chain_fold, linear_with
 from reparam.transforms import fold_affine_after
 from reparam.transforms.layout import axis_vector, broadcast_on_axis, pull_back
 
 
-@dataclass
-class _Match:
-    affine: AffineView | Refusal
-    layouts: list[Node]  # from the layer's output to the affine's input
-    layer: Node
-
-
-def is_layer(node: object, ctx: RuleContext) -> bool:
-    """A call of a plain conv or an ``nn.Linear``."""
-    if not isinstance(node, Node) or node.op != "call_module":
-        return False
-    module = ctx.module(node.target)
+def _is_conv_or_linear(module: nn.Module) -> bool:
     return is_plain_conv(module) or isinstance(module, nn.Linear)
 
 
-class FoldNormAfterLayout(Rule):
+def is_layer(node: object, ctx: ScopeView) -> bool:
+    """A call of a plain conv or an ``nn.Linear``."""
+    if not isinstance(node, Node) or node.op != "call_module":
+        return False
+    return _is_conv_or_linear(ctx.module(node.target))
+
+
+class FoldNormAfterLayout(PatternRule):
     """Replaces layer → layout ops → norm with layer' → layout ops."""
 
     name = "norm_after_layout"
@@ -58,33 +54,21 @@ class FoldNormAfterLayout(Rule):
         "(e.g. a per-position affine after a flatten)",
         "an intermediate tensor is used elsewhere",
     )
+    graph_pattern = Affine(
+        Through(
+            Where(lambda n, v: not is_layer(n, v) and is_layout(n, v), "a layout op"),
+            Module(_is_conv_or_linear, label="conv or linear").bind("layer"),
+            min_steps=1,
+        ).bind("layouts")
+    ).bind("affine")
 
-    def match(self, node: Node, ctx: RuleContext) -> _Match | None:
-        affine = channel_affine(node, ctx.root)
-        if affine is None:
-            return None
-        cur = node.args[0] if isinstance(affine, Refusal) else affine.input
-        layouts: list[Node] = []
-        while (
-            isinstance(cur, Node)
-            and not is_layer(cur, ctx)
-            and single_user(cur)
-            and is_layout(cur, ctx)
-        ):
-            layouts.append(cur)
-            cur = cur.args[0]
-        if not layouts or not is_layer(cur, ctx):
-            return None
-        return _Match(affine, list(reversed(layouts)), cur)
-
-    def check(self, m: _Match, ctx: RuleContext) -> ChainPlan | Refusal:
-        affine = m.affine
+    def check(self, m: Bindings, ctx: RuleContext) -> ChainPlan | Refusal:
+        affine, layer_node, layer = m["affine"], m["layer"], m.module("layer")
+        layouts = m["layouts"][::-1]  # from the layer's output to the affine's input
         if isinstance(affine, Refusal):
             return affine
-        layer_node = m.layer
         if not single_user(layer_node):
             return Refusal(f"output of '{ctx.qualified(layer_node.target)}' is used elsewhere")
-        layer = ctx.module(layer_node.target)
         in_shape, out_shape = ctx.shape(layer_node), ctx.shape(affine.input)
         if in_shape is None or out_shape is None or len(out_shape) < 2:
             return Refusal("shapes around the layout ops are unknown; pass example_inputs")
@@ -92,7 +76,7 @@ class FoldNormAfterLayout(Rule):
             return Refusal("the scale does not broadcast over dim 1")
         if affine.scale.numel() != out_shape[1]:
             return Refusal("the norm's channel count differs from dim 1 of its input")
-        steps = [node_layout(n, ctx) for n in m.layouts]
+        steps = [node_layout(n, ctx) for n in layouts]
         if any(step is None for step in steps):
             return Refusal("a layout op's effect is unknown (shapes or axes not constant)")
         layout = compose(steps)
@@ -126,7 +110,7 @@ class FoldNormAfterLayout(Rule):
                 spec.weight, spec.bias, scale.to(spec.weight), shift.to(spec.weight)
             )
             new = conv_from_spec(spec.with_weights(weight, bias))
-        ops = " → ".join(n.name for n in m.layouts)
+        ops = " → ".join(n.name for n in layouts)
         return ChainPlan(layer_node, affine, new, f"{affine.kind} folded through {ops}")
 
     def rewrite(self, plan: ChainPlan, ctx: RuleContext) -> Rewrite:

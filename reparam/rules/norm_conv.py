@@ -11,17 +11,15 @@ outputs would see ``t`` where the original saw ``0``: refused. Source: DBB trans
 
 from __future__ import annotations
 
-from torch.fx import Node
-
 from reparam.convspec import conv_from_spec, is_plain_conv, spec_from_conv
 from reparam.errors import Refusal
-from reparam.graph.views import AffineView, channel_affine, single_user, value_users
-from reparam.rules.base import Rewrite, Rule, RuleContext
+from reparam.patterns import Affine, Bindings, Into, Module
+from reparam.rules.base import PatternRule, Rewrite, RuleContext
 from reparam.rules.chain import ChainPlan, apply_chain_fold
 from reparam.transforms import fold_affine_before
 
 
-class FoldNormBeforeConv(Rule):
+class FoldNormBeforeConv(PatternRule):
     """Replaces norm → conv with one conv where the border allows it."""
 
     name = "norm_conv"
@@ -32,23 +30,12 @@ class FoldNormBeforeConv(Rule):
         "the conv zero-pads and the affine has a non-zero shift (border would differ)",
         "the affine output is used elsewhere",
     )
+    graph_pattern = Into(Affine().bind("affine"), Module(is_plain_conv, label="conv").bind("conv"))
 
-    def match(self, node: Node, ctx: RuleContext) -> tuple[AffineView | Refusal, Node] | None:
-        affine = channel_affine(node, ctx.root)
-        if affine is None or not single_user(node):
-            return None
-        user = value_users(node)[0]
-        if user.op != "call_module" or not is_plain_conv(ctx.module(user.target)):
-            return None
-        if user.args[0] is not node:
-            return None
-        return affine, user
-
-    def check(self, m: tuple[AffineView | Refusal, Node], ctx: RuleContext) -> ChainPlan | Refusal:
-        affine, conv_node = m
+    def check(self, m: Bindings, ctx: RuleContext) -> ChainPlan | Refusal:
+        affine, conv_node, conv = m["affine"], m["conv"], m.module("conv")
         if isinstance(affine, Refusal):
             return affine
-        conv = ctx.module(conv_node.target)
         spec = spec_from_conv(conv)
         if affine.scale.numel() != spec.in_channels:
             return Refusal("affine and conv disagree on the channel count")

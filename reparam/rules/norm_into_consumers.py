@@ -26,8 +26,10 @@ from torch.fx import Node
 from reparam.convspec import conv_from_spec, is_plain_conv, spec_from_conv
 from reparam.errors import Refusal
 from reparam.graph.layout_ops import compose, is_layout, node_layout
-from reparam.graph.views import AffineView, channel_affine, value_users
-from reparam.rules.base import Rewrite, Rule, RuleContext, absmax
+from reparam.graph.scope import ScopeView
+from reparam.graph.views import AffineView, value_users
+from reparam.patterns import Affine, AllOf, Bindings, Where
+from reparam.rules.base import PatternRule, Rewrite, RuleContext, absmax
 from reparam.rules.chain import linear_with
 from reparam.transforms import fold_affine_before
 from reparam.transforms.layout import axis_vector, broadcast_on_axis
@@ -48,7 +50,7 @@ class _Match:
     blocked: list[str]  # readers that are not a conv / linear (described)
 
 
-def _describe(user: Node, ctx: RuleContext) -> str:
+def _describe(user: Node, ctx: ScopeView) -> str:
     name = user.target if user.op == "call_method" else getattr(user.target, "__name__", "")
     if user.op == "output":
         return "the normalized value is an output of the scope"
@@ -62,14 +64,14 @@ def _describe(user: Node, ctx: RuleContext) -> str:
     return f"'{user.name}' ({name or user.op}) reads the normalized value"
 
 
-def _is_layer(node: Node, source: Node, ctx: RuleContext) -> bool:
+def _is_layer(node: Node, source: Node, ctx: ScopeView) -> bool:
     if node.op != "call_module" or node.args[:1] != (source,) or len(node.args) != 1:
         return False
     module = ctx.module(node.target)
     return is_plain_conv(module) or isinstance(module, nn.Linear)
 
 
-def _readers(start: Node, ctx: RuleContext) -> tuple[list[_Consumer], list[str]]:
+def _readers(start: Node, ctx: ScopeView) -> tuple[list[_Consumer], list[str]]:
     consumers: list[_Consumer] = []
     blocked: list[str] = []
     pending: list[tuple[Node, list[Node]]] = [(start, [])]
@@ -85,7 +87,13 @@ def _readers(start: Node, ctx: RuleContext) -> tuple[list[_Consumer], list[str]]
     return consumers, blocked
 
 
-class FoldNormIntoConsumers(Rule):
+def _worth_it(node: Node, ctx: ScopeView) -> bool:
+    consumers, blocked = _readers(node, ctx)
+    # one direct reader and nothing else: norm_conv / norm_linear
+    return bool(consumers) and not (len(consumers) == 1 and not consumers[0].path and not blocked)
+
+
+class FoldNormIntoConsumers(PatternRule):
     """Replaces a norm read by several convs / linears (or through layout ops) with nothing."""
 
     name = "norm_into_consumers"
@@ -97,22 +105,16 @@ class FoldNormIntoConsumers(Rule):
         "a reader is a conv that zero-pads and the affine has a shift",
         "through the layout ops the affine is not per-channel for a reader",
     )
+    graph_pattern = AllOf(
+        Affine().bind("affine"),
+        Where(_worth_it, "read by several convs / linears, or one through layout ops"),
+    ).bind("norm")
 
-    def match(self, node: Node, ctx: RuleContext) -> _Match | None:
-        affine = channel_affine(node, ctx.root)
-        if affine is None:
-            return None
-        consumers, blocked = _readers(node, ctx)
-        if not consumers:
-            return None
-        if len(consumers) == 1 and not consumers[0].path and not blocked:
-            return None  # one direct reader: norm_conv / norm_linear
-        return _Match(affine, consumers, blocked)
-
-    def check(self, m: _Match, ctx: RuleContext) -> _Plan | Refusal:
-        affine = m.affine
+    def check(self, b: Bindings, ctx: RuleContext) -> _Plan | Refusal:
+        affine = b["affine"]
         if isinstance(affine, Refusal):
             return affine
+        m = _Match(affine, *_readers(b["norm"], ctx))
         if m.blocked:
             return Refusal(
                 f"the {affine.kind} is also read by something not linear in it: "
@@ -137,17 +139,14 @@ class FoldNormIntoConsumers(Rule):
         affine = plan.match.affine
         site = ctx.site_name(affine.node)
         before = absmax(*(ctx.module(n.target).weight for n, _ in plan.folded))
+        tx = ctx.tx
         for node, module in plan.folded:
-            if ctx.exclusive_reason(node) is None:
-                ctx.set_module(node.target, module)
-            else:
-                path = ctx.fresh_path(ctx.owner_path(node), "reparam_fused")
-                ctx.set_module(path, module)
-                node.target = path
+            exclusive, near = ctx.exclusive_reason(node) is None, ctx.owner_path(node)
+            tx.substitute(node, module, stem="reparam_fused", exclusive=exclusive, near=near)
         if affine.node.op == "call_module" and ctx.exclusive_reason(affine.node) is None:
-            ctx.set_module(affine.node.target, nn.Identity())
-        affine.node.replace_all_uses_with(affine.input)
-        ctx.erase_unused([affine.node])
+            tx.place(affine.node.target, nn.Identity())
+        tx.redirect(affine.node, affine.input)
+        tx.erase_unused([affine.node])
         n = len(plan.folded)
         return Rewrite(
             self.name,

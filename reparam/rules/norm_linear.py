@@ -12,15 +12,15 @@ folded into FC1; arXiv:2105.01883).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.fx import Node
 
 from reparam.errors import Refusal
-from reparam.graph.views import AffineView, channel_affine, single_user, value_users
-from reparam.rules.base import Rewrite, Rule, RuleContext
+from reparam.graph.scope import ScopeView
+from reparam.patterns import Affine, Bindings, Into, Module, Where
+from reparam.rules.base import PatternRule, Rewrite, RuleContext
 from reparam.rules.chain import ChainPlan, apply_chain_fold, linear_with
 from reparam.transforms import fold_affine_before, repeat_affine
 
@@ -33,7 +33,7 @@ _POOL_FUNCTIONS = {
 _RESHAPES = {"flatten", "reshape", "view"}
 
 
-def commutes_with_channel_affine(node: Node, ctx: RuleContext) -> bool:
+def commutes_with_channel_affine(node: Node, ctx: ScopeView) -> bool:
     """Ops after which a per-channel affine (dim 1) can be moved: averaging over positions and
     channel-major reshapes that keep dim 0 and put channels first."""
     if node.op == "call_module":
@@ -59,7 +59,7 @@ def commutes_with_channel_affine(node: Node, ctx: RuleContext) -> bool:
     return False
 
 
-def _channel_major_flatten(node: Node, ctx: RuleContext) -> bool:
+def _channel_major_flatten(node: Node, ctx: ScopeView) -> bool:
     """(N, C, *s) → (N, C·prod(s)): keeps dim 0, channels outermost (by the shapes)."""
     src, dst = ctx.shape(node.args[0]), ctx.shape(node)
     return (
@@ -72,14 +72,7 @@ def _channel_major_flatten(node: Node, ctx: RuleContext) -> bool:
     )
 
 
-@dataclass
-class _Match:
-    affine: AffineView | Refusal
-    path: tuple[Node, ...]
-    linear_node: Node
-
-
-class FoldNormBeforeLinear(Rule):
+class FoldNormBeforeLinear(PatternRule):
     """Replaces norm → (pool / flatten) → linear with one linear."""
 
     name = "norm_linear"
@@ -90,30 +83,18 @@ class FoldNormBeforeLinear(Rule):
         "an intermediate tensor is used elsewhere",
         "shapes are unknown (pass example_inputs) or the flatten is not channel-major",
     )
+    graph_pattern = Into(
+        Affine().bind("affine"),
+        Module(nn.Linear).bind("linear"),
+        via=Where(commutes_with_channel_affine, "average pooling or a channel-major flatten"),
+    ).bind("path")
 
-    def match(self, node: Node, ctx: RuleContext) -> _Match | None:
-        affine = channel_affine(node, ctx.root)
-        if affine is None:
-            return None
-        path: list[Node] = []
-        cur = node
-        while single_user(cur):
-            nxt = value_users(cur)[0]
-            if nxt.op == "call_module" and isinstance(ctx.module(nxt.target), nn.Linear):
-                return _Match(affine, tuple(path), nxt)
-            if not commutes_with_channel_affine(nxt, ctx):
-                return None
-            path.append(nxt)
-            cur = nxt
-        return None
-
-    def check(self, m: _Match, ctx: RuleContext) -> ChainPlan | Refusal:
-        affine = m.affine
+    def check(self, m: Bindings, ctx: RuleContext) -> ChainPlan | Refusal:
+        affine, linear_node, linear = m["affine"], m["linear"], m.module("linear")
         if isinstance(affine, Refusal):
             return affine
-        linear = ctx.module(m.linear_node.target)
         channels = affine.scale.numel()
-        feature_shape = ctx.shape(m.linear_node.args[0])
+        feature_shape = ctx.shape(linear_node.args[0])
         if feature_shape is None:
             return Refusal("shape entering the linear is unknown; pass example_inputs")
         if not affine.fits_rank(len(ctx.shape(affine.node) or ())):
@@ -136,11 +117,11 @@ class FoldNormBeforeLinear(Rule):
             shift.to(linear.weight),
         )
         return ChainPlan(
-            m.linear_node,
+            linear_node,
             affine,
             linear_with(linear, weight, bias),
             f"{affine.kind} folded into the following linear",
-            m.path,
+            m["path"],
         )
 
     def rewrite(self, plan: ChainPlan, ctx: RuleContext) -> Rewrite:

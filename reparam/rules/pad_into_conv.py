@@ -11,16 +11,18 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from torch import nn
 from torch.fx import Node
 
 from reparam.convspec import conv_from_spec, is_plain_conv, spec_from_conv
 from reparam.errors import Refusal
+from reparam.graph.bias_pad import zero_pad_args
 from reparam.graph.views import single_user
-from reparam.rules.base import Rewrite, Rule, RuleContext
-from reparam.rules.pad_through_pointwise import zero_pad_args
+from reparam.patterns import Bindings, Module, Where
+from reparam.rules.base import PatternRule, Rewrite, RuleContext
 
 
-class FoldPadIntoConv(Rule):
+class FoldPadIntoConv(PatternRule):
     """Replaces conv(pad(x)) with one conv."""
 
     name = "pad_into_conv"
@@ -33,18 +35,15 @@ class FoldPadIntoConv(Rule):
         "the padded tensor is used elsewhere",
         "the pad is negative (a crop; see parallel_branches for crops before a conv)",
     )
+    graph_pattern = Module(
+        is_plain_conv,
+        Where(lambda n, _: zero_pad_args(n) is not None, "a zero pad").bind("pad"),
+        label="conv",
+    ).bind("conv")
 
-    def match(self, node: Node, ctx: RuleContext) -> tuple[Node, Node] | None:
-        if node.op != "call_module" or not is_plain_conv(ctx.module(node.target)):
-            return None
-        pad = node.args[0]
-        if isinstance(pad, Node) and zero_pad_args(pad) is not None:
-            return node, pad
-        return None
-
-    def check(self, m: tuple[Node, Node], ctx: RuleContext):
-        conv_node, pad = m
-        spec = spec_from_conv(ctx.module(conv_node.target))
+    def check(self, m: Bindings, ctx: RuleContext) -> tuple[Node, Node, nn.Module] | Refusal:
+        conv_node, pad = m["conv"], m["pad"]
+        spec = spec_from_conv(m.module("conv"))
         pads = zero_pad_args(pad)
         if len(pads) > 2 * spec.dims or len(pads) % 2:
             return Refusal("the pad reaches the channel or batch dim")
@@ -68,15 +67,12 @@ class FoldPadIntoConv(Rule):
             return Refusal(str(err))
         return conv_node, pad, module
 
-    def rewrite(self, plan, ctx: RuleContext) -> Rewrite:
+    def rewrite(self, plan: tuple[Node, Node, nn.Module], ctx: RuleContext) -> Rewrite:
         conv_node, pad, module = plan
         site = ctx.site_name(conv_node)
-        if ctx.exclusive_reason(conv_node) is None:
-            ctx.set_module(conv_node.target, module)
-        else:
-            path = ctx.fresh_path(ctx.owner_path(conv_node), "reparam_padded")
-            ctx.set_module(path, module)
-            conv_node.target = path
-        conv_node.args = (pad.args[0], *conv_node.args[1:])
-        ctx.erase_unused([pad])
+        exclusive = ctx.exclusive_reason(conv_node) is None
+        near = ctx.owner_path(conv_node)
+        ctx.tx.substitute(conv_node, module, stem="reparam_padded", exclusive=exclusive, near=near)
+        ctx.tx.set_input(conv_node, 0, pad.args[0])
+        ctx.tx.erase_unused([pad])
         return Rewrite(self.name, site, "zero pad folded into the conv's padding")

@@ -17,84 +17,17 @@ alone, the moved pad would make the 1×1 conv also compute the border.
 from __future__ import annotations
 
 import math
-import operator
-from dataclasses import dataclass
 
-import torch
 import torch.nn.functional as F
 from torch.fx import Node
 
-from reparam.convspec import ConvSpec, is_plain_conv, spec_from_conv
+from reparam.convspec import is_plain_conv, spec_from_conv
 from reparam.errors import Refusal
+from reparam.graph.bias_pad import BiasPad, bias_pad_match, fill_reason, zero_pad_args
 from reparam.graph.views import single_user, value_users
 from reparam.rules.base import Rewrite, Rule, RuleContext
-from reparam.verify import tolerance_for
 
-_ADDS = {operator.add, torch.add}
-_SUBS = {operator.sub, torch.sub}
-
-
-def zero_pad_args(node: Node) -> list[int] | None:
-    """The pad list of ``F.pad(x, pads)`` in constant mode with value 0, else None."""
-    if node.op != "call_function" or node.target is not F.pad:
-        return None
-    pads = node.args[1] if len(node.args) > 1 else node.kwargs.get("pad")
-    mode = node.args[2] if len(node.args) > 2 else node.kwargs.get("mode", "constant")
-    value = node.args[3] if len(node.args) > 3 else node.kwargs.get("value", None)
-    if mode != "constant" or value not in (None, 0, 0.0):
-        return None
-    if not isinstance(pads, (list, tuple)) or not all(isinstance(p, int) for p in pads):
-        return None
-    return list(pads)
-
-
-@dataclass
-class _Match:
-    add: Node
-    pad: Node
-    sub: Node
-    conv: Node
-    fill: Node
-
-
-def bias_pad_match(node: Node, ctx: RuleContext) -> _Match | None:
-    """``pad(conv(x) - c) + c`` rooted at the add ``node`` (c not checked yet), else None."""
-    if node.op != "call_function" or node.target not in _ADDS or len(node.args) != 2:
-        return None
-    for pad, fill in (node.args, reversed(node.args)):
-        if not isinstance(pad, Node) or zero_pad_args(pad) is None:
-            continue
-        sub = pad.args[0]
-        if not (
-            isinstance(sub, Node)
-            and sub.op == "call_function"
-            and sub.target in _SUBS
-            and len(sub.args) == 2
-            and isinstance(sub.args[0], Node)
-        ):
-            continue
-        conv = sub.args[0]
-        if conv.op == "call_module" and is_plain_conv(ctx.module(conv.target)):
-            return _Match(node, pad, sub, conv, fill)
-    return None
-
-
-def fill_reason(m: _Match, spec: ConvSpec, ctx: RuleContext) -> str | None:
-    """Why the fill ``c`` is not the conv's bias per channel (None when it is)."""
-    fill, fill2 = ctx.constant_value(m.fill), ctx.constant_value(m.sub.args[1])
-    if fill is None or fill2 is None:
-        return "the fill value depends on the input"
-    bias = spec.bias if spec.bias is not None else torch.zeros(spec.out_channels)
-    shape = (1, spec.out_channels) + (1,) * spec.dims
-    try:
-        fill, fill2 = fill.expand(shape), fill2.expand(shape)
-    except RuntimeError:
-        return "the fill value is not one value per channel"
-    b = bias.reshape(shape).to(fill)
-    tol = tolerance_for(spec.weight.dtype) * max(1.0, float(b.abs().max()))
-    if float((fill - b).abs().max()) > tol or float((fill2 - b).abs().max()) > tol:
-        return "the fill value differs from the conv's bias: the border would differ"
-    return None
+__all__ = ["PadThroughPointwise", "bias_pad_match", "fill_reason", "zero_pad_args"]
 
 
 class PadThroughPointwise(Rule):
@@ -110,10 +43,10 @@ class PadThroughPointwise(Rule):
         "no unpadded conv follows to compose with (the 1×1 would compute the border for nothing)",
     )
 
-    def match(self, node: Node, ctx: RuleContext) -> _Match | None:
+    def match(self, node: Node, ctx: RuleContext) -> BiasPad | None:
         return bias_pad_match(node, ctx)
 
-    def check(self, m: _Match, ctx: RuleContext) -> _Match | Refusal:
+    def check(self, m: BiasPad, ctx: RuleContext) -> BiasPad | Refusal:
         spec = spec_from_conv(ctx.module(m.conv.target))
         if (
             any(k != 1 for k in spec.kernel_size)
@@ -147,7 +80,7 @@ class PadThroughPointwise(Rule):
         reason = fill_reason(m, spec, ctx)
         return Refusal(reason) if reason else m
 
-    def rewrite(self, m: _Match, ctx: RuleContext) -> Rewrite:
+    def rewrite(self, m: BiasPad, ctx: RuleContext) -> Rewrite:
         site = ctx.site_name(m.add)
         source = m.conv.args[0]
         with ctx.graph.inserting_before(m.conv):

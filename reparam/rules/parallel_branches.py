@@ -40,18 +40,12 @@ from torch.fx import Node
 from reparam.convspec import ConvSpec, conv_from_spec, is_plain_conv, spec_from_conv
 from reparam.convspec_chain import chain_macs_per_output, compose_specs, pool_spec
 from reparam.errors import Refusal
+from reparam.graph.bias_pad import bias_pad_match, fill_reason, zero_pad_args
 from reparam.graph.crop import crop_of
 from reparam.graph.views import SumView, channel_affine, is_sum_root, single_user, sum_terms
 from reparam.rules.base import Rewrite, Rule, RuleContext, absmax
-from reparam.rules.pad_through_pointwise import bias_pad_match, fill_reason, zero_pad_args
-from reparam.transforms import (
-    avgpool_kernel,
-    diagonal_kernel,
-    dilate_kernel,
-    fold_affine_after,
-    pad_kernel,
-    regroup_kernel,
-)
+from reparam.transforms import avgpool_kernel, diagonal_kernel, fold_affine_after, regroup_kernel
+from reparam.transforms.align import merge_specs
 
 _POOLS = {1: nn.AvgPool1d, 2: nn.AvgPool2d, 3: nn.AvgPool3d}
 
@@ -264,92 +258,6 @@ class BranchPlan:
     macs_after: int
     absmax_before: float
     detail: str
-
-
-def align_specs(specs: list[ConvSpec]) -> tuple[list[torch.Tensor], ConvSpec] | Refusal:
-    """Place every kernel in one frame: the weights (float64) at their offsets and the merged
-    geometry (weight/bias of the returned spec are those of ``specs[0]``; callers combine)."""
-    dims = specs[0].dims
-    if any(s.dims != dims for s in specs):
-        return Refusal("branches have different spatial ranks")
-    if len({s.stride for s in specs}) != 1:
-        return Refusal(f"branches have different strides {sorted({s.stride for s in specs})}")
-    dilation, padding, kernel, offsets = [], [], [], []
-    for d in range(dims):
-        wide = {s.dilation[d] for s in specs if s.kernel_size[d] > 1}
-        dil = wide.pop() if len(wide) == 1 else 1
-        sig = {s.size_signature()[d] for s in specs}
-        if len(sig) != 1:
-            return Refusal(
-                f"branches produce different output sizes in spatial dim {d} "
-                "(padding does not match kernel extent)"
-            )
-        left = max(s.padding[d][0] for s in specs)
-        offs, ends = [], []
-        for s in specs:
-            if (left - s.padding[d][0]) % dil:
-                return Refusal(f"branch taps do not fall on the dilation-{dil} grid in dim {d}")
-            off = (left - s.padding[d][0]) // dil
-            units = (
-                s.kernel_size[d] if s.kernel_size[d] == 1 or s.dilation[d] == dil else s.extent[d]
-            )
-            offs.append(off)
-            ends.append(off + units)
-        size = max(ends)
-        right = sig.pop() - left + dil * (size - 1)
-        if left < 0:
-            return Refusal(f"every branch crops spatial dim {d}: no conv padding starts there")
-        if right < 0:
-            return Refusal(f"no conv padding reproduces the branches' output grid in dim {d}")
-        dilation.append(dil)
-        padding.append((left, right))
-        kernel.append(size)
-        offsets.append(offs)
-    modes = {s.padding_mode for s in specs if any(s.is_padded)}
-    if len(modes) > 1:
-        return Refusal(f"branches pad with different modes {sorted(modes)}: the border differs")
-    mode = modes.pop() if modes else "zeros"
-    for s in specs:
-        for d in range(dims):
-            if s.padding_mode != mode and s.is_padded[d]:
-                return Refusal("a branch pads with a mode the merged conv cannot reproduce")
-    weights = []
-    for i, s in enumerate(specs):
-        w = s.weight
-        expand = tuple(
-            s.dilation[d] if (s.dilation[d] != dilation[d] and s.kernel_size[d] > 1) else 1
-            for d in range(dims)
-        )
-        if any(e > 1 for e in expand):
-            w = dilate_kernel(w, expand)
-        weights.append(pad_kernel(w, kernel, [offsets[d][i] for d in range(dims)]).double())
-    frame = ConvSpec(
-        specs[0].weight,
-        specs[0].bias,
-        specs[0].stride,
-        tuple(padding),
-        tuple(dilation),
-        specs[0].groups,
-        mode,
-    )
-    return weights, frame
-
-
-def merge_specs(specs: list[ConvSpec]) -> ConvSpec | Refusal:
-    """The one conv that computes the sum of ``specs`` (all reading one input)."""
-    if len({s.out_channels for s in specs}) != 1 or len({s.in_channels for s in specs}) != 1:
-        return Refusal("branches have different channel counts")
-    aligned = align_specs(specs)
-    if isinstance(aligned, Refusal):
-        return aligned
-    weights, frame = aligned
-    like = specs[0].weight
-    weight = torch.stack(weights).sum(0)
-    bias = torch.zeros(like.shape[0], dtype=torch.float64, device=like.device)
-    for s in specs:
-        if s.bias is not None:
-            bias = bias + s.bias.double()
-    return frame.with_weights(weight.to(like.dtype), bias.to(like.dtype))
 
 
 class MergeParallelBranches(Rule):

@@ -25,7 +25,8 @@ from torch.fx import Node
 from reparam.convspec import ConvSpec, conv_from_spec, is_plain_conv, spec_from_conv
 from reparam.errors import Refusal
 from reparam.graph.views import single_user
-from reparam.rules.base import Rewrite, Rule, RuleContext, absmax
+from reparam.patterns import CONV, Bindings, Module
+from reparam.rules.base import PatternRule, Rewrite, RuleContext, absmax
 from reparam.transforms import compose_sequential
 
 
@@ -38,7 +39,7 @@ class _Plan:
     after: int
 
 
-class MergeSequentialConvs(Rule):
+class MergeSequentialConvs(PatternRule):
     """Replaces conv → conv with one conv where exact and not slower."""
 
     name = "sequential_convs"
@@ -50,25 +51,13 @@ class MergeSequentialConvs(Rule):
         "the first conv's output is used elsewhere",
         "the merged conv would cost more multiply-adds (narrow middle)",
     )
+    graph_pattern = Module(is_plain_conv, CONV.bind("first"), label="conv").bind("second")
 
-    def match(self, node: Node, ctx: RuleContext) -> tuple[Node, Node] | None:
-        if node.op != "call_module" or not is_plain_conv(ctx.module(node.target)):
-            return None
-        first = node.args[0]
-        if not (
-            isinstance(first, Node)
-            and first.op == "call_module"
-            and is_plain_conv(ctx.module(first.target))
-        ):
-            return None
-        return first, node
-
-    def check(self, m: tuple[Node, Node], ctx: RuleContext) -> _Plan | Refusal:
-        first_node, second_node = m
+    def check(self, m: Bindings, ctx: RuleContext) -> _Plan | Refusal:
+        first_node, second_node = m["first"], m["second"]
         if not single_user(first_node):
             return Refusal(f"output of '{ctx.qualified(first_node.target)}' is used elsewhere")
-        a = spec_from_conv(ctx.module(first_node.target))
-        b = spec_from_conv(ctx.module(second_node.target))
+        a, b = spec_from_conv(m.module("first")), spec_from_conv(m.module("second"))
         if a.dims != b.dims:
             return Refusal("convs of different spatial rank")
         if any(s != 1 for s in a.stride) or any(d != 1 for d in a.dilation + b.dilation):
@@ -117,14 +106,13 @@ class MergeSequentialConvs(Rule):
     def rewrite(self, plan: _Plan, ctx: RuleContext) -> Rewrite:
         site = ctx.site_name(plan.second)
         before = absmax(ctx.module(plan.first.target).weight, ctx.module(plan.second.target).weight)
-        if ctx.exclusive_reason(plan.second) is None:
-            path = plan.second.target
-        else:
-            path = ctx.fresh_path(ctx.owner_path(plan.second), "reparam_conv")
-        ctx.set_module(path, plan.module)
-        plan.second.target = path
-        plan.second.args = (plan.first.args[0],)
-        ctx.erase_unused([plan.first])
+        exclusive = ctx.exclusive_reason(plan.second) is None
+        near = ctx.owner_path(plan.second)
+        ctx.tx.substitute(
+            plan.second, plan.module, stem="reparam_conv", exclusive=exclusive, near=near
+        )
+        ctx.tx.set_input(plan.second, 0, plan.first.args[0])
+        ctx.tx.erase_unused([plan.first])
         return Rewrite(
             self.name,
             site,

@@ -14,18 +14,22 @@ import copy
 
 import torch
 from torch import nn
-from torch.fx import Node
 
 from reparam.errors import Refusal
-from reparam.graph.views import AffineView, channel_affine, single_user
-from reparam.rules.base import Rewrite, Rule, RuleContext
+from reparam.graph.views import single_user
+from reparam.patterns import Affine, Bindings, Module
+from reparam.rules.base import PatternRule, Rewrite, RuleContext
 from reparam.rules.chain import ChainPlan, apply_chain_fold
 from reparam.transforms import fold_affine_after_transposed
 
 _TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
-class FoldNormAfterTransposedConv(Rule):
+def _is_transposed(module: nn.Module) -> bool:
+    return type(module) in _TRANSPOSED
+
+
+class FoldNormAfterTransposedConv(PatternRule):
     """Replaces transposed conv → norm with one transposed conv."""
 
     name = "transposed_conv_norm"
@@ -39,25 +43,14 @@ class FoldNormAfterTransposedConv(Rule):
         "the transposed conv's output is used by another node too",
         "the channel counts disagree or the pads are not zeros",
     )
+    graph_pattern = Affine(
+        Module(_is_transposed, label="transposed conv", refuse_opaque=True).bind("conv")
+    ).bind("affine")
 
-    def match(self, node: Node, ctx: RuleContext) -> AffineView | Refusal | None:
-        affine = channel_affine(node, ctx.root)
-        if affine is None:
-            return None
-        source = node.args[0] if isinstance(affine, Refusal) else affine.input
-        if not (
-            isinstance(source, Node)
-            and source.op == "call_module"
-            and type(ctx.module(source.target)) in _TRANSPOSED
-        ):
-            return None
-        return affine
-
-    def check(self, affine: AffineView | Refusal, ctx: RuleContext) -> ChainPlan | Refusal:
+    def check(self, m: Bindings, ctx: RuleContext) -> ChainPlan | Refusal:
+        affine, node, conv = m["affine"], m["conv"], m.module("conv")
         if isinstance(affine, Refusal):
             return affine
-        node = affine.input
-        conv = ctx.module(node.target)
         if not single_user(node):
             return Refusal(
                 f"output of '{ctx.qualified(node.target)}' is also used elsewhere; "

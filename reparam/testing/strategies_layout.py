@@ -12,7 +12,9 @@ import torch
 from hypothesis import strategies as st
 from torch import nn
 
-from reparam.testing.strategies import Case, _ensure_nonzero_shift, _make_case, _seeds, seeded
+from reparam.testing._common import seeded
+from reparam.testing.strategies.case import Case, _make_case, _seeds
+from reparam.testing.strategies.norms import _ensure_nonzero_shift
 
 __all__ = ["norm_after_layout_cases", "shared_norm_cases"]
 

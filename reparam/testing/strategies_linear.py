@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from reparam.testing._common import seeded
-from reparam.testing.strategies import Case, _make_case, _seeds
+from reparam.testing.strategies.case import _BN, Case, _make_case, _seeds
 
 __all__ = [
     "computed_weight_convs",
@@ -39,11 +39,8 @@ __all__ = [
     "transposed_conv_norms",
 ]
 
-_BN = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
-_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _FCONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _TCONV = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
-_AVG = {1: nn.AvgPool1d, 2: nn.AvgPool2d, 3: nn.AvgPool3d}
 _DEVICE = torch.device | str
 
 

@@ -12,7 +12,8 @@ import torch
 from hypothesis import strategies as st
 from torch import nn
 
-from reparam.testing.strategies import Case, _make_case, _seeds, seeded
+from reparam.testing._common import seeded
+from reparam.testing.strategies.case import Case, _make_case, _seeds
 
 __all__ = ["perpendicular_cases"]
 

@@ -14,11 +14,21 @@ the response to the one-hot basis ``e``. Pushing the identity basis (a batch of
 ``I_g h w`` one-hot maps) through the conv in float64 gives every column at once; the
 conv bias becomes ``b_o`` repeated over the ``h w`` positions. A ``groups``-group conv is a
 block-diagonal FC with ``groups`` blocks.
+
+**Injection.** Convs ``k`` and ``n`` identities on the partitions ``P`` that the FC reads
+flattened, summed with the FC's output, are one FC:
+
+.. math:: W p + b + \sum_k (M_k p + \beta_k) + n p
+          = \big(W + \sum_k M_k + n I\big) p + \big(b + \sum_k \beta_k\big)
+
+with ``p = vec P``. Blockwise, a ``g_k``-group conv whose groups refine the FC's ``g`` adds
+``block_diag`` of its ``g_k / g`` blocks to each of the FC's ``g`` blocks (:func:`inject_convs`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +42,16 @@ from ._common import (
     work,
 )
 
-__all__ = ["conv_to_fc", "dense_to_grouped_fc", "grouped_fc_to_dense"]
+if TYPE_CHECKING:
+    from reparam.convspec import ConvSpec
+
+__all__ = [
+    "conv_to_fc",
+    "dense_to_grouped_fc",
+    "fc_as_dense",
+    "grouped_fc_to_dense",
+    "inject_convs",
+]
 
 
 def conv_to_fc(
@@ -95,6 +114,23 @@ def grouped_fc_to_dense(blocks: Tensor) -> Tensor:
     return torch.block_diag(*blocks.unbind(0))
 
 
+def fc_as_dense(weight: Tensor, bias: Tensor | None, groups: int = 1) -> tuple[Tensor, Tensor]:
+    """An FC's weight (a linear's ``(O, I)`` or a grouped 1x1 conv's ``(O, I/g, 1, 1)``) as
+    the dense float64 ``(O, I)`` matrix it applies (block diagonal for ``groups > 1``), and its
+    bias in float64 (zeros when ``None``)."""
+    check_tensor("weight", weight, min_ndim=2, floating=True)
+    check_int("groups", groups)
+    out = weight.shape[0]
+    if out % groups:
+        raise ValueError(f"out features {out} not divisible by groups {groups}")
+    dense = work(weight).reshape(out, -1)
+    if groups > 1:
+        dense = grouped_fc_to_dense(dense.reshape(groups, out // groups, -1))
+    if bias is None:
+        return dense, dense.new_zeros(out)
+    return dense, work(check_vector("bias", bias, out, weight))
+
+
 def dense_to_grouped_fc(matrix: Tensor, groups: int) -> Tensor:
     """Split a block-diagonal ``(g*R, g*C)`` matrix into ``(g, R, C)`` blocks.
 
@@ -112,3 +148,49 @@ def dense_to_grouped_fc(matrix: Tensor, groups: int) -> Tensor:
     if groups > 1 and bool(tiles.ne(0).any(dim=(2, 3)).fill_diagonal_(False).any()):
         raise ValueError("matrix has non-zero entries outside its diagonal blocks")
     return blocks.contiguous()
+
+
+def inject_convs(
+    blocks: Tensor,
+    bias: Tensor | None,
+    convs: Sequence[ConvSpec],
+    h: int,
+    w: int,
+    identities: int = 0,
+) -> tuple[Tensor, Tensor]:
+    """The FC (``groups`` blocks ``(g, O_g*h*w, C_g*h*w)`` and bias ``(O*h*w,)``) that also
+    computes the stride-1 "same" zero-padded ``convs`` and ``identities`` copies of its input
+    on ``h x w`` partitions (all summed). Float64 results; ``None`` bias is zeros.
+
+    Every conv must map the FC's ``C`` partition channels to its ``O`` and have groups that
+    the FC's ``g`` divides; ``identities`` need ``C == O``. ``ValueError`` otherwise.
+    """
+    check_tensor("blocks", blocks, ndim=3, floating=True)
+    groups, rows, cols = blocks.shape
+    out = work(blocks).clone()
+    total = out.new_zeros(groups * rows) if bias is None else work(bias).clone()
+    if total.shape != (groups * rows,):
+        raise ValueError(f"bias has shape {tuple(total.shape)}, expected ({groups * rows},)")
+    for spec in convs:
+        if spec.groups % groups:
+            raise ValueError(f"conv groups {spec.groups} do not refine the FC's {groups} groups")
+        if spec.out_channels * h * w != groups * rows or spec.in_channels * h * w != groups * cols:
+            raise ValueError("a conv's channels differ from the FC's partitions")
+        conv_blocks, conv_bias = conv_to_fc(
+            work(spec.weight),
+            None if spec.bias is None else work(spec.bias),
+            h,
+            w,
+            [left for left, _ in spec.padding],
+            spec.groups,
+            spec.dilation,
+        )
+        r = spec.groups // groups
+        for j in range(groups):
+            out[j] += torch.block_diag(*conv_blocks[j * r : (j + 1) * r])
+        total += conv_bias
+    if identities:
+        if rows != cols:
+            raise ValueError("an identity branch needs as many FC outputs as inputs")
+        out += identities * torch.eye(rows, dtype=out.dtype, device=out.device)
+    return out, total

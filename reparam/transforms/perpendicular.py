@@ -61,8 +61,17 @@ def perpendicular_geometry(
     stride, padding, dilation = [], [], []
     modes = set()
     for d, (k1, s1, p1, d1, k2, s2, p2, d2) in enumerate(
-        zip(kernel1, stride1, padding1, dilation1, kernel2, stride2, padding2, dilation2,
-            strict=True)
+        zip(
+            kernel1,
+            stride1,
+            padding1,
+            dilation1,
+            kernel2,
+            stride2,
+            padding2,
+            dilation2,
+            strict=True,
+        )
     ):
         p1, p2 = tuple(p1), tuple(p2)
         if not _pointwise(k2, p2):

@@ -13,6 +13,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
+from reparam.convspec import conv_extent
+
 TOL64 = 1e-9
 TOL32 = 1e-5
 F64 = torch.float64
@@ -82,8 +84,9 @@ _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 
 @dataclass(frozen=True)
-class ConvSpec:
-    """A valid-by-construction conv (``nd == 0`` means a linear layer)."""
+class ConvCase:
+    """A valid-by-construction conv and its input size (``nd == 0`` means a linear layer);
+    the engine's conv-with-weights is :class:`reparam.convspec.ConvSpec`."""
 
     nd: int
     groups: int
@@ -120,7 +123,7 @@ def conv(x: Tensor, weight: Tensor, bias: Tensor | None, stride: Sequence[int] |
 def conv_specs(draw, nd: st.SearchStrategy[int] = some_nd, max_groups: int = 3,
                max_per_group: int = 3, max_k: int = 3, padded: bool = True,
                strided: bool = True, dilated: bool = True, groups: int | None = None,
-               ) -> ConvSpec:
+               ) -> ConvCase:
     """Draw per-group channel counts and multiply by ``groups`` so the conv is valid."""
     n = draw(nd)
     g = groups if groups is not None else draw(st.integers(1, max_groups))
@@ -133,9 +136,9 @@ def conv_specs(draw, nd: st.SearchStrategy[int] = some_nd, max_groups: int = 3,
     stride = tuple(draw(st.integers(1, 2)) if strided else 1 for _ in range(n))
     dilation = tuple(draw(st.integers(1, 2)) if dilated else 1 for _ in range(n))
     padding = tuple(draw(st.integers(0, k // 2 + 1)) if padded else 0 for k in kernel)
-    size = tuple(max(1, d * (k - 1) + 1 - 2 * p) + draw(st.integers(0, 3))
-                 for k, d, p in zip(kernel, dilation, padding, strict=True))
-    return ConvSpec(n, g, in_ch, out_ch, kernel, stride, padding, dilation, size)
+    size = tuple(max(1, e - 2 * p) + draw(st.integers(0, 3))
+                 for e, p in zip(conv_extent(kernel, dilation), padding, strict=True))
+    return ConvCase(n, g, in_ch, out_ch, kernel, stride, padding, dilation, size)
 
 
 def channel_view(v: Tensor, nd: int) -> Tensor:

@@ -1,0 +1,93 @@
+r"""DBB's "pad with the conv's bias" in a graph: ``pad(conv(x) - c) + c`` (arXiv:2103.13425).
+
+A 1×1 conv maps a zero pixel to its bias ``b``, so padding its output with ``c = b`` per
+channel equals zero-padding its input: :math:`\operatorname{pad}_{b}(W x + b) =
+W \operatorname{pad}_{0}(x) + b`. Shared by the rules that read this form (pads moved through
+1×1 convs, parallel branches); the rules decide what to do with a match.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch.fx import Node
+
+from reparam.convspec import ConvSpec, is_plain_conv
+from reparam.verify import tolerance_for
+
+if TYPE_CHECKING:
+    from reparam.rules.base import RuleContext
+
+__all__ = ["BiasPad", "bias_pad_match", "fill_reason", "zero_pad_args"]
+
+_ADDS = {operator.add, torch.add}
+_SUBS = {operator.sub, torch.sub}
+
+
+def zero_pad_args(node: Node) -> list[int] | None:
+    """The pad list of ``F.pad(x, pads)`` in constant mode with value 0, else None."""
+    if node.op != "call_function" or node.target is not F.pad:
+        return None
+    pads = node.args[1] if len(node.args) > 1 else node.kwargs.get("pad")
+    mode = node.args[2] if len(node.args) > 2 else node.kwargs.get("mode", "constant")
+    value = node.args[3] if len(node.args) > 3 else node.kwargs.get("value", None)
+    if mode != "constant" or value not in (None, 0, 0.0):
+        return None
+    if not isinstance(pads, (list, tuple)) or not all(isinstance(p, int) for p in pads):
+        return None
+    return list(pads)
+
+
+@dataclass
+class BiasPad:
+    """The nodes of ``pad(conv(x) - c) + c`` (``add`` the root, ``fill`` the ``c`` added)."""
+
+    add: Node
+    pad: Node
+    sub: Node
+    conv: Node
+    fill: Node
+
+
+def bias_pad_match(node: Node, ctx: RuleContext) -> BiasPad | None:
+    """``pad(conv(x) - c) + c`` rooted at the add ``node`` (c not checked yet), else None."""
+    if node.op != "call_function" or node.target not in _ADDS or len(node.args) != 2:
+        return None
+    for pad, fill in (node.args, reversed(node.args)):
+        if not isinstance(pad, Node) or zero_pad_args(pad) is None:
+            continue
+        sub = pad.args[0]
+        if not (
+            isinstance(sub, Node)
+            and sub.op == "call_function"
+            and sub.target in _SUBS
+            and len(sub.args) == 2
+            and isinstance(sub.args[0], Node)
+        ):
+            continue
+        conv = sub.args[0]
+        if conv.op == "call_module" and is_plain_conv(ctx.module(conv.target)):
+            return BiasPad(node, pad, sub, conv, fill)
+    return None
+
+
+def fill_reason(m: BiasPad, spec: ConvSpec, ctx: RuleContext) -> str | None:
+    """Why the fill ``c`` is not the conv's bias per channel (None when it is)."""
+    fill, fill2 = ctx.constant_value(m.fill), ctx.constant_value(m.sub.args[1])
+    if fill is None or fill2 is None:
+        return "the fill value depends on the input"
+    bias = spec.bias if spec.bias is not None else torch.zeros(spec.out_channels)
+    shape = (1, spec.out_channels) + (1,) * spec.dims
+    try:
+        fill, fill2 = fill.expand(shape), fill2.expand(shape)
+    except RuntimeError:
+        return "the fill value is not one value per channel"
+    b = bias.reshape(shape).to(fill)
+    tol = tolerance_for(spec.weight.dtype) * max(1.0, float(b.abs().max()))
+    if float((fill - b).abs().max()) > tol or float((fill2 - b).abs().max()) > tol:
+        return "the fill value differs from the conv's bias: the border would differ"
+    return None

@@ -1,0 +1,136 @@
+r"""Kernel alignment: place the kernels of convs that read one input in one frame, and merge
+convs whose outputs are summed into one conv.
+
+Maths
+-----
+Convolution is linear in the kernel, so convs ``(W_t, b_t)`` over the same input with one
+stride and one output grid sum to a single conv
+
+.. math:: \sum_t (W_t * x + b_t) = \Big(\sum_t \operatorname{pad}(W_t)\Big) * x + \sum_t b_t
+
+once every kernel sits in one frame, per spatial dim: a dilated kernel whose dilation is not
+the frame's is expanded to dense (``d(k-1)+1`` taps, ``kernels.dilate_kernel``), and each kernel
+is zero-padded (``kernels.pad_kernel``) at the offset ``(left - p_t) / d`` that lines its first
+tap up with the frame's left padding ``left = max_t p_t``. The frame's right padding then
+follows from the common output-size signature ``p_left + p_right - d(k-1)``. Exact only when
+every conv has the same stride and signature, every offset falls on the frame's dilation grid,
+and every conv that pads uses the frame's padding mode (zero and reflect borders differ).
+Regrouping to the coarsest common ``groups`` is the caller's (``kernels.regroup_kernel``).
+
+Sources: RepVGG (arXiv:2101.03697, Sec. 3.3), ACNet (arXiv:1908.03930), DBB transforms II/IV/VI
+(arXiv:2103.13425), RepLKNet (arXiv:2203.06717), UniRepLKNet (arXiv:2311.15599).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from reparam.convspec import ConvSpec
+from reparam.errors import Refusal
+
+from .concat import concat_kernels
+from .kernels import dilate_kernel, pad_kernel
+
+__all__ = ["align_specs", "concat_specs", "merge_specs"]
+
+
+def align_specs(specs: list[ConvSpec]) -> tuple[list[torch.Tensor], ConvSpec] | Refusal:
+    """Place every kernel in one frame: the weights (float64) at their offsets and the merged
+    geometry (weight/bias of the returned spec are those of ``specs[0]``; callers combine)."""
+    dims = specs[0].dims
+    if any(s.dims != dims for s in specs):
+        return Refusal("branches have different spatial ranks")
+    if len({s.stride for s in specs}) != 1:
+        return Refusal(f"branches have different strides {sorted({s.stride for s in specs})}")
+    dilation, padding, kernel, offsets = [], [], [], []
+    for d in range(dims):
+        wide = {s.dilation[d] for s in specs if s.kernel_size[d] > 1}
+        dil = wide.pop() if len(wide) == 1 else 1
+        sig = {s.size_signature()[d] for s in specs}
+        if len(sig) != 1:
+            return Refusal(
+                f"branches produce different output sizes in spatial dim {d} "
+                "(padding does not match kernel extent)"
+            )
+        left = max(s.padding[d][0] for s in specs)
+        offs, ends = [], []
+        for s in specs:
+            if (left - s.padding[d][0]) % dil:
+                return Refusal(f"branch taps do not fall on the dilation-{dil} grid in dim {d}")
+            off = (left - s.padding[d][0]) // dil
+            units = (
+                s.kernel_size[d] if s.kernel_size[d] == 1 or s.dilation[d] == dil else s.extent[d]
+            )
+            offs.append(off)
+            ends.append(off + units)
+        size = max(ends)
+        right = sig.pop() - left + dil * (size - 1)
+        if left < 0:
+            return Refusal(f"every branch crops spatial dim {d}: no conv padding starts there")
+        if right < 0:
+            return Refusal(f"no conv padding reproduces the branches' output grid in dim {d}")
+        dilation.append(dil)
+        padding.append((left, right))
+        kernel.append(size)
+        offsets.append(offs)
+    modes = {s.padding_mode for s in specs if any(s.is_padded)}
+    if len(modes) > 1:
+        return Refusal(f"branches pad with different modes {sorted(modes)}: the border differs")
+    mode = modes.pop() if modes else "zeros"
+    for s in specs:
+        for d in range(dims):
+            if s.padding_mode != mode and s.is_padded[d]:
+                return Refusal("a branch pads with a mode the merged conv cannot reproduce")
+    weights = []
+    for i, s in enumerate(specs):
+        w = s.weight
+        expand = tuple(
+            s.dilation[d] if (s.dilation[d] != dilation[d] and s.kernel_size[d] > 1) else 1
+            for d in range(dims)
+        )
+        if any(e > 1 for e in expand):
+            w = dilate_kernel(w, expand)
+        weights.append(pad_kernel(w, kernel, [offsets[d][i] for d in range(dims)]).double())
+    frame = ConvSpec(
+        specs[0].weight,
+        specs[0].bias,
+        specs[0].stride,
+        tuple(padding),
+        tuple(dilation),
+        specs[0].groups,
+        mode,
+    )
+    return weights, frame
+
+
+def merge_specs(specs: list[ConvSpec]) -> ConvSpec | Refusal:
+    """The one conv that computes the sum of ``specs`` (all reading one input)."""
+    if len({s.out_channels for s in specs}) != 1 or len({s.in_channels for s in specs}) != 1:
+        return Refusal("branches have different channel counts")
+    aligned = align_specs(specs)
+    if isinstance(aligned, Refusal):
+        return aligned
+    weights, frame = aligned
+    like = specs[0].weight
+    weight = torch.stack(weights).sum(0)
+    bias = torch.zeros(like.shape[0], dtype=torch.float64, device=like.device)
+    for s in specs:
+        if s.bias is not None:
+            bias = bias + s.bias.double()
+    return frame.with_weights(weight.to(like.dtype), bias.to(like.dtype))
+
+
+def concat_specs(specs: list[ConvSpec]) -> ConvSpec | Refusal:
+    """The one conv whose output is the channel concatenation of ``specs`` (all reading one
+    input, ``groups = 1``; DBB transform IV, ``concat.concat_kernels``)."""
+    if any(s.groups != 1 for s in specs):
+        return Refusal("grouped convs: stacking would interleave groups")
+    if len({s.in_channels for s in specs}) != 1:
+        return Refusal("the convs differ in input channels")
+    aligned = align_specs(specs)
+    if isinstance(aligned, Refusal):
+        return aligned
+    weights, frame = aligned
+    weight, bias = concat_kernels(weights, [s.bias for s in specs])
+    like = specs[0].weight
+    return frame.with_weights(weight.to(like.dtype), bias.to(like.dtype))
