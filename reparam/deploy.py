@@ -445,6 +445,13 @@ def _final_unfolded_norms(model: nn.Module, report: DeployReport) -> None:
             report.unfolded_norms.append((path, reason))
 
 
+def _pristine(model: nn.Module) -> nn.Module:
+    """The checks' reference: an untouched eval copy of the model, in float64 once (each check
+    then converts only the rewritten side)."""
+    pristine = copy_model(model).eval()
+    return pristine.double() if model_dtype(pristine).is_floating_point else pristine
+
+
 def _trusted_ids(model: nn.Module) -> set[int]:
     return {id(m) for m in model.modules() if is_trusted_leaf(m)}
 
@@ -529,9 +536,9 @@ def deploy_with_report(
         picture,
         opaque={},
         static_picture=None if inputs else static_uses(target, _trusted_ids(target)),
-        # one untouched copy is every check's reference (a scope's check then covers its
-        # children's rewrites too); no copy per scope
-        pristine=copy_model(model).eval() if inputs and check else None,
+        # one untouched float64 copy is every check's reference (a scope's check then covers
+        # its children's rewrites too); no copy per scope
+        pristine=_pristine(model) if inputs and check else None,
     )
     order, layers_before = NetworkOrder.of(target), layer_absmax(target)
     scopes = [(p, m) for p, m in _post_order(target) if not is_trusted_leaf(m)]
