@@ -72,13 +72,6 @@ class ConvSpec:
     def with_weights(self, weight: torch.Tensor, bias: torch.Tensor | None) -> ConvSpec:
         return replace(self, weight=weight, bias=bias)
 
-    def macs_per_output(self) -> int:
-        """Multiply-accumulates per output position (all output channels)."""
-        k = 1
-        for s in self.kernel_size:
-            k *= s
-        return self.out_channels * (self.in_channels // self.groups) * k
-
 
 def _same_padding(
     kernel: tuple[int, ...], dilation: tuple[int, ...]

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.fx import Node
 
+from reparam import cost
 from reparam.convspec import conv_from_spec, is_plain_conv, spec_from_conv
 from reparam.errors import Refusal
 from reparam.rules.base import Rewrite, Rule, RuleContext, absmax
@@ -83,12 +84,12 @@ class MergeConcatConvs(Rule):
         weight, bias = concat_kernels(weights, [s.bias for s in specs])
         like = specs[0].weight
         merged = frame.with_weights(weight.to(like.dtype), bias.to(like.dtype))
-        before = sum(spec.macs_per_output() for spec in specs)
-        if merged.macs_per_output() > before and not ctx.allow_slower:
-            return Refusal(
-                f"the stacked conv costs {merged.macs_per_output()} MACs per output "
-                f"position vs {before}: slower (allow_slower=True to force)"
-            )
+        before, after, exact = cost.compare(
+            [(spec, ctx.shape(p)) for spec, p in zip(specs, parts, strict=True)],
+            [(merged, ctx.shape(cat))],
+        )
+        if after > before and not ctx.allow_slower:
+            return Refusal(cost.slower_reason(before, after, exact))
         try:
             module = conv_from_spec(merged)
         except ValueError as err:

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch.fx import Node
 
+from reparam import cost
 from reparam.convspec import ConvSpec, is_plain_conv, spec_from_conv
 from reparam.errors import Refusal
 from reparam.graph.views import single_user, value_users
@@ -140,10 +141,21 @@ class PadThroughPointwise(Rule):
         after = spec_from_conv(ctx.module(nxt.target))
         if any(after.is_padded) or any(d != 1 for d in after.dilation):
             return Refusal("the conv after the pad pads or dilates: the two would not compose")
-        merged = after.out_channels * (spec.in_channels // math.gcd(spec.groups, after.groups))
-        merged *= math.prod(after.kernel_size)
-        if merged > spec.macs_per_output() * math.prod(after.stride) + after.macs_per_output():
-            return Refusal("composing the 1×1 with the next conv would cost more multiply-adds")
+        # the move pays off only once sequential_convs composes the pair: decide on that
+        groups = math.gcd(spec.groups, after.groups)
+        merged = (after.out_channels, spec.in_channels // groups, *after.kernel_size)
+        mid, out = ctx.shape(m.conv), ctx.shape(nxt)
+        if mid is not None and out is not None:
+            before = cost.conv_macs(spec.weight.shape, mid)
+            before += cost.conv_macs(after.weight.shape, out)
+            composed, exact = cost.conv_macs(merged, out), True
+        else:
+            before = cost.per_output(spec) + cost.per_output(after)
+            composed, exact = math.prod(merged), False
+        if composed > before and not ctx.allow_slower:
+            return Refusal(
+                cost.slower_reason(before, composed, exact, "the 1×1 composed with the next conv")
+            )
         reason = fill_reason(m, spec, ctx)
         return Refusal(reason) if reason else m
 
