@@ -30,6 +30,8 @@ class _Plan:
     cat: Node
     convs: list[Node]
     module: nn.Module
+    macs_before: int = 0
+    macs_after: int = 0
 
 
 def _cat_parts(node: Node) -> list | None:
@@ -94,7 +96,7 @@ class MergeConcatConvs(Rule):
             module = conv_from_spec(merged)
         except ValueError as err:
             return Refusal(str(err))
-        return _Plan(cat, parts, module)
+        return _Plan(cat, parts, module, before, after)
 
     def rewrite(self, plan: _Plan, ctx: RuleContext) -> Rewrite:
         site = ctx.site_name(plan.cat)
@@ -112,8 +114,8 @@ class MergeConcatConvs(Rule):
             self.name,
             site,
             f"stacked {len(plan.convs)} convs",
-            0,
-            0,
+            plan.macs_before,
+            plan.macs_after,
             before,
             absmax(plan.module.weight),
         )

@@ -165,6 +165,18 @@ class PadThroughPointwise(Rule):
         with ctx.graph.inserting_before(m.conv):
             padded = ctx.graph.call_function(F.pad, (source, list(zero_pad_args(m.pad))))
         m.conv.args = (padded, *m.conv.args[1:])
+        # the 1×1 now also computes the border (until sequential_convs composes it away)
+        mid = ctx.shape(m.conv)
+        before = after = 0
+        if mid is not None:
+            pads, padded = zero_pad_args(m.pad), list(mid)
+            for i in range(len(pads) // 2):  # F.pad lists the last dim first
+                padded[-1 - i] += pads[2 * i] + pads[2 * i + 1]
+            weight = ctx.module(m.conv.target).weight.shape
+            before, after = cost.conv_macs(weight, mid), cost.conv_macs(weight, padded)
+            m.conv.meta["shape"] = tuple(padded)  # what the next rule's cost check must see
         m.add.replace_all_uses_with(m.conv)
         ctx.erase_unused([m.add])
-        return Rewrite(self.name, site, "pad with the 1×1 conv's bias moved before it as zeros")
+        return Rewrite(
+            self.name, site, "pad with the 1×1 conv's bias moved before it as zeros", before, after
+        )
