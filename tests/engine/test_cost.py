@@ -258,3 +258,28 @@ def test_rewrites_account_for_the_whole_model_saving(data):
         case.description,
         [(r.rule, r.site, r.macs_before, r.macs_after) for r in report.rewrites],
     )
+
+
+class _Twice(nn.Module):
+    """One block called on a 7×7 crop and on the 32×32 map: the unpadded 3×3 → 3×3 pair is
+    cheaper as one 5×5 on 7×7 (a 5×5 middle map for a 3×3 output) but dearer on 32×32."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = nn.Sequential(nn.Conv2d(8, 8, 3), nn.Conv2d(8, 8, 3))
+
+    def forward(self, x):
+        return self.block(x[..., :7, :7]).mean((2, 3)) + self.block(x).mean((2, 3))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=reparam.ReparamError,
+    reason="known gap: a scope called at several input shapes is judged at its first call's "
+    "shapes only (the use picture keeps one call pattern per shape-less key)",
+)
+def test_scope_called_at_two_shapes_is_judged_on_both():
+    model = _Twice().double().eval()
+    x = torch.randn(1, 8, 32, 32, dtype=f64)
+    result = reparam.deploy_with_report(model, x)
+    assert result.report.flops_after <= result.report.flops_before
