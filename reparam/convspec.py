@@ -73,13 +73,6 @@ class ConvSpec:
     def with_weights(self, weight: torch.Tensor, bias: torch.Tensor | None) -> ConvSpec:
         return replace(self, weight=weight, bias=bias)
 
-    def macs_per_output(self) -> int:
-        """Multiply-accumulates per output position (all output channels)."""
-        k = 1
-        for s in self.kernel_size:
-            k *= s
-        return self.out_channels * (self.in_channels // self.groups) * k
-
 
 def conv_extent(kernel: Sequence[int], dilation: Sequence[int]) -> tuple[int, ...]:
     """Receptive extent per dim of a kernel: ``d (k - 1) + 1``."""

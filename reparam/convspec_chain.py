@@ -21,8 +21,6 @@ Reflect / replicate / circular padding and pools with ``ceil_mode``, ``divisor_o
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
@@ -91,8 +89,3 @@ def compose_specs(
     )
     return ConvSpec(weight, bias, b.stride, padding, (1,) * a.dims, groups, "zeros")
 
-
-def chain_macs_per_output(a: ConvSpec, b: ConvSpec, b_is_conv: bool) -> int:
-    """Multiply-adds of ``a`` then ``b`` per output position of ``b`` (``a`` runs
-    ``prod(stride of b)`` times as often; a pool's adds are not counted)."""
-    return a.macs_per_output() * math.prod(b.stride) + (b.macs_per_output() if b_is_conv else 0)

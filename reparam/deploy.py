@@ -565,10 +565,13 @@ def deploy_with_report(
     report.put_in_network_order(order)
     if inputs:
         report.flops_after = count_flops(target, clone_inputs(inputs))
+        # an invariant, not a heuristic: every rule decides with this same count
+        # (reparam.cost) on these same shapes, so a rise is a bug in some rule
         if (report.flops_after or 0) > (report.flops_before or 0) and not allow_slower:
             raise ReparamError(
                 f"deployed model needs more FLOPs ({report.flops_after:,}) than the original "
-                f"({report.flops_before:,}); this is a bug in a rule's cost check"
+                f"({report.flops_before:,}) by the cost model every rule decides with "
+                "(reparam.cost); this is a bug in a rule's cost check"
             )
         try:
             report.max_relative_error = relative_error(

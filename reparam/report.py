@@ -11,10 +11,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
+from reparam.cost import count_macs
 from reparam.rules.base import Rewrite, SiteOutcome
 
 NO_NEIGHBOUR = "no conv or linear next to it to fold into"
@@ -25,13 +24,12 @@ def count_params(model: nn.Module) -> int:
 
 
 def count_flops(model: nn.Module, inputs: tuple[Any, ...]) -> int | None:
-    """FLOPs of one forward, from ``torch.utils.flop_counter`` (None without inputs)."""
+    """FLOPs of one forward (None without inputs): ``2 ×`` the multiply-adds of
+    :mod:`reparam.cost`, the model every rule's cost decision uses — equal to
+    ``torch.utils.flop_counter`` on convs and matmuls, with average pools counted too."""
     if not inputs:
         return None
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model(*inputs)
-    return int(counter.get_total_flops())
+    return 2 * count_macs(model, inputs)
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,12 +26,17 @@ def propagate_shapes(root: nn.Module, graph: fx.Graph, inputs: Sequence[Any]) ->
     """
     from torch.fx.passes.shape_prop import ShapeProp
 
+    owner = graph.owning_module
     gm = fx.GraphModule(root, graph)
     try:
         with torch.no_grad():
             ShapeProp(gm).propagate(*inputs)
     except Exception:  # noqa: BLE001 - no shapes: rules that need them refuse with a reason
         return False
+    finally:
+        # GraphModule(root, graph) makes the throwaway gm the graph's owner; a rule that then
+        # adds a module under the scope and calls it would be checked against gm and fail
+        graph.owning_module = owner
     for node in graph.nodes:
         meta = node.meta.get("tensor_meta")
         shape = getattr(meta, "shape", None)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.fx import Node
 
+from reparam import cost
 from reparam.convspec import conv_from_spec, is_plain_conv, spec_from_conv
 from reparam.errors import Refusal
 from reparam.rules.base import Rewrite, Rule, RuleContext, absmax
@@ -28,6 +29,8 @@ class _Plan:
     cat: Node
     convs: list[Node]
     module: nn.Module
+    macs_before: int = 0
+    macs_after: int = 0
 
 
 def _cat_parts(node: Node) -> list | None:
@@ -74,17 +77,17 @@ class MergeConcatConvs(Rule):
         merged = concat_specs(specs)
         if isinstance(merged, Refusal):
             return merged
-        before = sum(spec.macs_per_output() for spec in specs)
-        if merged.macs_per_output() > before and not ctx.allow_slower:
-            return Refusal(
-                f"the stacked conv costs {merged.macs_per_output()} MACs per output "
-                f"position vs {before}: slower (allow_slower=True to force)"
-            )
+        before, after, exact = cost.compare(
+            [(spec, ctx.shape(p)) for spec, p in zip(specs, parts, strict=True)],
+            [(merged, ctx.shape(cat))],
+        )
+        if after > before and not ctx.allow_slower:
+            return Refusal(cost.slower_reason(before, after, exact))
         try:
             module = conv_from_spec(merged)
         except ValueError as err:
             return Refusal(str(err))
-        return _Plan(cat, parts, module)
+        return _Plan(cat, parts, module, before, after)
 
     def rewrite(self, plan: _Plan, ctx: RuleContext) -> Rewrite:
         site = ctx.site_name(plan.cat)
@@ -102,8 +105,8 @@ class MergeConcatConvs(Rule):
             self.name,
             site,
             f"stacked {len(plan.convs)} convs",
-            0,
-            0,
+            plan.macs_before,
+            plan.macs_after,
             before,
             absmax(plan.module.weight),
         )

@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.fx import Node
 
+from reparam import cost
 from reparam.errors import Refusal
 from reparam.rules.base import Rewrite, Rule, RuleContext, absmax
 from reparam.runtime import GroupedPointwiseConv, grouped_pointwise_conv2d
@@ -139,7 +140,8 @@ def _is_pointwise_input(shape: tuple[int, ...]) -> bool:
 
 
 def _macs(conv: nn.Conv2d, shape: tuple[int, ...]) -> int:
-    return shape[0] * conv.out_channels * (conv.in_channels // conv.groups)
+    """The conv's multiply-adds on a (N, C, 1, 1) input (the bmm computes the same)."""
+    return cost.conv_macs(conv.weight.shape, (shape[0], conv.out_channels, 1, 1))
 
 
 class GroupedFcAsBmm(Rule):

@@ -21,6 +21,7 @@ import math
 import torch.nn.functional as F
 from torch.fx import Node
 
+from reparam import cost
 from reparam.convspec import is_plain_conv, spec_from_conv
 from reparam.errors import Refusal
 from reparam.graph.bias_pad import BiasPad, bias_pad_match, fill_reason, zero_pad_args
@@ -73,10 +74,21 @@ class PadThroughPointwise(Rule):
         after = spec_from_conv(ctx.module(nxt.target))
         if any(after.is_padded) or any(d != 1 for d in after.dilation):
             return Refusal("the conv after the pad pads or dilates: the two would not compose")
-        merged = after.out_channels * (spec.in_channels // math.gcd(spec.groups, after.groups))
-        merged *= math.prod(after.kernel_size)
-        if merged > spec.macs_per_output() * math.prod(after.stride) + after.macs_per_output():
-            return Refusal("composing the 1×1 with the next conv would cost more multiply-adds")
+        # the move pays off only once sequential_convs composes the pair: decide on that
+        groups = math.gcd(spec.groups, after.groups)
+        merged = (after.out_channels, spec.in_channels // groups, *after.kernel_size)
+        mid, out = ctx.shape(m.conv), ctx.shape(nxt)
+        if mid is not None and out is not None:
+            before = cost.conv_macs(spec.weight.shape, mid)
+            before += cost.conv_macs(after.weight.shape, out)
+            composed, exact = cost.conv_macs(merged, out), True
+        else:
+            before = cost.per_output(spec) + cost.per_output(after)
+            composed, exact = math.prod(merged), False
+        if composed > before and not ctx.allow_slower:
+            return Refusal(
+                cost.slower_reason(before, composed, exact, "the 1×1 composed with the next conv")
+            )
         reason = fill_reason(m, spec, ctx)
         return Refusal(reason) if reason else m
 
@@ -86,6 +98,18 @@ class PadThroughPointwise(Rule):
         with ctx.graph.inserting_before(m.conv):
             padded = ctx.graph.call_function(F.pad, (source, list(zero_pad_args(m.pad))))
         m.conv.args = (padded, *m.conv.args[1:])
+        # the 1×1 now also computes the border (until sequential_convs composes it away)
+        mid = ctx.shape(m.conv)
+        before = after = 0
+        if mid is not None:
+            pads, padded = zero_pad_args(m.pad), list(mid)
+            for i in range(len(pads) // 2):  # F.pad lists the last dim first
+                padded[-1 - i] += pads[2 * i] + pads[2 * i + 1]
+            weight = ctx.module(m.conv.target).weight.shape
+            before, after = cost.conv_macs(weight, mid), cost.conv_macs(weight, padded)
+            m.conv.meta["shape"] = tuple(padded)  # what the next rule's cost check must see
         m.add.replace_all_uses_with(m.conv)
         ctx.erase_unused([m.add])
-        return Rewrite(self.name, site, "pad with the 1×1 conv's bias moved before it as zeros")
+        return Rewrite(
+            self.name, site, "pad with the 1×1 conv's bias moved before it as zeros", before, after
+        )

@@ -22,10 +22,11 @@ grid (equal ``left+right-extent`` padding signature, and first taps that the mer
 can hold), and every branch that pads uses the padding mode of the merged conv (zero padding
 of one branch cannot be reproduced by reflect padding of another, and vice versa).
 Declined (unless ``allow_slower``) when the merged conv costs more multiply-accumulates than
-the branch convs it replaces, e.g. a lone dilated kernel expanded to a large dense one, a
-depthwise branch made dense by a dense 1×1 beside it, or identity-like branches with no conv
-at all. The branches' memory passes (norms, adds) always go away, so an accepted merge moves
-fewer bytes and never raises the FLOP count.
+the branch convs and average pools it replaces (:mod:`reparam.cost`, on the example input),
+e.g. a lone dilated kernel expanded to a large dense one, a depthwise branch made dense by a
+dense 1×1 beside it, or identity-like branches with no conv at all. The branches' memory
+passes (norms, adds) always go away, so an accepted merge moves fewer bytes and never raises
+the FLOP count.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ import torch
 from torch import nn
 from torch.fx import Node
 
+from reparam import cost
 from reparam.convspec import ConvSpec, conv_from_spec, is_plain_conv, spec_from_conv
-from reparam.convspec_chain import chain_macs_per_output, compose_specs, pool_spec
+from reparam.convspec_chain import compose_specs, pool_spec
 from reparam.errors import Refusal
 from reparam.graph.bias_pad import bias_pad_match, fill_reason, zero_pad_args
 from reparam.graph.crop import crop_of
@@ -61,7 +63,7 @@ class Term:
     pool: nn.Module | None = None
     affine: object | None = None  # AffineView applied last, if any
     spec: ConvSpec | None = None  # kind == chain: the composed conv (before ``affine``)
-    macs: int = 0  # kind == chain: multiply-adds of its two layers per output position
+    layers: tuple = ()  # kind == chain: its two layers with their output shapes (for cost)
     crop: tuple[tuple[int, int], ...] | None = None  # kind == conv on a crop of ``source``
     reason: str = ""  # kind == chain: why the two layers do not compose (spec is None)
 
@@ -144,7 +146,7 @@ def _chain_term(
     spec = b if isinstance(b, str) else compose_specs(a, b, extra)
     if isinstance(spec, str):
         return Term(node, first.args[0], "chain", affine=affine, reason=spec)
-    macs = chain_macs_per_output(a, b, is_plain_conv(module))
+    layers = ((a, ctx.shape(first)), (b if is_plain_conv(module) else module, ctx.shape(second)))
     conv_node = second if is_plain_conv(module) else None
     pool = None if conv_node is not None else module
     return Term(
@@ -155,7 +157,7 @@ def _chain_term(
         pool=pool,
         affine=affine,
         spec=spec,
-        macs=macs,
+        layers=layers,
     )
 
 
@@ -388,19 +390,16 @@ class MergeParallelBranches(Rule):
         merged = merge_specs(specs)
         if isinstance(merged, Refusal):
             return merged
-        # Cost: the convs' multiply-adds. The identity / norm / pool branches and the adds are
-        # memory passes that the merge removes for free, so a merge whose conv costs no more
-        # than the branch convs is faster and never raises the FLOP count.
-        before = sum(
-            spec_from_conv(ctx.module(t.conv_node.target)).macs_per_output() for t in convs
-        )
-        before += sum(t.macs for t in m.terms if t.kind == "chain")
-        after = merged.macs_per_output()
+        # Cost (reparam.cost): the branch convs' and pools' multiply-adds. The identity /
+        # norm branches and the adds are memory passes that the merge removes for free, so
+        # a merged conv that costs no more is faster and never raises the FLOP count.
+        removed = [(spec_from_conv(ctx.module(t.conv_node.target)), ctx.shape(t.conv_node))
+                   for t in convs]
+        removed += [layer for t in m.terms if t.kind == "chain" for layer in t.layers]
+        removed += [(t.pool, ctx.shape(t.node)) for t in m.terms if t.kind == "pool"]
+        before, after, exact = cost.compare(removed, [(merged, ctx.shape(m.terms[0].node))])
         if after > before and not ctx.allow_slower:
-            return Refusal(
-                f"merged conv costs {after} MACs per output position vs {before} for "
-                "the branch convs: it would be slower (allow_slower=True to force)"
-            )
+            return Refusal(cost.slower_reason(before, after, exact))
         try:
             module = conv_from_spec(merged)
         except ValueError as err:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from torch import nn
 from torch.fx import Node
 
+from reparam import cost
 from reparam.convspec import ConvSpec, conv_from_spec, is_plain_conv, spec_from_conv
 from reparam.errors import Refusal
 from reparam.graph.views import is_add, single_user, value_users
@@ -42,9 +43,6 @@ class _Plan:
     detail: str = ""
 
 
-def _macs_on(spec: ConvSpec, node: Node, ctx: RuleContext, per_output: int) -> int:
-    shape = ctx.shape(node)
-    return spec.macs_per_output() * (math.prod(shape[2:]) if shape else per_output)
 
 
 class MergePerpendicularConvs(Rule):
@@ -102,20 +100,21 @@ class MergePerpendicularConvs(Rule):
         except ValueError as err:
             return Refusal(str(err))
         merged = ConvSpec(weight, bias, stride, padding, dilation, groups, mode)
-        before = _macs_on(a, first, ctx, math.prod(b.stride)) + _macs_on(b, second, ctx, 1)
-        after = _macs_on(merged, second, ctx, 1)
+        pair = [(a, ctx.shape(first)), (b, ctx.shape(second))]
+        before, after, exact = cost.compare(pair, [(merged, ctx.shape(second))])
         if after <= before or ctx.allow_slower:
             try:
                 module = conv_from_spec(merged)
             except ValueError as err:
                 return Refusal(str(err))
             return _Plan(first, second, module, before, after, detail="composed k×1 → 1×k")
-        absorbed = _absorb(merged, first, second, ctx, before)
+        absorbed = _absorb(merged, first, second, ctx, pair)
         if isinstance(absorbed, _Plan):
             return absorbed
+        where = "on the example input" if exact else "per output position (shapes unknown)"
         return Refusal(
             f"one {'×'.join(map(str, merged.kernel_size))} conv costs more multiply-adds than "
-            f"the pair ({after} vs {before} on the example input): slower; {absorbed} "
+            f"the pair ({after:,} vs {before:,} {where}): slower; {absorbed} "
             "(allow_slower=True to force)"
         )
 
@@ -148,7 +147,11 @@ class MergePerpendicularConvs(Rule):
 
 
 def _absorb(
-    merged: ConvSpec, first: Node, second: Node, ctx: RuleContext, pair_macs: int
+    merged: ConvSpec,
+    first: Node,
+    second: Node,
+    ctx: RuleContext,
+    pair: list[tuple[ConvSpec, tuple[int, ...] | None]],
 ) -> _Plan | str:
     """Add the merged kernel into a conv summed beside the pair, on the same input."""
     users = value_users(second)
@@ -179,8 +182,9 @@ def _absorb(
             weight.to(p.weight.dtype), bias.to(p.weight.dtype), p.stride, p.padding,
             p.dilation, groups, p.padding_mode,
         )
-        before = pair_macs + _macs_on(p, partner, ctx, 1)
-        after = _macs_on(spec, partner, ctx, 1)
+        before, after, _ = cost.compare(
+            [*pair, (p, ctx.shape(partner))], [(spec, ctx.shape(partner))]
+        )
         if after > before:
             continue
         return _Plan(

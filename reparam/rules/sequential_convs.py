@@ -16,12 +16,12 @@ smaller than ``C_in``), unless ``allow_slower``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from torch import nn
 from torch.fx import Node
 
+from reparam import cost
 from reparam.convspec import ConvSpec, conv_from_spec, is_plain_conv, spec_from_conv
 from reparam.errors import Refusal
 from reparam.graph.views import single_user
@@ -80,23 +80,12 @@ class MergeSequentialConvs(PatternRule):
             a.weight, a.bias, a.groups, b.weight, b.bias, b.groups
         )
         merged = ConvSpec(weight, bias, b.stride, b.padding, b.dilation, groups, b.padding_mode)
-        # per output position the first conv runs prod(stride) times as often (large maps);
-        # on the example input the exact counts (borders included) must not grow either
-        before = a.macs_per_output() * math.prod(b.stride) + b.macs_per_output()
-        after = merged.macs_per_output()
-        mid, out = ctx.shape(first_node), ctx.shape(second_node)
-        if mid is not None and out is not None:
-            on_input = a.macs_per_output() * math.prod(mid[2:]) + b.macs_per_output() * math.prod(
-                out[2:]
-            )
-            if merged.macs_per_output() * math.prod(out[2:]) > on_input:
-                after = max(after, before + 1)
+        before, after, exact = cost.compare(
+            [(a, ctx.shape(first_node)), (b, ctx.shape(second_node))],
+            [(merged, ctx.shape(second_node))],
+        )
         if after > before and not ctx.allow_slower:
-            return Refusal(
-                f"merged conv costs more multiply-adds than the two convs ({after} vs {before} "
-                "per output position, or more on the example input): slower "
-                "(allow_slower=True to force)"
-            )
+            return Refusal(cost.slower_reason(before, after, exact))
         try:
             module = conv_from_spec(merged)
         except ValueError as err:

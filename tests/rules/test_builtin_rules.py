@@ -219,9 +219,15 @@ def test_sequential_1x1_kxk(device):
     x = torch.randn(2, 8, 7, 7, dtype=torch.float64, device=device)
     model = Seq(nn.Conv2d(8, 8, 1, bias=False), nn.Conv2d(8, 8, 3, padding=1))
     assert _fired(_run(model, x)) == {"sequential_convs": 1}
-    model = Seq(nn.Conv2d(8, 8, 3), nn.Conv2d(8, 8, 3))  # unpadded k×k → k×k: 5×5 costs more
-    assert any("slower" in r for r in _refused(_run(model, x)))
-    assert _fired(_run(model, x, allow_slower=True)) == {"sequential_convs": 1}
+    # unpadded k×k → k×k: on a 16×16 map the 5×5 costs more (25·12² = 3600 taps per channel
+    # pair vs 9·(14² + 12²) = 3060)
+    model = Seq(nn.Conv2d(8, 8, 3), nn.Conv2d(8, 8, 3))
+    big = torch.randn(2, 8, 16, 16, dtype=torch.float64, device=device)
+    assert any("slower" in r for r in _refused(_run(model, big)))
+    assert _fired(_run(model, big, allow_slower=True)) == {"sequential_convs": 1}
+    # on the 7×7 example the middle map (5×5) is bigger than the output (3×3): the one 5×5
+    # conv is cheaper there, and the cost model judges at the example's shapes
+    assert _fired(_run(model, x)) == {"sequential_convs": 1}
     result = _run(Seq(nn.Conv2d(8, 8, 1, bias=True), nn.Conv2d(8, 8, 3, padding=1)), x)
     assert any("bias" in r for r in _refused(result))
     result = _run(Seq(nn.Conv2d(8, 2, 1, bias=False), nn.Conv2d(2, 8, 3, padding=1)), x)
