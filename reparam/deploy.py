@@ -24,6 +24,7 @@ from reparam.graph.fx_dispatch import shared_module_hooks
 from reparam.graph.inplace import functionalize
 from reparam.graph.realize import graph_of, install_forward, is_rewritten
 from reparam.graph.shapes import propagate_shapes
+from reparam.graph.sweep import delete_dead, referenced, set_attribute
 from reparam.graph.trust import is_trusted_leaf, opaque_reason
 from reparam.graph.uses import UsePicture, record_uses, static_uses
 from reparam.graph.views import channel_affine, drop_noops, forget_norm_affines
@@ -43,7 +44,6 @@ from reparam.report import (
 from reparam.rules import default_registry
 from reparam.rules.base import Rewrite, Rule, RuleContext, SiteOutcome, absmax
 from reparam.rules.registry import RuleRegistry
-from reparam.runtime import FoldedNorm
 from reparam.verify import (
     clone_inputs,
     float64_default,
@@ -99,14 +99,6 @@ def default_example_inputs(model: nn.Module) -> tuple[torch.Tensor, ...] | None:
             x = torch.randn((1, *size), generator=gen, dtype=dtype or torch.float32)
             return (x.to(device) if device is not None else x,)
     return None
-
-
-def _referenced(graph: fx.Graph) -> set[str]:
-    refs = set()
-    for node in graph.nodes:
-        if node.op in ("call_module", "get_attr"):
-            refs.add(str(node.target))
-    return refs
 
 
 @dataclass
@@ -196,13 +188,13 @@ class _Scope:
         try:
             self._rewrite(graph, captured.guards)
         finally:
-            after = _referenced(graph_of(self.module)) if is_rewritten(self.module) else set()
+            after = referenced(graph_of(self.module)) if is_rewritten(self.module) else set()
             for name in captured.constants:
                 if name not in after:
-                    self.module._buffers.pop(name, None)
+                    set_attribute(self.module, name, None)
 
     def _rewrite(self, graph: fx.Graph, guards: list[str]) -> None:
-        before_refs = _referenced(graph)
+        before_refs = referenced(graph)
         drop_noops(graph, self.module)
         ctx = RuleContext(self.module, graph, self.path, self.shared, self.allow_slower)
         ctx.pinned = self._pinned()
@@ -228,7 +220,13 @@ class _Scope:
         ]
         if any(r.forward_changed for r in rewrites):
             install_forward(self.module, ctx.graph)
-            self._delete_dead(ctx, before_refs | ctx.created)
+            delete_dead(
+                self.module,
+                ctx.graph,
+                before_refs | ctx.created,
+                shared=self.shared,
+                pinned=ctx.pinned,
+            )
             if guards:
                 self.report.notes.append(
                     f"'{self.path or '<model>'}' is specialized on "
@@ -343,80 +341,6 @@ class _Scope:
             self.report.unfolded_norms = [
                 (s, r) for s, r in self.report.unfolded_norms if s != site
             ] + [(site, reason)]
-
-    def _delete_dead(self, ctx: RuleContext, before: set[str]) -> None:
-        after = _referenced(ctx.graph)
-        for target in sorted(before - after, key=lambda t: -t.count(".")):
-            if any(a == target or a.startswith(target + ".") for a in after):
-                continue
-            parent_path, _, name = target.rpartition(".")
-            try:
-                parent = self.module.get_submodule(parent_path) if parent_path else self.module
-            except AttributeError:
-                continue
-            obj = getattr(parent, name, None)
-            if obj is None or id(obj) in self.shared or self._is_pinned(target, ctx):
-                continue
-            if parent_path and id(parent) not in self.shared:
-                parent = self._own_copy(parent_path)
-            if name in parent._modules:
-                del parent._modules[name]
-            elif name in parent._parameters:
-                del parent._parameters[name]
-            elif name in parent._buffers:
-                del parent._buffers[name]
-            self._retire_emptied_norm(parent_path)
-            self._prune_empty(parent_path, after)
-
-    def _own_copy(self, path: str) -> nn.Module:
-        """Replace the module at ``path`` by a shallow copy with its own attribute tables and
-        return it: edits then never reach the original object, which the scope's check (and
-        anything else holding it) still runs as it was."""
-        module = self.module.get_submodule(path)
-        clone = type(module).__new__(type(module))
-        clone.__dict__.update(module.__dict__)
-        for table in ("_parameters", "_buffers", "_modules"):
-            clone.__dict__[table] = dict(module.__dict__[table])
-        parent_path, _, name = path.rpartition(".")
-        parent = self.module.get_submodule(parent_path) if parent_path else self.module
-        parent._modules[name] = clone
-        return clone
-
-    @staticmethod
-    def _is_pinned(target: str, ctx: RuleContext) -> bool:
-        return any(target == p or target.startswith(p + ".") for p in ctx.pinned)
-
-    def _retire_emptied_norm(self, path: str) -> None:
-        """A norm module (e.g. timm's BatchNormAct2d) whose statistics were folded away but
-        whose children (act, drop) the new forward still calls becomes a plain holder."""
-        if not path:
-            return
-        module = self.module.get_submodule(path)
-        if not isinstance(module, nn.modules.batchnorm._BatchNorm):
-            return
-        if "weight" in module._parameters or module._buffers.get("running_mean") is not None:
-            return
-        holder = FoldedNorm(module)
-        holder.train(module.training)
-        parent_path, _, name = path.rpartition(".")
-        parent = self.module.get_submodule(parent_path) if parent_path else self.module
-        setattr(parent, name, holder)
-
-    def _prune_empty(self, path: str, after: set[str]) -> None:
-        while path:
-            module = self.module.get_submodule(path)
-            if (
-                module._modules
-                or any(v is not None for v in module._parameters.values())
-                or any(v is not None for v in module._buffers.values())
-                or id(module) in self.shared
-                or any(a == path or a.startswith(path + ".") for a in after)
-            ):
-                return
-            parent_path, _, name = path.rpartition(".")
-            parent = self.module.get_submodule(parent_path) if parent_path else self.module
-            del parent._modules[name]
-            path = parent_path
 
 
 def _keep_memory_format(original: nn.Module, deployed: nn.Module, report: DeployReport) -> None:
