@@ -224,12 +224,20 @@ class Given(Pattern):
     """A test on a value *and what the pattern captured before it* (a back-reference):
     ``fn(value, captures, view)`` returns None when it does not hold (``reason`` says why),
     else a result, captured under the pattern's name. ``Sum(some=AllOf(branch,
-    Given(partners, ...)))`` picks the term whose siblings fit what ``branch`` captured."""
+    Given(partners, ...)))`` picks the term whose siblings fit what ``branch`` captured.
+    ``quiet``: a failure here is no near-miss (what came before is common, what fails is
+    what makes the rule's shape)."""
 
     def __init__(
-        self, fn: Callable[[Any, Bindings, Any], Any], label: str, *, reason: str = ""
+        self,
+        fn: Callable[[Any, Bindings, Any], Any],
+        label: str,
+        *,
+        reason: str = "",
+        quiet: bool = False,
     ) -> None:
         self.fn, self.label, self.reason = fn, label, reason or f"not {label}"
+        self.quiet = quiet
 
     def describe(self) -> str:
         return self.label
@@ -237,7 +245,10 @@ class Given(Pattern):
     def _match(self, value: object, state: MatchState, role: str) -> NoMatch | None:
         result = self.fn(value, Bindings(state.values, state.modules, state.each), state.view)
         if result is None:
-            return state.fail(self.reason)
+            failed = state.fail(self.reason)
+            if self.quiet:  # the shape is not there at all: no near-miss
+                failed.depth = 0
+            return failed
         if self.name is not None:
             state.values[self.name] = result
         return None

@@ -146,10 +146,11 @@ class LocalityInjection(PatternRule):
                 _partners,
                 "a sum with a conv on the FC's partitions or the partitions themselves",
                 reason="no other term is a conv on the FC's partitions or the partitions",
+                quiet=True,
             ).bind("partners"),
         ).bind("term"),
     ).bind("sum")
-    near_miss_depth = 3  # the sum, the FC branch and one more step
+    near_miss_depth = 4  # the sum, the FC and two more steps (not every residual add)
 
     def check(self, b: Bindings, ctx: RuleContext) -> _Plan | Refusal:
         p: _Partners = b["partners"]
