@@ -37,6 +37,7 @@ from reparam.graph.views import (
     channel_affine,
     could_be_channel_affine,
     is_add,
+    is_sum_root,
     sum_terms,
     value_users,
 )
@@ -247,6 +248,40 @@ class Where(Pattern):
         return None
 
 
+class Given(Pattern):
+    """A test on a value *and what the pattern captured before it* (a back-reference):
+    ``fn(value, captures, view)`` returns None when it does not hold (``reason`` says why),
+    else a result, captured under the pattern's name. ``Sum(some=AllOf(branch,
+    Given(partners, ...)))`` picks the term whose siblings fit what ``branch`` captured.
+    ``quiet``: a failure here is no near-miss (what came before is common, what fails is
+    what makes the rule's shape)."""
+
+    def __init__(
+        self,
+        fn: Callable[[Any, Bindings, Any], Any],
+        label: str,
+        *,
+        reason: str = "",
+        quiet: bool = False,
+    ) -> None:
+        self.fn, self.label, self.reason = fn, label, reason or f"not {label}"
+        self.quiet = quiet
+
+    def describe(self) -> str:
+        return self.label
+
+    def _match(self, value: object, state: MatchState, role: str) -> NoMatch | None:
+        result = self.fn(value, Bindings(state.values, state.modules, state.each), state.view)
+        if result is None:
+            failed = state.fail(self.reason)
+            if self.quiet:  # the shape is not there at all: no near-miss
+                failed.depth = 0
+            return failed
+        if self.name is not None:
+            state.values[self.name] = result
+        return None
+
+
 class Affine(Pattern):
     """A per-channel affine ``scale[c] * x + shift[c]`` (eval batch norm, module or functional,
     or ``x * gamma``), its input matching ``input``. A norm that is *not* affine in eval
@@ -289,10 +324,20 @@ def _site(node: Node, view: GraphView) -> str:
 class Sum(Pattern):
     """An n-ary sum (``a + b``, ``torch.add``, ``+=``, ``sum([...])``, any association) of at
     least ``min_terms`` terms; with ``term``, every term must match it (per-term bindings in
-    ``b.each(name)``)."""
+    ``b.each(name)``); with ``some``, at least one term must: the first that does gives its
+    captures (the sum itself is captured before, so a :class:`Given` inside ``some`` can
+    read the other terms). ``whole``: only the root of a sum, not an add inside a larger
+    single-use sum."""
 
-    def __init__(self, term: Pattern | None = None, *, min_terms: int = 2) -> None:
-        self.term, self.min_terms = term, min_terms
+    def __init__(
+        self,
+        term: Pattern | None = None,
+        *,
+        min_terms: int = 2,
+        some: Pattern | None = None,
+        whole: bool = False,
+    ) -> None:
+        self.term, self.min_terms, self.some, self.whole = term, min_terms, some, whole
 
     def describe(self) -> str:
         return "sum"
@@ -305,6 +350,8 @@ class Sum(Pattern):
         if view is None:
             return _mismatch(state, role, value, "a sum")
         label = f"sum '{view.root.name}'"
+        if self.whole and not is_sum_root(view.root):
+            return state.fail(f"{label} is part of a larger sum")
         if len(view.terms) < self.min_terms:
             return state.fail(f"{label} has {len(view.terms)} terms, not {self.min_terms}+")
         state.accept(self, view, label)
@@ -314,7 +361,25 @@ class Sum(Pattern):
                 return items
             if self.name is not None:
                 state.each[self.name] = items
+        if self.some is not None:
+            return _some(self.some, view.terms, state, f"a term of {label}")
         return None
+
+
+def _some(pattern: Pattern, values: list[object], state: MatchState, role: str) -> NoMatch | None:
+    """The first of ``values`` that ``pattern`` matches keeps its captures; when none does,
+    the reason of the one that got furthest."""
+    best: NoMatch | None = None
+    for value in values:
+        saved = state.save()
+        failed = pattern._match(value, state, role)
+        if failed is None:
+            return None
+        state.restore(saved)
+        if best is None or failed.depth > best.depth:
+            best = failed
+    assert best is not None
+    return best
 
 
 class ListOf(Pattern):
@@ -446,13 +511,23 @@ class Through(Pattern):
     """Zero or more ``skip`` nodes upwards along their first argument, then ``then``:
     ``Through(Call("flatten"), Module(nn.Linear))`` matches ``linear(x).flatten()`` and
     ``linear(x)``. A skipped node must be read by one node only unless not ``exclusive``;
-    at least ``min_steps`` are skipped.
+    ``exclusive="below"``: every node below the first (the node matched by ``then``
+    included) must be, the first may have other readers (a value the rewrite replaces as a
+    whole). At least ``min_steps`` are skipped. ``step(node, view)`` gives the node a
+    skipped node is walked from (default its first argument).
     Binds the skipped nodes, outermost first."""
 
     def __init__(
-        self, skip: Call | Where, then: Pattern, *, exclusive: bool = True, min_steps: int = 0
+        self,
+        skip: Call | Where,
+        then: Pattern,
+        *,
+        exclusive: bool | str = True,
+        min_steps: int = 0,
+        step: Callable[[Node, Any], object] | None = None,
     ) -> None:
         self.skip, self.then, self.exclusive, self.min_steps = skip, then, exclusive, min_steps
+        self.step = step
 
     def describe(self) -> str:
         return f"{self.then.describe()} (through {self.skip.describe()})"
@@ -463,20 +538,27 @@ class Through(Pattern):
 
     def _match(self, value: object, state: MatchState, role: str) -> NoMatch | None:
         skipped: list[Node] = []
-        while isinstance(value, Node) and self._skips(value, state) and value.args:
+        while isinstance(value, Node) and self._skips(value, state, not skipped) and value.args:
             skipped.append(value)
             state.trail.append(describe_node(value, state.view))
-            value = value.args[0]
+            value = value.args[0] if self.step is None else self.step(value, state.view)
         if len(skipped) < self.min_steps:
             return _mismatch(state, role, value, self.skip.describe())
+        if self.exclusive == "below" and skipped and isinstance(value, Node):
+            n = len(value_users(value))
+            if n != 1:
+                return state.fail(
+                    f"the output of {describe_node(value, state.view)} has {n} users, not 1"
+                )
         if self.name is not None:
             state.values[self.name] = tuple(skipped)
         if skipped:
             role = f"the input of {describe_node(skipped[-1], state.view)}"
         return self.then._match(value, state, role)
 
-    def _skips(self, node: Node, state: MatchState) -> bool:
-        if self.exclusive and len(value_users(node)) != 1:
+    def _skips(self, node: Node, state: MatchState, first: bool) -> bool:
+        shared = self.exclusive and not (first and self.exclusive == "below")
+        if shared and len(value_users(node)) != 1:
             return False
         if isinstance(self.skip, Call):
             return self.skip.accepts(node)
@@ -551,6 +633,7 @@ __all__ = [
     "Call",
     "Capture",
     "Constant",
+    "Given",
     "GraphView",
     "Into",
     "ListOf",

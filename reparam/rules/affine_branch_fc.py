@@ -35,8 +35,10 @@ from torch.fx import Node
 from reparam.errors import Refusal
 from reparam.graph.affine_slice import Branch, affine_branch, branch_reason, slice_module
 from reparam.graph.layout_ops import compose, is_layout, node_layout
-from reparam.graph.views import AffineView, channel_affine, is_sum_root, single_user, sum_terms
-from reparam.rules.base import Rewrite, Rule, RuleContext, absmax
+from reparam.graph.scope import ScopeView
+from reparam.graph.views import AffineView, channel_affine
+from reparam.patterns import AllOf, Bindings, Given, Module, Sum, Through, Where
+from reparam.rules.base import PatternRule, Rewrite, RuleContext, absmax
 from reparam.rules.fc_module import fc_like
 from reparam.transforms import dense_to_grouped_fc, fc_as_dense, fold_affine_after
 from reparam.transforms.affine_branch import branch_matrix
@@ -51,25 +53,27 @@ class _Chain:
     stops: list[Node]  # z = FC input, then its layout ancestors (z first)
 
 
-def _is_fc(node: Node, ctx: RuleContext) -> bool:
-    if node.op != "call_module" or len(node.args) != 1:
-        return False
-    m = ctx.module(node.target)
-    if isinstance(m, nn.Linear):
-        return True
-    return (
-        isinstance(m, nn.Conv2d)
-        and m.kernel_size == (1, 1)
-        and m.stride == (1, 1)
-        and m.padding == (0, 0)
-        and m.dilation == (1, 1)
+def _is_fc(module: nn.Module) -> bool:
+    return isinstance(module, nn.Linear) or (
+        isinstance(module, nn.Conv2d)
+        and module.kernel_size == (1, 1)
+        and module.stride == (1, 1)
+        and module.padding == (0, 0)
+        and module.dilation == (1, 1)
     )
 
 
-def _one_row_per_sample(fc: Node, ctx: RuleContext) -> bool:
-    """The FC reads ``(R, F)`` (a Linear) or ``(R, F, 1, 1)`` (a 1×1 conv): one row of
-    features per sample. A 1×1 conv over a larger map, or a Linear on tokens, is not this
-    rule's pattern (the shape is read only for sums that hold such a layer)."""
+def _is_fc_call(node: Node, ctx: ScopeView) -> bool:
+    return node.op == "call_module" and len(node.args) == 1 and _is_fc(ctx.module(node.target))
+
+
+def _one_row_per_sample(fc: Node, ctx: ScopeView) -> bool:
+    """an FC of one argument reading one row of features per sample: ``(R, F)`` (a Linear)
+    or ``(R, F, 1, 1)`` (a 1×1 conv)"""
+    # A 1×1 conv over a larger map, or a Linear on tokens, is not this rule's pattern (the
+    # shape is read only for sums that hold such a layer).
+    if len(fc.args) != 1:
+        return False
     shape = ctx.shape(fc.args[0])
     if shape is None:
         return False
@@ -78,27 +82,57 @@ def _one_row_per_sample(fc: Node, ctx: RuleContext) -> bool:
     return len(shape) == 4 and shape[2:] == (1, 1)
 
 
-def _fc_chain(term: Node, ctx: RuleContext) -> _Chain | None:
-    node, post = term, []
-    while not _is_fc(node, ctx):
-        view = channel_affine(node, ctx.root)
-        if isinstance(view, AffineView):
-            nxt = view.input
-        elif is_layout(node, ctx):
-            nxt = node.args[0]
-        else:
-            return None
-        post.append(node)
-        if not isinstance(nxt, Node) or not single_user(nxt):
-            return None
-        node = nxt
-    stops, cur = [], node.args[0]
+def _is_post_op(node: Node, ctx: ScopeView) -> bool:
+    if _is_fc_call(node, ctx):
+        return False
+    return isinstance(channel_affine(node, ctx.root), AffineView) or is_layout(node, ctx)
+
+
+def _post_input(node: Node, ctx: ScopeView) -> object:
+    view = channel_affine(node, ctx.root)
+    return view.input if isinstance(view, AffineView) else node.args[0]
+
+
+def _stops(fc: Node, ctx: ScopeView) -> list[Node]:
+    """``z`` (the FC's input), then its layout ancestors."""
+    stops, cur = [], fc.args[0]
     while isinstance(cur, Node):
         stops.append(cur)
         if not is_layout(cur, ctx):
             break
         cur = cur.args[0]
-    return _Chain(term, node, list(reversed(post)), stops)
+    return stops
+
+
+def _summands(term: Node, b: Bindings, ctx: ScopeView) -> _Match | None:
+    """The other terms of the sum: affine in the FC's input, or not (and why)."""
+    chain = _Chain(term, b["fc"], list(reversed(b["post"])), _stops(b["fc"], ctx))
+    stops = set(chain.stops)
+    branches, others, reasons = [], [], []
+    for t in b["sum"].terms:
+        if t is term:
+            continue
+        found = affine_branch(t, stops, ctx)  # structure only: no shapes while matching
+        if isinstance(found, Branch) and chain.fc not in found.nodes:
+            branches.append((t, found))
+        else:
+            others.append(t)
+            reasons.append(f"'{t.name}': {found if isinstance(found, str) else 'reads the FC'}")
+    reasons = [r for r in reasons if "does not read the FC's input" not in r]
+    if not (branches or reasons):
+        return None
+    return _Match(b["sum"].root, chain, branches, others, reasons)
+
+
+#: FC(z), then per-channel affines and layout ops, each read once
+_FC_BRANCH = Through(
+    Where(_is_post_op, "a per-channel affine or a layout op"),
+    AllOf(
+        Module(_is_fc, label="FC (Linear or 1×1 conv)").bind("fc"),
+        Where(_one_row_per_sample, "an FC reading one row of features per sample"),
+    ).single_user(),
+    step=_post_input,
+)
 
 
 @dataclass
@@ -128,7 +162,7 @@ def _row_wise(index: Tensor, rows: int, per_row: int) -> bool:
     return bool((flat % per_row == (flat % per_row)[:1]).all())
 
 
-class AffineBranchIntoFc(Rule):
+class AffineBranchIntoFc(PatternRule):
     """Replaces FC(z) + Σ affine_branch(z) with one FC whose matrix holds the branches."""
 
     name = "affine_branch_fc"
@@ -141,34 +175,22 @@ class AffineBranchIntoFc(Rule):
         "a layout op moves values between the FC's rows",
         "a grouped FC would become dense (more MACs; allow_slower=True to force)",
     )
+    graph_pattern = Sum(
+        whole=True,
+        some=AllOf(
+            _FC_BRANCH.bind("post"),
+            Given(
+                _summands,
+                "a sum with another term affine in the FC's input",
+                reason="no other term reads the FC's input",
+                quiet=True,
+            ).bind("summands"),
+        ),
+    ).bind("sum")
+    near_miss_depth = 4  # the sum, the FC and two more steps (not every residual add)
 
-    def match(self, node: Node, ctx: RuleContext) -> _Match | None:
-        if not is_sum_root(node):
-            return None
-        view = sum_terms(node)
-        if view is None:
-            return None
-        for term in view.terms:
-            chain = _fc_chain(term, ctx)
-            if chain is None or not _one_row_per_sample(chain.fc, ctx):
-                continue
-            stops = set(chain.stops)
-            branches, others, reasons = [], [], []
-            for t in view.terms:
-                if t is term:
-                    continue
-                b = affine_branch(t, stops, ctx)  # structure only: no shapes while matching
-                if isinstance(b, Branch) and chain.fc not in b.nodes:
-                    branches.append((t, b))
-                else:
-                    others.append(t)
-                    reasons.append(f"'{t.name}': {b if isinstance(b, str) else 'reads the FC'}")
-            reasons = [r for r in reasons if "does not read the FC's input" not in r]
-            if branches or reasons:
-                return _Match(node, chain, branches, others, reasons)
-        return None
-
-    def check(self, m: _Match, ctx: RuleContext) -> _Plan | Refusal:
+    def check(self, b: Bindings, ctx: RuleContext) -> _Plan | Refusal:
+        m = b["summands"]
         chain = m.chain
         if not m.branches:
             return Refusal("no summand is affine in the FC's input: " + "; ".join(m.not_affine))
@@ -274,14 +296,11 @@ class AffineBranchIntoFc(Rule):
         return _Plan(m, new, detail, absmax(fc.weight, *old))
 
     def rewrite(self, plan: _Plan, ctx: RuleContext) -> Rewrite:
-        m, chain = plan.match, plan.match.chain
+        m, chain, tx = plan.match, plan.match.chain, ctx.tx
         site = ctx.site_name(m.root)
-        if ctx.exclusive_reason(chain.fc) is None:
-            ctx.set_module(chain.fc.target, plan.module)
-        else:
-            path = ctx.fresh_path(ctx.owner_path(chain.fc), "reparam_fc")
-            ctx.set_module(path, plan.module)
-            chain.fc.target = path
+        exclusive = ctx.exclusive_reason(chain.fc) is None
+        near = ctx.owner_path(chain.fc)
+        tx.substitute(chain.fc, plan.module, stem="reparam_fc", exclusive=exclusive, near=near)
         value = chain.term
         affines = [n for n in chain.post if isinstance(channel_affine(n, ctx.root), AffineView)]
         for node in affines:
@@ -289,13 +308,12 @@ class AffineBranchIntoFc(Rule):
             if node is value:
                 value = view.input
             if node.op == "call_module" and ctx.exclusive_reason(node) is None:
-                ctx.set_module(node.target, nn.Identity())
-            node.replace_all_uses_with(view.input)
+                tx.place(node.target, nn.Identity())
+            tx.redirect(node, view.input)
         for other in m.others:
-            with ctx.graph.inserting_before(m.root):
-                value = ctx.graph.call_function(torch.add, (value, other))
-        m.root.replace_all_uses_with(value)
-        ctx.erase_unused([m.root, *affines])
+            value = tx.insert_function(torch.add, (value, other), before=m.root)
+        tx.redirect(m.root, value)
+        tx.erase_unused([m.root, *affines])
         return Rewrite(self.name, site, plan.detail, 0, 0, plan.absmax_before,
                        absmax(plan.module.weight))
 

@@ -21,7 +21,7 @@ the matrix reproduces. An identity branch (``P`` itself) adds the identity matri
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -29,77 +29,90 @@ from torch.fx import Node
 
 from reparam.convspec import spec_from_conv
 from reparam.errors import Refusal
-from reparam.graph.views import (
-    AffineView,
-    channel_affine,
-    is_sum_root,
-    single_user,
-    sum_terms,
-    value_users,
-)
-from reparam.rules.base import Rewrite, Rule, RuleContext, absmax
+from reparam.graph.scope import ScopeView
+from reparam.graph.views import AffineView, channel_affine, single_user
+from reparam.patterns import AllOf, Bindings, Call, Given, Module, Sum, Through, Where
+from reparam.rules.base import PatternRule, Rewrite, RuleContext, absmax
 from reparam.rules.fc_module import fc_like
 from reparam.transforms import fold_affine_after, inject_convs
 
-_RESHAPES = {"reshape", "view", "flatten"}
+_RESHAPES = ("reshape", "view", "flatten")
 
 
-def _is_reshape(node: Node) -> bool:
-    if node.op == "call_method":
-        return node.target in _RESHAPES
-    if node.op == "call_function":
-        return getattr(node.target, "__name__", "") in ("reshape", "flatten")
-    return False
+def _affine(node: Node, ctx: ScopeView) -> AffineView | None:
+    view = channel_affine(node, ctx.root)
+    return view if isinstance(view, AffineView) and isinstance(view.input, Node) else None
 
 
-@dataclass
-class _FcChain:
-    term: Node
-    fc: Node
-    source: Node  # P, (N', C, h, w)
-    affines: list[tuple[AffineView, tuple[int, ...]]] = field(default_factory=list)
+def _is_post_op(node: Node, ctx: ScopeView) -> bool:
+    return _affine(node, ctx) is not None or (
+        Call(_RESHAPES).accepts(node) and isinstance(node.args[0], Node)
+    )
 
 
-def _fc_chain(term: Node, ctx: RuleContext) -> _FcChain | None:
-    node, affines = term, []
-    while len(value_users(node)) <= 1 or node is term:
-        view = channel_affine(node, ctx.root)
-        if isinstance(view, AffineView) and isinstance(view.input, Node):
-            affines.append((view, ctx.shape(node)))
-            node = view.input
-        elif _is_reshape(node) and isinstance(node.args[0], Node):
-            node = node.args[0]
-        else:
-            break
-        if not single_user(node):
-            return None
-    if node.op != "call_module":
-        return None
-    module = ctx.module(node.target)
-    is_fc = isinstance(module, nn.Linear) or (
+def _post_input(node: Node, ctx: ScopeView) -> object:
+    view = _affine(node, ctx)
+    return node.args[0] if view is None else view.input
+
+
+def _is_fc(module: nn.Module) -> bool:
+    return isinstance(module, nn.Linear) or (
         isinstance(module, nn.Conv2d)
         and module.kernel_size == (1, 1)
         and module.stride == (1, 1)
         and module.padding == (0, 0)
         and module.dilation == (1, 1)
     )
-    if not is_fc:
-        return None
-    flat = node.args[0]
-    if not (
-        isinstance(flat, Node)
-        and _is_reshape(flat)
-        and single_user(flat)
-        and isinstance(flat.args[0], Node)
-    ):
-        return None
-    return _FcChain(term, node, flat.args[0], list(reversed(affines)))
+
+
+@dataclass
+class _Partners:
+    convs: list[Node]
+    identity: list[Node]
+    others: list[Node]
+
+
+def _partners(term: Node, b: Bindings, ctx: ScopeView) -> _Partners | None:
+    """The other terms of the sum: convs reading P (each read once), P itself, the rest."""
+    source, found = b["P"], _Partners([], [], [])
+    for t in b["sum"].terms:
+        if t is term:
+            continue
+        if t is source:
+            found.identity.append(t)
+        elif (
+            t.op == "call_module"
+            and isinstance(ctx.module(t.target), nn.Conv2d)
+            and t.args[0] is source
+            and single_user(t)
+        ):
+            found.convs.append(t)
+        else:
+            found.others.append(t)
+    return found if found.convs or found.identity else None
+
+
+#: FC(flatten(P)), then per-channel affines and reshapes, each read once
+_FC_BRANCH = Through(
+    Where(_is_post_op, "a per-channel affine or a reshape"),
+    Module(
+        _is_fc,
+        Call(_RESHAPES, Where(lambda n, v: True, "a tensor").bind("P")).single_user(),
+        label="FC (Linear or 1×1 conv)",
+    )
+    .bind("fc")
+    .single_user(),
+    step=_post_input,
+)
 
 
 @dataclass
 class _Match:
     root: Node
-    chain: _FcChain
+    fc: Node
+    term: Node
+    source: Node  # P, (N', C, h, w)
+    affines: list[tuple[AffineView, tuple[int, ...] | None]]
     convs: list[Node]
     identity: list[Node]
     others: list[Node]
@@ -113,7 +126,7 @@ class _Plan:
     absmax_before: float
 
 
-class LocalityInjection(Rule):
+class LocalityInjection(PatternRule):
     """Replaces an FC on partitions plus parallel convs on the same partitions with the FC."""
 
     name = "locality_injection"
@@ -125,39 +138,27 @@ class LocalityInjection(Rule):
         "a conv's groups do not refine the FC's groups",
         "an intermediate tensor is used elsewhere",
     )
+    graph_pattern = Sum(
+        whole=True,
+        some=AllOf(
+            _FC_BRANCH.bind("post"),
+            Given(
+                _partners,
+                "a sum with a conv on the FC's partitions or the partitions themselves",
+                reason="no other term is a conv on the FC's partitions or the partitions",
+                quiet=True,
+            ).bind("partners"),
+        ).bind("term"),
+    ).bind("sum")
+    near_miss_depth = 4  # the sum, the FC and two more steps (not every residual add)
 
-    def match(self, node: Node, ctx: RuleContext) -> _Match | None:
-        if not is_sum_root(node):
-            return None
-        view = sum_terms(node)
-        if view is None:
-            return None
-        for term in view.terms:
-            chain = _fc_chain(term, ctx)
-            if chain is None:
-                continue
-            convs, identity, others = [], [], []
-            for t in view.terms:
-                if t is term:
-                    continue
-                if t is chain.source:
-                    identity.append(t)
-                elif (
-                    t.op == "call_module"
-                    and isinstance(ctx.module(t.target), nn.Conv2d)
-                    and t.args[0] is chain.source
-                    and single_user(t)
-                ):
-                    convs.append(t)
-                else:
-                    others.append(t)
-            if convs or identity:
-                return _Match(node, chain, convs, identity, others)
-        return None
-
-    def check(self, m: _Match, ctx: RuleContext) -> _Plan | Refusal:
-        chain = m.chain
-        p_shape, out_shape = ctx.shape(chain.source), ctx.shape(chain.term)
+    def check(self, b: Bindings, ctx: RuleContext) -> _Plan | Refusal:
+        p: _Partners = b["partners"]
+        affines = [(v, ctx.shape(n)) for n in reversed(b["post"]) if (v := _affine(n, ctx))]
+        m = _Match(
+            b["sum"].root, b["fc"], b["term"], b["P"], affines, p.convs, p.identity, p.others
+        )
+        p_shape, out_shape = ctx.shape(m.source), ctx.shape(m.term)
         if p_shape is None or out_shape is None:
             return Refusal("partition shapes are unknown; pass example_inputs")
         if len(p_shape) != 4 or len(out_shape) != 4 or out_shape[2:] != p_shape[2:]:
@@ -166,7 +167,7 @@ class LocalityInjection(Rule):
             )
         _, cin, h, w = p_shape
         cout = out_shape[1]
-        fc = ctx.module(chain.fc.target)
+        fc = ctx.module(m.fc.target)
         if isinstance(fc, nn.Linear):
             groups, weight = 1, fc.weight.detach()
             if (fc.in_features, fc.out_features) != (cin * h * w, cout * h * w):
@@ -175,10 +176,10 @@ class LocalityInjection(Rule):
             groups, weight = fc.groups, fc.weight.detach().flatten(1)
             if (fc.in_channels, fc.out_channels) != (cin * h * w, cout * h * w):
                 return Refusal("the 1×1 conv does not map C·h·w to O·h·w channels")
-        if ctx.shape(chain.fc.args[0]) is None or ctx.shape(chain.fc.args[0])[0] != p_shape[0]:
+        if ctx.shape(m.fc.args[0]) is None or ctx.shape(m.fc.args[0])[0] != p_shape[0]:
             return Refusal("the flatten before the FC does not keep one row per partition")
         bias = fc.bias.detach() if fc.bias is not None else None
-        for view, shape in chain.affines:
+        for view, shape in m.affines:
             if shape is None or shape[0] != p_shape[0]:
                 return Refusal("an affine after the FC acts on an unknown or mixed layout")
             per = math.prod(shape[2:]) if len(shape) > 2 else 1
@@ -215,40 +216,32 @@ class LocalityInjection(Rule):
         kinds = [f"conv{'×'.join(map(str, ctx.module(c.target).kernel_size))}" for c in m.convs]
         kinds += ["identity"] * len(m.identity)
         detail = (
-            f"{len(kinds)} branch(es) ({', '.join(kinds)}) and {len(chain.affines)} "
+            f"{len(kinds)} branch(es) ({', '.join(kinds)}) and {len(m.affines)} "
             f"norm(s) injected into the FC on {h}×{w} partitions"
         )
         before = absmax(fc.weight, *(ctx.module(c.target).weight for c in m.convs))
         return _Plan(m, new, detail, before)
 
     def rewrite(self, plan: _Plan, ctx: RuleContext) -> Rewrite:
-        m = plan.match
-        chain = m.chain
+        m, tx = plan.match, ctx.tx
         site = ctx.site_name(m.root)
-        if ctx.exclusive_reason(chain.fc) is None:
-            ctx.set_module(chain.fc.target, plan.module)
-        else:
-            path = ctx.fresh_path(ctx.owner_path(chain.fc), "reparam_fc")
-            ctx.set_module(path, plan.module)
-            chain.fc.target = path
-        for view, _ in chain.affines:
+        exclusive = ctx.exclusive_reason(m.fc) is None
+        tx.substitute(
+            m.fc, plan.module, stem="reparam_fc", exclusive=exclusive, near=ctx.owner_path(m.fc)
+        )
+        for view, _ in m.affines:
             if view.node.op == "call_module" and ctx.exclusive_reason(view.node) is None:
-                ctx.set_module(view.node.target, nn.Identity())
-        value = chain.term
-        for view, _ in reversed(chain.affines):  # outermost first
+                tx.place(view.node.target, nn.Identity())
+        value = m.term
+        for view, _ in reversed(m.affines):  # outermost first
             if view.node is value:
                 value = view.input
-        for view, _ in chain.affines:
-            view.node.replace_all_uses_with(view.input)
-        fc_out = value
+        for view, _ in m.affines:
+            tx.redirect(view.node, view.input)
         for other in m.others:
-            with ctx.graph.inserting_before(m.root):
-                value = ctx.graph.call_function(torch.add, (value, other))
-        m.root.replace_all_uses_with(value)
-        ctx.erase_unused(
-            [m.root, *(v.node for v, _ in chain.affines)],
-            same_shape_as=fc_out,
-        )
+            value = tx.insert_function(torch.add, (value, other), before=m.root)
+        tx.redirect(m.root, value)
+        tx.erase_unused([m.root, *(v.node for v, _ in m.affines)])
         return Rewrite(
             self.name, site, plan.detail, 0, 0, plan.absmax_before, absmax(plan.module.weight)
         )

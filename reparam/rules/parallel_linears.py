@@ -23,8 +23,10 @@ from torch import nn
 from torch.fx import Node
 
 from reparam.errors import Refusal
-from reparam.graph.views import is_sum_root, single_user, sum_terms, value_users
-from reparam.rules.base import Rewrite, Rule, RuleContext, absmax
+from reparam.graph.scope import ScopeView
+from reparam.graph.views import single_user, value_users
+from reparam.patterns import AllOf, AnyOf, Bindings, Given, Module, Sum, Through, Where, match
+from reparam.rules.base import PatternRule, Rewrite, RuleContext, absmax
 from reparam.transforms import merge_linears
 
 _MULS = {operator.mul, torch.mul, operator.imul}
@@ -61,20 +63,6 @@ def _scalar_step(node: Node) -> tuple[Node, float] | None:
     return None
 
 
-def _peel(node: Node) -> tuple[Node, float, list[Node]]:
-    """Strip scalar factors off ``node`` (each single-use below the top)."""
-    factor, chain = 1.0, []
-    step = _scalar_step(node)
-    while step is not None:
-        chain.append(node)
-        node, f = step
-        factor *= f
-        if not single_user(node):
-            break
-        step = _scalar_step(node)
-    return node, factor, chain
-
-
 def _stack_mean_terms(node: Node) -> tuple[list[Node], float] | None:
     """``torch.stack(xs, 0).mean(0)`` / ``.sum(0)``: (xs, factor)."""
     if node.op == "call_method" and node.target in ("mean", "sum"):
@@ -106,6 +94,45 @@ def _stack_mean_terms(node: Node) -> tuple[list[Node], float] | None:
     return list(parts), (1.0 / len(parts) if name == "mean" else 1.0)
 
 
+def _scaled(node: Node, view: ScopeView) -> bool:
+    return _scalar_step(node) is not None
+
+
+def _unscaled(node: Node, view: ScopeView) -> Node:
+    step = _scalar_step(node)
+    assert step is not None
+    return step[0]
+
+
+def _outermost(node: Node, view: ScopeView) -> bool:
+    """the outermost scalar factor (its reader does not scale it again)"""
+    users = value_users(node)
+    return not (len(users) == 1 and _scalar_step(users[0]) is not None)
+
+
+def _is_stack_mean(node: Node, view: ScopeView) -> bool:
+    return _stack_mean_terms(node) is not None
+
+
+def _factor(nodes: tuple[Node, ...]) -> float:
+    factor = 1.0
+    for node in nodes:
+        step = _scalar_step(node)
+        assert step is not None
+        factor *= step[1]
+    return factor
+
+
+#: zero or more scalar factors; every node below the first is read once
+_FACTORS = Where(_scaled, "a scalar factor (x * c, x / c, -x)")
+_SCALED_LINEAR = Through(
+    _FACTORS,
+    Module(nn.Linear, Where(lambda n, v: True, "a tensor").bind("x")).bind("linear"),
+    exclusive="below",
+    step=_unscaled,
+).bind("factors")
+
+
 @dataclass
 class _Term:
     node: Node  # the summand
@@ -122,22 +149,36 @@ class _Match:
     others: list[tuple[Node, float]]
 
 
-def _terms(top: Node) -> tuple[list[tuple[Node, float]], bool] | None:
-    """The (summand, coefficient) pairs that ``top`` adds up."""
-    inner, factor, _ = _peel(top)
-    if inner is not top and not single_user(inner):
-        return None
-    stacked = _stack_mean_terms(inner)
+def _shared_input(top: Node, b: Bindings, ctx: ScopeView) -> _Match | None:
+    """The largest group (two or more) of scaled linears of one input among the summands."""
+    factor, summands = _factor(b["factors"]), b["summands"]
+    stacked = _stack_mean_terms(summands)
     if stacked is not None:
         parts, f = stacked
-        return [(p, factor * f) for p in parts], True
-    view = sum_terms(inner) if is_sum_root(inner) else None
-    if view is None:
+        pairs = [(p, factor * f) for p in parts]
+    else:
+        pairs = [(t, factor) for t in b["sum"].terms]
+    terms: list[_Term] = []
+    for summand, coef in pairs:
+        linear = match(_SCALED_LINEAR, summand, ctx)
+        if linear:
+            terms.append(_Term(summand, linear["linear"], coef * _factor(linear["factors"]), coef))
+        else:
+            terms.append(_Term(summand, None, coef, coef))
+    groups: dict[Node, list[_Term]] = {}
+    for t in terms:
+        if t.linear is not None:
+            groups.setdefault(t.linear.args[0], []).append(t)
+    if not groups:
         return None
-    return [(t, factor) for t in view.terms], inner is not top
+    source, best = max(groups.items(), key=lambda kv: len(kv[1]))
+    if len(best) < 2:
+        return None
+    others = [(t.node, t.outer) for t in terms if t not in best]
+    return _Match(top, source, best, others)
 
 
-class MergeParallelLinears(Rule):
+class MergeParallelLinears(PatternRule):
     """Replaces sum_t c_t * linear_t(x) with one linear."""
 
     name = "parallel_linears"
@@ -151,40 +192,28 @@ class MergeParallelLinears(Rule):
         "the linears differ in feature counts",
         "a linear's output is used elsewhere",
     )
+    graph_pattern = AllOf(
+        Where(_outermost, "the outermost scalar factor"),
+        Through(
+            _FACTORS,
+            AnyOf(
+                Where(_is_stack_mean, "torch.stack([...], 0).mean(0) / .sum(0)"),
+                Sum(whole=True).bind("sum"),
+            ).bind("summands"),
+            exclusive="below",
+            step=_unscaled,
+        ).bind("factors"),
+        Given(
+            _shared_input,
+            "two or more scaled linears of one input among its terms",
+            reason="fewer than two of its terms are scaled linears of one input",
+            quiet=True,
+        ).bind("group"),
+    )
+    near_miss_depth = 4  # a scalar factor alone is no near-miss
 
-    def match(self, node: Node, ctx: RuleContext) -> _Match | None:
-        users = value_users(node)
-        if len(users) == 1 and _scalar_step(users[0]) is not None:
-            return None  # match at the outer scale instead
-        found = _terms(node)
-        if found is None:
-            return None
-        pairs, _ = found
-        terms: list[_Term] = []
-        for summand, coef in pairs:
-            inner, f, _ = _peel(summand)
-            if (
-                inner.op == "call_module"
-                and isinstance(ctx.module(inner.target), nn.Linear)
-                and isinstance(inner.args[0], Node)
-                and (inner is summand or single_user(inner))
-            ):
-                terms.append(_Term(summand, inner, coef * f, coef))
-            else:
-                terms.append(_Term(summand, None, coef, coef))
-        groups: dict[Node, list[_Term]] = {}
-        for t in terms:
-            if t.linear is not None:
-                groups.setdefault(t.linear.args[0], []).append(t)
-        if not groups:
-            return None
-        source, best = max(groups.items(), key=lambda kv: len(kv[1]))
-        if len(best) < 2:
-            return None
-        others = [(t.node, t.outer) for t in terms if t not in best]
-        return _Match(node, source, best, others)
-
-    def check(self, m: _Match, ctx: RuleContext) -> tuple[_Match, nn.Linear] | Refusal:
+    def check(self, b: Bindings, ctx: RuleContext) -> tuple[_Match, nn.Linear] | Refusal:
+        m: _Match = b["group"]
         linears = [ctx.module(t.linear.target) for t in m.terms]
         if len({(lin.in_features, lin.out_features) for lin in linears}) != 1:
             return Refusal("the linears differ in feature counts")
@@ -211,24 +240,21 @@ class MergeParallelLinears(Rule):
 
     def rewrite(self, plan: tuple[_Match, nn.Linear], ctx: RuleContext) -> Rewrite:
         m, module = plan
+        tx = ctx.tx
         site = ctx.site_name(m.top)
         before = absmax(*(ctx.module(t.linear.target).weight for t in m.terms))
-        path = None
-        for t in m.terms:
-            if ctx.exclusive_reason(t.linear) is None:
-                path = t.linear.target
-                break
-        if path is None:
-            path = ctx.fresh_path(ctx.owner_path(m.top), "reparam_linear")
-        ctx.set_module(path, module)
-        value = ctx.call(path, (m.source,), before=m.top)
+        # the path of a linear used only here (checkpoint keys stay), else a fresh one
+        path = next(
+            (str(t.linear.target) for t in m.terms if ctx.exclusive_reason(t.linear) is None),
+            None,
+        ) or tx.fresh_path(ctx.owner_path(m.top), "reparam_linear")
+        tx.place(path, module)
+        value = tx.insert_call(path, (m.source,), before=m.top)
         for other, coef in m.others:
-            with ctx.graph.inserting_before(m.top):
-                scaled = (
-                    other if coef == 1.0 else ctx.graph.call_function(operator.mul, (other, coef))
-                )
-                value = ctx.graph.call_function(operator.add, (value, scaled))
-        m.top.replace_all_uses_with(value)
-        ctx.erase_unused([m.top])
+            if coef != 1.0:
+                other = tx.insert_function(operator.mul, (other, coef), before=m.top)
+            value = tx.insert_function(operator.add, (value, other), before=m.top)
+        tx.redirect(m.top, value)
+        tx.erase_unused([m.top])
         detail = f"merged {len(m.terms)} linears (coefficients {[t.coef for t in m.terms]})"
         return Rewrite(self.name, site, detail, 0, 0, before, absmax(module.weight))

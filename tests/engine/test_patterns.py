@@ -12,13 +12,15 @@ from torch import nn
 import reparam
 from reparam.convspec import is_plain_conv
 from reparam.errors import Refusal, ReparamError
-from reparam.graph.views import AffineView, SumView, is_sum_root
+from reparam.graph.views import AffineView, SumView, channel_affine, is_sum_root
 from reparam.patterns import (
     Affine,
+    AllOf,
     Any_,
     AnyOf,
     Call,
     Capture,
+    Given,
     Into,
     ListOf,
     Module,
@@ -26,6 +28,7 @@ from reparam.patterns import (
     SingleUser,
     Sum,
     Through,
+    Where,
     match,
 )
 from reparam.rules.base import RuleContext
@@ -175,6 +178,86 @@ def test_into_walks_to_the_consumer_and_through_walks_up():
     up = Through(Call(("flatten", "reshape")), Module(nn.Linear).bind("fc")).bind("skipped")
     bound = match(up, _node(ctx, "reshape"), ctx)
     assert bound and [n.name for n in bound["skipped"]] == ["reshape", "flatten"]
+
+
+class Branches(nn.Module):
+    """``fc(x) * 2 + conv(x) + x + y``: one term an FC, two read its input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.conv = nn.Conv2d(2, 2, 1), nn.Conv2d(2, 2, 3, padding=1)
+        self.bn = nn.BatchNorm2d(2)
+
+    def forward(self, x, y):
+        inner = x + y
+        return self.bn(self.fc(x)).relu() + self.conv(x) + x + inner, inner
+
+
+def _affine_input(node, view):
+    found = channel_affine(node, view.root)
+    return found.input if isinstance(found, AffineView) else node.args[0]
+
+
+_POST = Where(lambda n, v: n.target == "relu" or channel_affine(n, v.root) is not None, "post")
+
+
+def test_sum_some_term_with_back_references_and_whole_sums():
+    ctx = _view(Branches().eval())
+    root = next(n for n in ctx.graph.nodes if n.op == "output").args[0][0]
+    one_by_one = Module(lambda m: isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1),
+                        Any_().bind("z"), label="fc")
+    fc = Through(_POST, one_by_one.bind("fc"), step=_affine_input)
+
+    def partners(term, b, view):
+        others = [t for t in b["sum"].terms if t is not term]
+        reads = [t for t in others if t.op == "call_module" and t.args[:1] == (b["z"],)]
+        return [t for t in others if t is b["z"]] + reads or None
+
+    given = Given(partners, "terms reading the FC's input", reason="no term reads it")
+    bound = match(Sum(some=AllOf(fc, given.bind("partners"))).bind("sum"), root, ctx)
+    assert bound and bound["fc"].target == "fc"
+    assert [t.name for t in bound["partners"]] == ["x", "conv"]
+    failed = match(Sum(some=AllOf(fc, Given(lambda *a: None, "never", reason="no"))), root, ctx)
+    assert not failed and failed.reason == "no" and failed.depth == 4  # sum, relu, bn, fc
+    quiet = Given(lambda *a: None, "never", reason="no", quiet=True)
+    failed = match(Sum(some=AllOf(fc, quiet)), root, ctx)  # another term's reason wins
+    assert not failed and failed.reason != "no" and failed.depth == 1
+    assert match(AllOf(fc, quiet), root.args[0].args[0].args[0], ctx).depth == 0
+    inner = next(n for n in ctx.graph.nodes if n.name == "add")
+    assert match(Sum(), inner, ctx) and match(Sum(whole=True), root, ctx)
+    failed = match(Sum(whole=True), _node(ctx, "add_1"), ctx)
+    assert not failed and "part of a larger sum" in failed.reason
+
+
+def test_through_steps_along_a_chosen_input_and_may_share_the_first_node():
+    ctx = _view(Branches().eval())
+    relu = next(n for n in ctx.graph.nodes if n.target == "relu")
+    bound = match(Through(_POST, Module(nn.Conv2d).bind("fc"), step=_affine_input), relu, ctx)
+    assert bound and bound["fc"].name == "fc"
+    root = next(n for n in ctx.graph.nodes if n.op == "output").args[0][0]
+    placeholder = Where(lambda n, v: n.op == "placeholder", "an input").bind("input")
+    last = Through(Call(("add",)), placeholder, exclusive=False, step=lambda n, v: n.args[-1])
+    bound = match(last.bind("adds"), root, ctx)
+    assert bound and bound["input"].name == "y" and len(bound["adds"]) == 2
+    assert not match(Through(Call(("add",)), placeholder, exclusive=False), root, ctx)
+
+    class Shared(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(2, 2)
+
+        def forward(self, x):
+            y = self.fc(x) / 2
+            return y, y * 3
+
+    ctx = _view(Shared())
+    div = next(n for n in ctx.graph.nodes if n.name == "truediv")
+    halves = Call(("truediv",))
+    assert not match(Through(halves, Module(nn.Linear), min_steps=1), div, ctx)
+    assert match(Through(halves, Module(nn.Linear), exclusive="below", min_steps=1), div, ctx)
+    ctx.graph.call_function(torch.neg, (next(n for n in ctx.graph.nodes if n.name == "fc"),))
+    failed = match(Through(halves, Module(nn.Linear), exclusive="below"), div, ctx)
+    assert not failed and "'fc' has 2 users" in failed.reason
 
 
 def test_list_arguments_and_opaque_modules():

@@ -144,3 +144,48 @@ def test_a_refused_locality_injection_leaves_the_fc_bias_alone():
     model = _PartitionFC(1, 1, 2, 2, "linear", "view_permute", branches, None)
     _, result = _deploy(model, _x(1, 1, 2, 2), _x(2, 1, 4, 2))
     assert P.op_counts(result.model) == (0, 0, 1)
+
+
+class _SharedPartitionFc(torch.nn.Module):
+    """``y = reshape(fc(flatten(P)))`` summed with ``conv(P)`` *and* returned on its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(2 * 4 * 4, 2 * 4 * 4)
+        self.conv = torch.nn.Conv2d(2, 2, 3, padding=1)
+
+    def forward(self, p):
+        y = self.fc(p.flatten(1)).reshape(-1, 2, 4, 4)
+        return y + self.conv(p), y
+
+
+class _SharedRowFc(torch.nn.Module):
+    """``y = bn(fc(z))`` summed with ``2 z`` *and* returned on its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(6, 6)
+        self.bn = torch.nn.BatchNorm1d(6)
+
+    def forward(self, z):
+        y = self.bn(self.fc(z))
+        return y + z * 2, y
+
+
+@pytest.mark.parametrize(
+    "model, x, other",
+    [
+        (_SharedPartitionFc(), _x(3, 2, 4, 4), _x(5, 2, 4, 4)),
+        (_SharedRowFc(), _x(3, 6), _x(4, 6)),
+    ],
+)
+def test_an_fc_branch_read_elsewhere_keeps_its_fc(model, x, other):
+    """Merging the other summands into the FC would change what the other reader sees."""
+    model = randomize_batch_norms(model.double(), seed=5).eval()
+    result = reparam.deploy_with_report(model, x, check=False)
+    fired = result.report.fired()
+    assert "locality_injection" not in fired and "affine_branch_fc" not in fired
+    with torch.no_grad():
+        for inputs in (x, other):
+            for got, want in zip(result.model(inputs), model(inputs), strict=True):
+                assert reparam.relative_error(want, got) <= 1e-9
