@@ -35,7 +35,7 @@ TOTAL = 10_000
 
 def slow_properties(device: str, select: str | None) -> list[str]:
     """Node ids of the slow property tests for ``device``."""
-    cmd = [sys.executable, "-m", "pytest", "-m", "slow", "--collect-only", "-q", "-p", "no:xdist",
+    cmd = [sys.executable, "-m", "pytest", "-m", "slow", "--collect-only", "-q", "-n", "0",
            "tests/properties", "-k", f"_slow and {device}" + (f" and ({select})" if select else "")]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False).stdout
     return [line.strip() for line in out.splitlines() if "::" in line]
@@ -49,7 +49,7 @@ def run_piece(node: str, seed: int, examples: int, timeout: float, log_dir: Path
                REPARAM_EXAMPLE_COUNT_FILE=str(count_file), OMP_NUM_THREADS="1",
                PYTHONPATH=str(ROOT))
     cmd = [sys.executable, "-m", "pytest", "-m", "slow", "-q", "-p", "no:cacheprovider",
-           "-p", "no:xdist", node, f"--hypothesis-seed={seed}", "--hypothesis-show-statistics"]
+           "-n", "0", node, f"--hypothesis-seed={seed}", "--hypothesis-show-statistics"]
     start = time.monotonic()
     try:
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,

@@ -86,14 +86,18 @@ class Deployed:
     model: nn.Module  # float64, eval, randomized norms
     model32: nn.Module  # the same in float32
     x: torch.Tensor  # float64
-    deployed: nn.Module  # deploy_with_report(model, x, check=False): exactness is tested apart
+    deployed: nn.Module  # deploy_with_report(model, x): what reparam.deploy(model, x) returns
     report: reparam.DeployReport
     timm_model: nn.Module  # timm's conversion, float32 (its fused layers are built in float32)
 
 
 @functools.cache
 def deployed_family(name: str) -> Deployed:
-    """Build, deploy (ours) and convert (timm's) once per family; shared by the tests."""
+    """Build, deploy (ours) and convert (timm's) once per family; shared by the tests.
+
+    The deploy is the user's call (default arguments, so with its own float64 check):
+    ``reparam.deploy(model, x)`` is ``deploy_with_report(model, x).model``, so one deploy serves
+    the exactness, op-count and pickling tests."""
     torch.manual_seed(0)
     kwargs = {"img_size": SIZE} if name.startswith("levit") else {}
     model = timm.create_model(name, pretrained=False, num_classes=10, **kwargs)
@@ -104,7 +108,7 @@ def deployed_family(name: str) -> Deployed:
     x = torch.randn(
         1, 3, SIZE, SIZE, dtype=torch.float64, generator=torch.Generator().manual_seed(0)
     )
-    result = reparam.deploy_with_report(model, x, check=False)
+    result = reparam.deploy_with_report(model, x)
     return Deployed(model, model32, x, result.model, result.report, timm_model)
 
 
@@ -151,10 +155,9 @@ def _one_thread():
 @pytest.mark.parametrize("name", _params("exact"))
 def test_deployed_equals_model(name: str) -> None:
     fam = deployed_family(name)
-    deployed = reparam.deploy(fam.model, fam.x)
     with torch.no_grad():
         ref = fam.model(fam.x)
-        out = deployed(fam.x)
+        out = fam.deployed(fam.x)
     err = reparam.relative_error(ref, out)
     assert err <= 1e-9, f"{name}: relative error {err:.3e}"
 
