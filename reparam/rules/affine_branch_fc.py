@@ -39,7 +39,7 @@ from reparam.graph.scope import ScopeView
 from reparam.graph.views import AffineView, channel_affine
 from reparam.patterns import AllOf, Bindings, Given, Module, Sum, Through, Where
 from reparam.rules.base import PatternRule, Rewrite, RuleContext, absmax
-from reparam.rules.fc_module import fc_like
+from reparam.rules.fc_module import fc_like, is_fc
 from reparam.transforms import dense_to_grouped_fc, fc_as_dense, fold_affine_after
 from reparam.transforms.affine_branch import branch_matrix
 from reparam.transforms.layout import axis_vector, broadcast_on_axis, pull_back
@@ -53,18 +53,8 @@ class _Chain:
     stops: list[Node]  # z = FC input, then its layout ancestors (z first)
 
 
-def _is_fc(module: nn.Module) -> bool:
-    return isinstance(module, nn.Linear) or (
-        isinstance(module, nn.Conv2d)
-        and module.kernel_size == (1, 1)
-        and module.stride == (1, 1)
-        and module.padding == (0, 0)
-        and module.dilation == (1, 1)
-    )
-
-
 def _is_fc_call(node: Node, ctx: ScopeView) -> bool:
-    return node.op == "call_module" and len(node.args) == 1 and _is_fc(ctx.module(node.target))
+    return node.op == "call_module" and len(node.args) == 1 and is_fc(ctx.module(node.target))
 
 
 def _one_row_per_sample(fc: Node, ctx: ScopeView) -> bool:
@@ -128,7 +118,7 @@ def _summands(term: Node, b: Bindings, ctx: ScopeView) -> _Match | None:
 _FC_BRANCH = Through(
     Where(_is_post_op, "a per-channel affine or a layout op"),
     AllOf(
-        Module(_is_fc, label="FC (Linear or 1×1 conv)").bind("fc"),
+        Module(is_fc, label="FC (Linear or 1×1 conv)").bind("fc"),
         Where(_one_row_per_sample, "an FC reading one row of features per sample"),
     ).single_user(),
     step=_post_input,

@@ -1,9 +1,21 @@
-"""Shared helper of the FC rules (not a rule): a fresh FC module with given weights."""
+"""Shared helpers of the FC rules (not a rule): what counts as an FC, and a fresh FC module
+with given weights."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+
+def is_fc(module: nn.Module) -> bool:
+    """An FC: a ``nn.Linear``, or a 1×1 ``nn.Conv2d`` with stride 1, no padding, no dilation."""
+    return isinstance(module, nn.Linear) or (
+        isinstance(module, nn.Conv2d)
+        and module.kernel_size == (1, 1)
+        and module.stride == (1, 1)
+        and module.padding == (0, 0)
+        and module.dilation == (1, 1)
+    )
 
 
 def fc_like(fc: nn.Linear | nn.Conv2d, weight: Tensor, bias: Tensor, groups: int = 1) -> nn.Module:

@@ -33,7 +33,7 @@ from reparam.graph.scope import ScopeView
 from reparam.graph.views import AffineView, channel_affine, single_user
 from reparam.patterns import AllOf, Bindings, Call, Given, Module, Sum, Through, Where
 from reparam.rules.base import PatternRule, Rewrite, RuleContext, absmax
-from reparam.rules.fc_module import fc_like
+from reparam.rules.fc_module import fc_like, is_fc
 from reparam.transforms import fold_affine_after, inject_convs
 
 _RESHAPES = ("reshape", "view", "flatten")
@@ -53,16 +53,6 @@ def _is_post_op(node: Node, ctx: ScopeView) -> bool:
 def _post_input(node: Node, ctx: ScopeView) -> object:
     view = _affine(node, ctx)
     return node.args[0] if view is None else view.input
-
-
-def _is_fc(module: nn.Module) -> bool:
-    return isinstance(module, nn.Linear) or (
-        isinstance(module, nn.Conv2d)
-        and module.kernel_size == (1, 1)
-        and module.stride == (1, 1)
-        and module.padding == (0, 0)
-        and module.dilation == (1, 1)
-    )
 
 
 @dataclass
@@ -96,7 +86,7 @@ def _partners(term: Node, b: Bindings, ctx: ScopeView) -> _Partners | None:
 _FC_BRANCH = Through(
     Where(_is_post_op, "a per-channel affine or a reshape"),
     Module(
-        _is_fc,
+        is_fc,
         Call(_RESHAPES, Where(lambda n, v: True, "a tensor").bind("P")).single_user(),
         label="FC (Linear or 1×1 conv)",
     )
