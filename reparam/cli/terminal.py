@@ -51,7 +51,10 @@ class Terminal:
 
     def print(self, *objects: Any) -> None:
         if not self.json:
-            self.out.print(*objects, markup=False, highlight=False)
+            # plain lines (paths, messages) are never wrapped, so they can be copied and grepped;
+            # tables keep the console width
+            plain = all(isinstance(o, str) for o in objects)
+            self.out.print(*objects, markup=False, highlight=False, soft_wrap=plain)
 
     def emit_json(self, payload: Any) -> None:
         sys.stdout.write(json.dumps(jsonable(payload), indent=2) + "\n")
