@@ -103,3 +103,8 @@ class FoldedNorm(nn.Module):
             f"this {self.folded_from} was folded into a neighbouring layer by "
             "reparam.deploy; call the deployed parent module instead"
         )
+
+
+# The modules of this file that a trace keeps as one call: a deployed form is not structure to
+# merge again, and its parent's rewritten forward must still call it (hooks, ``named_modules``).
+LEAF_MODULES: tuple[type[nn.Module], ...] = (GroupedPointwiseConv,)

@@ -42,6 +42,7 @@ from torch.fx.proxy import TraceError
 from reparam.graph.fx_dispatch import tracing_with
 from reparam.graph.guards import guard_equal, guard_len
 from reparam.graph.trust import is_trusted_leaf, opaque_reason
+from reparam.runtime import LEAF_MODULES
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict, nn.ParameterList, nn.ParameterDict)
 _META_ATTRS = {"shape", "ndim", "dtype", "device", "is_cuda", "layout"}
@@ -239,7 +240,7 @@ class ConcreteTracer(fx.Tracer):
 
     # -- leaves -----------------------------------------------------------------------------
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if self._opaque(m, module_qualified_name):
+        if self._opaque(m, module_qualified_name) or isinstance(m, LEAF_MODULES):
             return True
         if opaque_reason(m) is not None:
             return True

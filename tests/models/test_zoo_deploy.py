@@ -142,9 +142,16 @@ def check_deployed(d: Deployed, rel: float = 1e-9) -> None:
 # grouped_fc_as_bmm's timing decides between equal-cost forms at random on a busy machine;
 # their deploy is checked exactly by tests/train (agreement 1.0) and test below.
 PAPER_MODELS = [n for n in ALL_MODELS if not n.startswith("repmlpnet_n")]
+# One model per family and block type runs in the fast suite; the others differ from it only in
+# depth or resolution at the shrunken widths and run in the slow suite.
+FAST_MODELS = {"repmlpnet_t224", "repmlp_res50_light_224", "repmlp_res50_bottleneck_224",
+               "repmlp_face_res", "face_resnet", "resnet50"}
 
 
-@pytest.mark.parametrize("name", PAPER_MODELS)
+@pytest.mark.parametrize(
+    "name",
+    [n if n in FAST_MODELS else pytest.param(n, marks=pytest.mark.slow) for n in PAPER_MODELS],
+)
 def test_zoo_model_deploys_to_its_inference_form(name: str) -> None:
     d = deployed_small(name)
     check_deployed(d)

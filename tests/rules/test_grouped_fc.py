@@ -133,6 +133,45 @@ def test_deployed_model_pickles_traces_and_redeploys():
     assert reparam.relative_error(plain(x), deployed(x)) <= 1e-12
 
 
+class _NormThenBlock(nn.Module):
+    """A parent whose own rewrite (its BN folded into the conv of a child block) re-traces the
+    child holding the bmm conv: RepMLPNet's unit (prebn, then the RepMLP block's fc3)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(4)
+        self.pre = nn.Conv2d(4, 12, 1)
+        self.block = GroupedFC(12, 8, 4)
+
+    def forward(self, x):
+        return self.block(self.pre(self.bn(x)))
+
+
+def test_a_parent_rewrite_still_calls_the_bmm_conv_as_a_module():
+    """Found on RepMLPNet at full size: a parent rewritten after grouped_fc_as_bmm fired below
+    it traced into ``GroupedPointwiseConv`` (its class overrides ``_conv_forward``) and inlined
+    the batched matmul, so ``fc`` stayed in the model but no longer ran as a module (its hooks
+    never fired). Deployed forms are leaves of every trace."""
+    torch.manual_seed(0)
+    model = _NormThenBlock().double().eval()
+    model.bn.running_mean.uniform_(-1, 1)
+    model.bn.running_var.uniform_(0.5, 2)
+    x = torch.randn(3, 4, 1, 1, dtype=f64)
+    rules = [r for r in default_registry() if r.name != "grouped_fc_as_bmm"]
+    rules.append(GroupedFcAsBmm(timer=_faster, min_macs=0))
+    result = reparam.deploy_with_report(model, x, rules=rules)
+    fired = result.report.fired()
+    assert fired.get("grouped_fc_as_bmm") == 2 and fired.get("norm_conv") == 1, fired  # pre, fc
+    deployed = result.model
+    assert type(deployed.block.fc) is GroupedPointwiseConv
+    ran: list[str] = []
+    deployed.block.fc.register_forward_hook(lambda *_: ran.append("fc"))
+    for batch in (x, torch.randn(5, 4, 1, 1, dtype=f64)):
+        with torch.no_grad():
+            assert reparam.relative_error(model(batch), deployed(batch)) <= 1e-9
+    assert ran == ["fc", "fc"]
+
+
 def test_refuses_when_the_bmm_is_not_faster():
     model = GroupedFC(12, 8, 4).double()
     result = _deploy(model, torch.randn(3, 12, dtype=f64), timer=_slower)
