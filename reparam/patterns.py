@@ -489,12 +489,15 @@ class Users(Pattern):
         if failed is not None:
             return failed
         assert isinstance(value, Node)
-        n = len(value_users(value))
-        if n != self.count:
-            return state.fail(
-                f"the output of {describe_node(value, state.view)} has {n} users, not {self.count}"
-            )
+        return _user_count(value, self.count, state)
+
+
+def _user_count(node: Node, count: int, state: MatchState) -> NoMatch | None:
+    """None when ``node``'s output has ``count`` users, else the failure saying how many."""
+    n = len(value_users(node))
+    if n == count:
         return None
+    return state.fail(f"the output of {describe_node(node, state.view)} has {n} users, not {count}")
 
 
 def SingleUser(inner: Pattern) -> Pattern:  # noqa: N802 - reads as a pattern
@@ -545,11 +548,9 @@ class Through(Pattern):
         if len(skipped) < self.min_steps:
             return _mismatch(state, role, value, self.skip.describe())
         if self.exclusive == "below" and skipped and isinstance(value, Node):
-            n = len(value_users(value))
-            if n != 1:
-                return state.fail(
-                    f"the output of {describe_node(value, state.view)} has {n} users, not 1"
-                )
+            failed = _user_count(value, 1, state)
+            if failed is not None:
+                return failed
         if self.name is not None:
             state.values[self.name] = tuple(skipped)
         if skipped:
@@ -591,7 +592,7 @@ class Into(Pattern):
             users = value_users(current)
             label = describe_node(current, state.view)
             if len(users) != 1:
-                return state.fail(f"the output of {label} has {len(users)} users, not 1")
+                return _user_count(current, 1, state)
             user = users[0]
             saved = state.save()
             role = f"the user of {label}" if walked else "its user"
