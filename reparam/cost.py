@@ -47,15 +47,26 @@ from torch.utils.flop_counter import flop_registry
 Shape = Sequence[int]
 
 
+class AtShapes(tuple):
+    """The shapes one layer's output has at each call of its scope (a block run on a crop and
+    on the full map): its multiply-adds are the sum over them, so a merge is judged on every
+    call, as the whole-model count sees it."""
+
+    __slots__ = ()
+
+
 # --------------------------------------------------------------------------------------------
 # per-op formulas (rules and the whole-model count both call these)
 
 
-def conv_macs(weight_shape: Shape, out_shape: Shape) -> int:
+def conv_macs(weight_shape: Shape, out_shape: Shape | AtShapes) -> int:
     """A ConvNd: every output element times ``(C_in / groups) · prod(kernel)``.
 
-    ``weight_shape`` is ``(C_out, C_in / groups, *kernel)``; ``out_shape`` ``(N, C_out, *sp)``.
+    ``weight_shape`` is ``(C_out, C_in / groups, *kernel)``; ``out_shape`` ``(N, C_out, *sp)``
+    (or one per call, summed).
     """
+    if isinstance(out_shape, AtShapes):
+        return sum(conv_macs(weight_shape, shape) for shape in out_shape)
     return math.prod(out_shape) * math.prod(weight_shape[1:])
 
 
@@ -116,9 +127,12 @@ def _pool_dims(layer: object) -> int | None:
     return next((d for cls, d in _AVG_POOLS.items() if isinstance(layer, cls)), None)
 
 
-def layer_macs(layer: nn.Module | Any, out_shape: Shape) -> int:
+def layer_macs(layer: nn.Module | Any, out_shape: Shape | AtShapes) -> int:
     """Multiply-adds of a conv (module or :class:`~reparam.convspec.ConvSpec`), a Linear or
-    an average pool producing ``out_shape``; what :func:`count_macs` counts for that call."""
+    an average pool producing ``out_shape``; what :func:`count_macs` counts for that call
+    (summed over the calls when given :class:`AtShapes`)."""
+    if isinstance(out_shape, AtShapes):
+        return sum(layer_macs(layer, shape) for shape in out_shape)
     dims = _pool_dims(layer)
     if dims is not None:
         return pool_macs(layer.kernel_size, out_shape, dims)
@@ -137,7 +151,7 @@ def per_output(layer: nn.Module | Any) -> int:
 
 
 def total_macs(
-    layers: Sequence[tuple[nn.Module | Any, Shape | None]],
+    layers: Sequence[tuple[nn.Module | Any, Shape | AtShapes | None]],
 ) -> int | None:
     """Sum of :func:`layer_macs` over ``(layer, output shape)``; None if any shape is unknown
     (the caller then compares :func:`per_output` estimates instead)."""
@@ -147,11 +161,12 @@ def total_macs(
 
 
 def compare(
-    before: Sequence[tuple[nn.Module | Any, Shape | None]],
-    after: Sequence[tuple[nn.Module | Any, Shape | None]],
+    before: Sequence[tuple[nn.Module | Any, Shape | AtShapes | None]],
+    after: Sequence[tuple[nn.Module | Any, Shape | AtShapes | None]],
 ) -> tuple[int, int, bool]:
     """``(before, after, exact)``: the multiply-adds of the layers a rewrite removes and of
-    those it adds, on the example input's shapes when every one is known (``exact``), else
+    those it adds, on the example input's shapes when every one is known (``exact``; at each
+    call's shapes when given :class:`AtShapes`), else
     per output position (each layer counted once per output position of the result)."""
     b, a = total_macs(before), total_macs(after)
     if b is not None and a is not None:

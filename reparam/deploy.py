@@ -9,6 +9,7 @@ the reason; its children are still deployed.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -118,6 +119,10 @@ class _Deployment:
     pristine: nn.Module | None = None  # an untouched eval copy: the checks' reference
 
 
+def _propagate_at(module: nn.Module, inputs: tuple[Any, ...], graph: fx.Graph, key: str) -> bool:
+    return propagate_shapes(module, graph, inputs, key)
+
+
 class _Scope:
     """One module being deployed."""
 
@@ -129,6 +134,12 @@ class _Scope:
         picture = deployment.picture
         self.pattern: CallPattern | None = picture.pattern(path) if picture else None
         self.inputs = self.pattern.tensors if self.pattern is not None else None
+        # the same call pattern at other input shapes: cost is judged and checks run on each
+        self.other_inputs = (
+            [p.tensors for p in picture.other_shapes(path)]
+            if picture is not None and self.pattern is not None
+            else []
+        )
         self.verify = deployment.verify and self.inputs is not None
 
     def _opaque(self, module: nn.Module, path: str) -> bool:
@@ -158,8 +169,11 @@ class _Scope:
             # run, but its call could not be bound (a forward taking *args / **kwargs):
             # parents trace through it; it gets no forward of its own unchecked
             self.report.skipped_scopes.append(
-                (self.path, "its call could not be bound to its forward's parameters "
-                 "(*args / **kwargs): not rewritten on its own")
+                (
+                    self.path,
+                    "its call could not be bound to its forward's parameters "
+                    "(*args / **kwargs): not rewritten on its own",
+                )
             )
             return
         # the check's reference: the same module in the untouched copy of the model
@@ -200,6 +214,10 @@ class _Scope:
         ctx.pinned = self._pinned()
         if self.inputs is not None:
             ctx.shape_provider = lambda g: propagate_shapes(self.module, g, self.inputs)
+            ctx.other_shape_providers = [
+                functools.partial(_propagate_at, self.module, inputs)
+                for inputs in self.other_inputs
+            ]
         original = self.original
         reference = self._reference(graph) if self.verify else None
         outcomes: dict[tuple[str, str], SiteOutcome] = {}
@@ -207,9 +225,9 @@ class _Scope:
         # an enclosing scope sees the same sites again: keep one outcome per (rule, site),
         # the outermost one, and drop refusals for sites where the rule fired after all
         seen = set(outcomes)
-        self.report.refusals = [
-            o for o in self.report.refusals if (o.rule, o.site) not in seen
-        ] + [o for o in outcomes.values() if not o.fired]
+        self.report.refusals = [o for o in self.report.refusals if (o.rule, o.site) not in seen] + [
+            o for o in outcomes.values() if not o.fired
+        ]
         self._note_unfolded_norms(ctx)
         if not rewrites:
             return
@@ -238,7 +256,10 @@ class _Scope:
     def _check(self, original: nn.Module, rewrites: list[Rewrite]) -> None:
         """The rewritten scope against the same module in an untouched copy of the model, in
         float64, on the inputs it received (positional as recorded, the rest by keyword)."""
-        err = float64_error(original, self.module, self.inputs)
+        err = max(
+            float64_error(original, self.module, inputs)
+            for inputs in [self.inputs, *self.other_inputs]
+        )
         self.report.checked_scopes += 1
         if not err <= tolerance_for(self.dtype):
             rules = sorted({r.rule for r in rewrites})
@@ -438,8 +459,7 @@ def deploy_with_report(
         except Exception as exc:  # noqa: BLE001 - the user's inputs do not fit the model
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise ReparamError(
-                f"example inputs do not fit {type(model).__name__}: "
-                f"{type(exc).__name__}: {first}"
+                f"example inputs do not fit {type(model).__name__}: {type(exc).__name__}: {first}"
             ) from None
         report.flops_before = count_flops(target, clone_inputs(inputs))
     else:

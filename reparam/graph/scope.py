@@ -13,6 +13,7 @@ import torch.fx as fx
 from torch import nn
 from torch.fx import Node
 
+from reparam.cost import AtShapes
 from reparam.graph.trust import untrusted_reason
 from reparam.graph.views import resolve_attr
 
@@ -52,8 +53,11 @@ class ScopeView:
         self.pinned: dict[str, str] = {}  # path -> who else uses it (outside this graph)
         self._call_counts: dict[str, int] | None = None
         self.shape_provider: Callable[[fx.Graph], bool] | None = None
+        # one per other input shape the scope is called at: annotates meta[key]
+        self.other_shape_providers: list[Callable[[fx.Graph, str], bool]] = []
         self._version = 0
         self._shapes_version = -1
+        self._other_shapes_version = -1
 
     def module(self, target: str) -> nn.Module:
         """The module at ``target``; a layer the trust model does not vouch for (hooks,
@@ -108,6 +112,28 @@ class ScopeView:
                 self._shapes_version = self._version
                 self.shape_provider(self.graph)
         return node.meta.get("shape")
+
+    def shape_keys(self) -> list[str]:
+        """The ``node.meta`` keys of the recorded calls' shapes, in :meth:`call_shapes` order."""
+        return ["shape", *(f"shape@{i}" for i in range(len(self.other_shape_providers)))]
+
+    def call_shapes(self, node: object) -> AtShapes | None:
+        """The shapes of ``node``'s value at every call of the scope in the recorded forward
+        (the first call's, then one per other input shape), for cost decisions that must hold
+        for every call; None when any is unknown."""
+        first = self.shape(node)
+        if first is None or not isinstance(node, Node):
+            return None
+        keys = self.shape_keys()[1:]
+        if any(k not in node.meta for k in keys):
+            if self._other_shapes_version != self._version:
+                self._other_shapes_version = self._version
+                for key, provider in zip(keys, self.other_shape_providers, strict=True):
+                    provider(self.graph, key)
+        others = [node.meta.get(k) for k in keys]
+        if any(s is None for s in others):
+            return None
+        return AtShapes((first, *others))
 
     def constant_value(self, node: object) -> torch.Tensor | None:
         """The value of ``node`` when it depends only on the model's parameters, buffers and

@@ -16,9 +16,11 @@ from torch import nn
 from torch.fx import Node
 
 
-def propagate_shapes(root: nn.Module, graph: fx.Graph, inputs: Sequence[Any]) -> bool:
-    """Annotate ``graph``'s nodes with ``meta['shape']`` by running it on ``inputs``; False
-    if that fails.
+def propagate_shapes(
+    root: nn.Module, graph: fx.Graph, inputs: Sequence[Any], key: str = "shape"
+) -> bool:
+    """Annotate ``graph``'s nodes with ``meta[key]`` (their shapes) by running it on
+    ``inputs``; False if that fails.
 
     A real run (``ShapeProp``), not fake tensors: user modules may cache tensors computed in
     their forward (timm's LeViT caches attention biases in eval mode), and a fake tensor left
@@ -41,7 +43,7 @@ def propagate_shapes(root: nn.Module, graph: fx.Graph, inputs: Sequence[Any]) ->
         meta = node.meta.get("tensor_meta")
         shape = getattr(meta, "shape", None)
         if shape is not None:
-            node.meta["shape"] = tuple(int(s) for s in shape)
+            node.meta[key] = tuple(int(s) for s in shape)
     return True
 
 

@@ -5,6 +5,10 @@ Built once, before any rewrite, from a real run on the example inputs:
 * **call patterns** — the arguments every module received, bound to its forward's parameters
   (:class:`~reparam.graph.capture.CallPattern`); a module called with different constant
   arguments (``identity=None`` once, a tensor another time) has several;
+* **shape variants** — for a module called in one pattern at several input shapes (one
+  block run on each level of a pyramid, on a crop and on the full map), the inputs of each
+  distinct shape (up to :data:`MAX_SHAPE_VARIANTS`): rules judge cost on all of them, and
+  the check compares the rewritten scope on every one;
 * **uses** — for every module, the modules whose forwards call it or read its parameters and
   buffers directly. A parent calling ``self.block.conv(x)`` or reading
   ``self.block.bn.weight`` is such a use of ``block.conv`` / ``block.bn`` from outside
@@ -27,6 +31,15 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from reparam.graph.capture import CallPattern, _restore, _snapshot, bind_call
+
+MAX_SHAPE_VARIANTS = 16
+"""Distinct input shapes kept per module call pattern (cost and checks use each); a module
+called at more is not rewritten on its own (its parent's graph still holds every call)."""
+
+
+def _shape_key(pattern: CallPattern) -> tuple:
+    flat, _ = tree_flatten(list(pattern.arguments.values()))
+    return tuple(tuple(t.shape) for t in flat if isinstance(t, torch.Tensor))
 
 
 def _pattern_key(pattern: CallPattern) -> tuple:
@@ -62,11 +75,17 @@ class UsePicture:
     callers: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     readers: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     calls: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    shape_variants: dict[str, list[CallPattern]] = field(default_factory=dict)
+    shape_overflow: set[str] = field(default_factory=set)
 
     def pattern(self, path: str) -> CallPattern | None:
         """The call pattern of ``path`` when it was called in one way only."""
         found = self.patterns.get(path)
         return found[0] if found and len(found) == 1 else None
+
+    def other_shapes(self, path: str) -> list[CallPattern]:
+        """Calls of ``path``'s one pattern at input shapes other than the first call's."""
+        return list(self.shape_variants.get(path, ()))
 
     def pattern_conflict(self, path: str) -> str | None:
         found = self.patterns.get(path) or []
@@ -74,6 +93,11 @@ class UsePicture:
             return (
                 f"it is called with {len(found)} different argument patterns; a traced "
                 "forward can stand for one"
+            )
+        if path in self.shape_overflow:
+            return (
+                f"it is called at more than {MAX_SHAPE_VARIANTS} input shapes; cost and "
+                "checks cannot cover every one"
             )
         return None
 
@@ -130,6 +154,7 @@ def record_uses(
                 owners.setdefault(id(t), path)
     stack: list[str] = []
     keys: dict[str, set] = defaultdict(set)
+    shapes: dict[str, set] = defaultdict(set)
 
     def pre(module: nn.Module, args: tuple, kwargs: dict) -> None:
         path = paths.get(id(module))
@@ -142,11 +167,19 @@ def record_uses(
         if id(module) not in skip:
             pattern = bind_call(module, args, kwargs)
             if pattern is not None:
-                key = _pattern_key(pattern)
+                key, shape = _pattern_key(pattern), _shape_key(pattern)
                 if key not in keys[path]:
                     keys[path].add(key)
+                    shapes[path].add(shape)
                     pattern = CallPattern(_detach(pattern.arguments), pattern.positional)
                     picture.patterns.setdefault(path, []).append(pattern)
+                elif shape not in shapes[path]:
+                    shapes[path].add(shape)
+                    if len(shapes[path]) > MAX_SHAPE_VARIANTS:
+                        picture.shape_overflow.add(path)
+                    else:
+                        pattern = CallPattern(_detach(pattern.arguments), pattern.positional)
+                        picture.shape_variants.setdefault(path, []).append(pattern)
         stack.append(path)
 
     def post(module: nn.Module, args: tuple, output: Any) -> None:

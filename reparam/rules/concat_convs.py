@@ -78,8 +78,8 @@ class MergeConcatConvs(Rule):
         if isinstance(merged, Refusal):
             return merged
         before, after, exact = cost.compare(
-            [(spec, ctx.shape(p)) for spec, p in zip(specs, parts, strict=True)],
-            [(merged, ctx.shape(cat))],
+            [(spec, ctx.call_shapes(p)) for spec, p in zip(specs, parts, strict=True)],
+            [(merged, ctx.call_shapes(cat))],
         )
         if after > before and not ctx.allow_slower:
             return Refusal(cost.slower_reason(before, after, exact))

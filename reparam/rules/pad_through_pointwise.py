@@ -77,7 +77,7 @@ class PadThroughPointwise(Rule):
         # the move pays off only once sequential_convs composes the pair: decide on that
         groups = math.gcd(spec.groups, after.groups)
         merged = (after.out_channels, spec.in_channels // groups, *after.kernel_size)
-        mid, out = ctx.shape(m.conv), ctx.shape(nxt)
+        mid, out = ctx.call_shapes(m.conv), ctx.call_shapes(nxt)
         if mid is not None and out is not None:
             before = cost.conv_macs(spec.weight.shape, mid)
             before += cost.conv_macs(after.weight.shape, out)
@@ -99,15 +99,22 @@ class PadThroughPointwise(Rule):
             padded = ctx.graph.call_function(F.pad, (source, list(zero_pad_args(m.pad))))
         m.conv.args = (padded, *m.conv.args[1:])
         # the 1×1 now also computes the border (until sequential_convs composes it away)
-        mid = ctx.shape(m.conv)
+        mids = ctx.call_shapes(m.conv)
         before = after = 0
-        if mid is not None:
-            pads, padded = zero_pad_args(m.pad), list(mid)
-            for i in range(len(pads) // 2):  # F.pad lists the last dim first
-                padded[-1 - i] += pads[2 * i] + pads[2 * i + 1]
+        if mids is not None:
             weight = ctx.module(m.conv.target).weight.shape
-            before, after = cost.conv_macs(weight, mid), cost.conv_macs(weight, padded)
-            m.conv.meta["shape"] = tuple(padded)  # what the next rule's cost check must see
+            pads = zero_pad_args(m.pad)
+            padded_shapes = []
+            for mid in mids:
+                padded = list(mid)
+                for i in range(len(pads) // 2):  # F.pad lists the last dim first
+                    padded[-1 - i] += pads[2 * i] + pads[2 * i + 1]
+                padded_shapes.append(tuple(padded))
+            before = cost.conv_macs(weight, mids)
+            after = cost.conv_macs(weight, cost.AtShapes(padded_shapes))
+            # what the next rule's cost check must see, at every call's shapes
+            for key, padded in zip(ctx.shape_keys(), padded_shapes, strict=True):
+                m.conv.meta[key] = padded
         m.add.replace_all_uses_with(m.conv)
         ctx.erase_unused([m.add])
         return Rewrite(

@@ -146,7 +146,10 @@ def _chain_term(
     spec = b if isinstance(b, str) else compose_specs(a, b, extra)
     if isinstance(spec, str):
         return Term(node, first.args[0], "chain", affine=affine, reason=spec)
-    layers = ((a, ctx.shape(first)), (b if is_plain_conv(module) else module, ctx.shape(second)))
+    layers = (
+        (a, ctx.call_shapes(first)),
+        (b if is_plain_conv(module) else module, ctx.call_shapes(second)),
+    )
     conv_node = second if is_plain_conv(module) else None
     pool = None if conv_node is not None else module
     return Term(
@@ -393,11 +396,13 @@ class MergeParallelBranches(Rule):
         # Cost (reparam.cost): the branch convs' and pools' multiply-adds. The identity /
         # norm branches and the adds are memory passes that the merge removes for free, so
         # a merged conv that costs no more is faster and never raises the FLOP count.
-        removed = [(spec_from_conv(ctx.module(t.conv_node.target)), ctx.shape(t.conv_node))
-                   for t in convs]
+        removed = [
+            (spec_from_conv(ctx.module(t.conv_node.target)), ctx.call_shapes(t.conv_node))
+            for t in convs
+        ]
         removed += [layer for t in m.terms if t.kind == "chain" for layer in t.layers]
-        removed += [(t.pool, ctx.shape(t.node)) for t in m.terms if t.kind == "pool"]
-        before, after, exact = cost.compare(removed, [(merged, ctx.shape(m.terms[0].node))])
+        removed += [(t.pool, ctx.call_shapes(t.node)) for t in m.terms if t.kind == "pool"]
+        before, after, exact = cost.compare(removed, [(merged, ctx.call_shapes(m.terms[0].node))])
         if after > before and not ctx.allow_slower:
             return Refusal(cost.slower_reason(before, after, exact))
         try:

@@ -81,8 +81,8 @@ class MergeSequentialConvs(PatternRule):
         )
         merged = ConvSpec(weight, bias, b.stride, b.padding, b.dilation, groups, b.padding_mode)
         before, after, exact = cost.compare(
-            [(a, ctx.shape(first_node)), (b, ctx.shape(second_node))],
-            [(merged, ctx.shape(second_node))],
+            [(a, ctx.call_shapes(first_node)), (b, ctx.call_shapes(second_node))],
+            [(merged, ctx.call_shapes(second_node))],
         )
         if after > before and not ctx.allow_slower:
             return Refusal(cost.slower_reason(before, after, exact))

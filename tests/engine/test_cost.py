@@ -107,10 +107,18 @@ def test_transposed_conv():
 def test_elementwise_is_free_and_flops_are_twice_macs():
     """Norms, activations and adds are not counted (no rule adds any); on convs and linears
     the report's FLOPs are torch's FlopCounterMode's."""
-    net = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 8, 1), nn.Flatten(), nn.Linear(8 * 36, 5),
-    ).double().eval()
+    net = (
+        nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.Conv2d(8, 8, 1),
+            nn.Flatten(),
+            nn.Linear(8 * 36, 5),
+        )
+        .double()
+        .eval()
+    )
     x = torch.randn(2, 3, 6, 6, dtype=f64)
     macs = cost.count_macs(net, (x,))
     assert macs == 2 * 36 * 8 * 27 + 2 * 36 * 8 * 8 + 2 * 5 * 8 * 36
@@ -134,8 +142,9 @@ def test_fallback_without_shapes_is_per_output_position():
     before, after, exact = cost.compare([(a, None), (b, (1, 1, 4, 4))], [(merged, None)])
     # the first layer once per output position of the second, not prod(stride) = 4 times
     assert (before, after, exact) == (8 + 18, 36, False)
-    before, after, exact = cost.compare([(a, (1, 2, 9, 9)), (b, (1, 1, 4, 4))],
-                                        [(merged, (1, 1, 4, 4))])
+    before, after, exact = cost.compare(
+        [(a, (1, 2, 9, 9)), (b, (1, 1, 4, 4))], [(merged, (1, 1, 4, 4))]
+    )
     assert (before, after, exact) == (81 * 8 + 16 * 18, 16 * 36, True)
     assert cost.per_output(nn.AvgPool2d(3)) == 0  # no channel count: credited nothing
 
@@ -272,14 +281,38 @@ class _Twice(nn.Module):
         return self.block(x[..., :7, :7]).mean((2, 3)) + self.block(x).mean((2, 3))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=reparam.ReparamError,
-    reason="known gap: a scope called at several input shapes is judged at its first call's "
-    "shapes only (the use picture keeps one call pattern per shape-less key)",
-)
 def test_scope_called_at_two_shapes_is_judged_on_both():
+    """On the 7×7 crop the 5×5 merge saves work (3·3·8·8·25 < (5·5 + 3·3)·8·8·9), on 32×32 it
+    costs more. ``block`` itself is judged on both calls and keeps its pair; the parent, which
+    sees the two calls as two sites, merges the crop's call only. Before, ``block`` was judged
+    on its first call alone, merged, and the whole-model count raised a false alarm."""
     model = _Twice().double().eval()
     x = torch.randn(1, 8, 32, 32, dtype=f64)
-    result = reparam.deploy_with_report(model, x)
-    assert result.report.flops_after <= result.report.flops_before
+    result = _deploy_exact(model, x, torch.randn(2, 8, 32, 32, dtype=f64))
+    report = result.report
+    crop, crop_merged = (5 * 5 + 3 * 3) * 8 * 8 * 9, 3 * 3 * 8 * 8 * 25
+    full = (30 * 30 + 28 * 28) * 8 * 8 * 9
+    assert [(r.macs_before, r.macs_after) for r in report.rewrites] == [(crop, crop_merged)]
+    assert report.flops_before - report.flops_after == 2 * (crop - crop_merged)
+    means = 8 * 3 * 3 + 8 * 28 * 28  # the two global means: one per element they read
+    assert report.flops_before == 2 * (crop + full + means)
+    # the full map's call still runs the pair (the crop's runs the merged 5×5)
+    assert sum(isinstance(m, nn.Conv2d) for m in result.model.modules()) == 3
+    # what block's own decision was: both calls summed
+    reasons = [o.reason for o in report.refusals if o.rule == "sequential_convs"]
+    assert reasons, report.refusals
+
+
+class _TwiceSmall(_Twice):
+    def forward(self, x):
+        return self.block(x[..., :7, :7]).mean((2, 3)) + self.block(x[..., :8, :8]).mean((2, 3))
+
+
+def test_scope_called_at_two_small_shapes_merges_where_both_save():
+    """Both calls on small maps (7×7, 8×8): the merge saves on each and fires."""
+    model = _TwiceSmall().double().eval()
+    x = torch.randn(1, 8, 32, 32, dtype=f64)
+    result = _deploy_exact(model, x, torch.randn(3, 8, 16, 16, dtype=f64))
+    assert _fired(result).get("sequential_convs") == 1
+    saved = sum(r.macs_before - r.macs_after for r in result.report.rewrites)
+    assert result.report.flops_before - result.report.flops_after == 2 * saved

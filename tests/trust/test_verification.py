@@ -129,3 +129,63 @@ def test_without_inputs_the_report_says_nothing_was_checked():
     assert any("nothing was checked numerically" in n for n in result.report.notes)
     with pytest.raises(reparam.ReparamError, match="verify=True"):
         reparam.deploy(prepared(Body()), verify=True)
+
+
+class _PoolAsSevenBySeven(reparam.Rule):
+    """A wrong rule: ``AdaptiveAvgPool2d(1)`` as ``avg_pool2d(x, 7)`` — right on a 7×7 map
+    only."""
+
+    name = "pool_as_7x7"
+    summary = "a global average pool as a fixed 7×7 window (only right on 7×7 maps)"
+    pattern = "AdaptiveAvgPool2d(1)(x)"
+
+    def match(self, node, ctx):
+        if node.op == "call_module" and isinstance(ctx.module(node.target), nn.AdaptiveAvgPool2d):
+            return node
+        return None
+
+    def check(self, node, ctx):
+        return node
+
+    def rewrite(self, node, ctx):
+        with ctx.graph.inserting_before(node):
+            pooled = ctx.graph.call_function(torch.nn.functional.avg_pool2d, (node.args[0], 7))
+        node.replace_all_uses_with(pooled)
+        ctx.erase_unused([node])
+        return reparam.Rewrite(self.name, ctx.site_name(node), "pool as 7×7")
+
+
+class _PooledBody(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(self.pool(x).flatten(1))
+
+
+class _CropAndFull(nn.Module):
+    """One head called on a 7×7 crop, then on the full map (same call pattern, two shapes)."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = _PooledBody()
+
+    def forward(self, x):
+        return self.head(x[..., :7, :7]) + self.head(x)
+
+
+@pytest.mark.parametrize("full", [7, 14])
+def test_a_scope_is_checked_at_every_shape_it_was_called_at(full):
+    """The first call of ``head`` is 7×7, where the wrong rule is right; the check must also
+    run the second call's 14×14 input (and on a 7×7 model there is nothing to catch)."""
+    model = _CropAndFull().double().eval()
+    x = torch.randn(2, 4, full, full, dtype=torch.float64)
+    if full == 7:
+        result = reparam.deploy_with_report(model, x, rules=[_PoolAsSevenBySeven()])
+        assert result.report.fired() == {"pool_as_7x7": 1}
+        torch.testing.assert_close(result.model(x), model(x), rtol=1e-9, atol=0)
+        return
+    with pytest.raises(reparam.ReparamError, match="pool_as_7x7"):
+        reparam.deploy(model, x, rules=[_PoolAsSevenBySeven()])
