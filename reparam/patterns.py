@@ -76,14 +76,23 @@ class Pattern:
         raise NotImplementedError
 
     def _args(
-        self, node: Node, args: tuple[Pattern, ...], state: MatchState, label: str
+        self,
+        node: Node,
+        args: tuple[Pattern, ...],
+        state: MatchState,
+        label: str,
+        names: tuple[str, ...] = (),
     ) -> NoMatch | None:
         for i, sub in enumerate(args):
-            if i >= len(node.args):
+            if i < len(node.args):
+                value = node.args[i]
+            elif i < len(names) and names[i] in node.kwargs:  # given by keyword
+                value = node.kwargs[names[i]]
+            else:
                 return state.fail(f"{label} has no argument {i}")
             # argument 0 is matched right after its node: "its" is unambiguous there
             role = "its input" if i == 0 else f"argument {i} of {label}"
-            failed = sub._match(node.args[i], state, role)
+            failed = sub._match(value, state, role)
             if failed is not None:
                 return failed
         return None
@@ -191,8 +200,10 @@ def _function_name(node: Node) -> str:
 
 class Call(Pattern):
     """A call of a function (by identity) or a method / function name (a string matches
-    ``x.flatten()`` and ``torch.flatten(x)`` alike), arguments matching ``args`` in order;
-    ``where(node)``, if given, must hold too (its docstring says what it means)."""
+    ``x.flatten()`` and ``torch.flatten(x)`` alike), arguments matching ``args`` in order
+    (``names``: the parameter names of those positions, so that ``torch.cat(tensors=[...])``
+    matches as ``torch.cat([...])``); ``where(node)``, if given, must hold too (its docstring
+    says what it means)."""
 
     def __init__(
         self,
@@ -200,8 +211,9 @@ class Call(Pattern):
         *args: Pattern,
         label: str = "",
         where: Callable[[Node], bool] | None = None,
+        names: tuple[str, ...] = (),
     ) -> None:
-        self.where = where
+        self.where, self.arg_names = where, names
         targets = list(target) if isinstance(target, (list, tuple, set, frozenset)) else [target]
         self.names = frozenset(t for t in targets if isinstance(t, str))
         self.functions = tuple(t for t in targets if not isinstance(t, str))
@@ -229,7 +241,7 @@ class Call(Pattern):
             return state.fail(f"{role} is {describe_node(value, state.view)}, not {doc}")
         label = describe_node(value, state.view)
         state.accept(self, value, label)
-        return self._args(value, self.args, state, label)
+        return self._args(value, self.args, state, label, self.arg_names)
 
 
 class Where(Pattern):

@@ -16,13 +16,15 @@ import torch
 import torch.nn.functional as F
 from torch.fx import Node
 
-from reparam.convspec import ConvSpec, is_plain_conv
+from reparam.convspec import ConvSpec
+from reparam.matcher import Bindings, match
+from reparam.patterns import CONV, Any_, AnyOf, Call
 from reparam.verify import tolerance_for
 
 if TYPE_CHECKING:
     from reparam.rules.base import RuleContext
 
-__all__ = ["BiasPad", "bias_pad_match", "fill_reason", "zero_pad_args"]
+__all__ = ["BIAS_PAD", "BiasPad", "bias_pad_match", "bias_pad_of", "fill_reason", "zero_pad_args"]
 
 _ADDS = {operator.add, torch.add}
 _SUBS = {operator.sub, torch.sub}
@@ -53,26 +55,38 @@ class BiasPad:
     fill: Node
 
 
+def _zero_pad(node: Node) -> bool:
+    """a constant-zero F.pad"""
+    return zero_pad_args(node) is not None
+
+
+def _plain(node: Node) -> bool:
+    """a plain two-operand add / subtract (no ``alpha``)"""
+    return len(node.args) == 2 and node.kwargs.get("alpha", 1) == 1
+
+
+_PAD = Call(
+    F.pad,
+    Call(tuple(_SUBS), CONV.bind("conv"), Any_().bind("fill2"), where=_plain).bind("sub"),
+    where=_zero_pad,
+).bind("pad")
+
+BIAS_PAD = AnyOf(
+    Call(tuple(_ADDS), _PAD, Any_().bind("fill"), where=_plain),
+    Call(tuple(_ADDS), Any_().bind("fill"), _PAD, where=_plain),
+).bind("add")
+"""``pad(conv(x) - c) + c`` (either operand order), anchored at the add; ``c`` unchecked."""
+
+
+def bias_pad_of(m: Bindings) -> BiasPad:
+    """The :class:`BiasPad` of a :data:`BIAS_PAD` match."""
+    return BiasPad(m["add"], m["pad"], m["sub"], m["conv"], m["fill"])
+
+
 def bias_pad_match(node: Node, ctx: RuleContext) -> BiasPad | None:
     """``pad(conv(x) - c) + c`` rooted at the add ``node`` (c not checked yet), else None."""
-    if node.op != "call_function" or node.target not in _ADDS or len(node.args) != 2:
-        return None
-    for pad, fill in (node.args, reversed(node.args)):
-        if not isinstance(pad, Node) or zero_pad_args(pad) is None:
-            continue
-        sub = pad.args[0]
-        if not (
-            isinstance(sub, Node)
-            and sub.op == "call_function"
-            and sub.target in _SUBS
-            and len(sub.args) == 2
-            and isinstance(sub.args[0], Node)
-        ):
-            continue
-        conv = sub.args[0]
-        if conv.op == "call_module" and is_plain_conv(ctx.module(conv.target)):
-            return BiasPad(node, pad, sub, conv, fill)
-    return None
+    m = match(BIAS_PAD, node, ctx)
+    return bias_pad_of(m) if m else None
 
 
 def fill_reason(m: BiasPad, spec: ConvSpec, ctx: RuleContext) -> str | None:

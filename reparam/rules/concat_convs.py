@@ -18,9 +18,10 @@ from torch import nn
 from torch.fx import Node
 
 from reparam import cost
-from reparam.convspec import conv_from_spec, is_plain_conv, spec_from_conv
+from reparam.convspec import conv_from_spec, spec_from_conv
 from reparam.errors import Refusal
-from reparam.rules.base import Rewrite, Rule, RuleContext, absmax
+from reparam.patterns import CONV, Bindings, Call, ListOf
+from reparam.rules.base import PatternRule, Rewrite, RuleContext, absmax
 from reparam.transforms.align import concat_specs
 
 
@@ -33,17 +34,12 @@ class _Plan:
     macs_after: int = 0
 
 
-def _cat_parts(node: Node) -> list | None:
-    if node.op != "call_function" or node.target not in (torch.cat, torch.concat):
-        return None
-    tensors = node.args[0] if node.args else node.kwargs.get("tensors")
-    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
-    if dim != 1 or not isinstance(tensors, (list, tuple)):
-        return None
-    return list(tensors)
+def _along_channels(node: Node) -> bool:
+    """a concatenation along dim 1 (channels)"""
+    return (node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)) == 1
 
 
-class MergeConcatConvs(Rule):
+class MergeConcatConvs(PatternRule):
     """Replaces cat([conv_i(x)], dim=1) with one conv."""
 
     name = "concat_convs"
@@ -55,25 +51,20 @@ class MergeConcatConvs(Rule):
         "a conv output is used elsewhere",
         "padding the smaller kernels would cost more multiply-adds (unless allow_slower)",
     )
+    graph_pattern = Call(
+        (torch.cat, torch.concat),
+        ListOf(CONV.bind("conv"), min_len=2).bind("parts"),
+        where=_along_channels,
+        names=("tensors",),
+    ).bind("cat")
 
-    def match(self, node: Node, ctx: RuleContext) -> tuple[Node, list[Node]] | None:
-        parts = _cat_parts(node)
-        if not parts or len(parts) < 2:
-            return None
-        if not all(
-            isinstance(p, Node) and p.op == "call_module" and is_plain_conv(ctx.module(p.target))
-            for p in parts
-        ):
-            return None
-        return node, parts
-
-    def check(self, m: tuple[Node, list[Node]], ctx: RuleContext) -> _Plan | Refusal:
-        cat, parts = m
+    def check(self, m: Bindings, ctx: RuleContext) -> _Plan | Refusal:
+        cat, parts = m["cat"], list(m["parts"])
         if len({id(p.args[0]) for p in parts}) != 1:
             return Refusal("the concatenated convs read different inputs")
         if len(set(parts)) != len(parts) or any(len(p.users) != 1 for p in parts):
             return Refusal("a conv output is used elsewhere")
-        specs = [spec_from_conv(ctx.module(p.target)) for p in parts]
+        specs = [spec_from_conv(item.module("conv")) for item in m.each("parts")]
         merged = concat_specs(specs)
         if isinstance(merged, Refusal):
             return merged

@@ -19,19 +19,17 @@ from __future__ import annotations
 import math
 
 import torch.nn.functional as F
-from torch.fx import Node
 
 from reparam import cost
 from reparam.convspec import is_plain_conv, spec_from_conv
 from reparam.errors import Refusal
-from reparam.graph.bias_pad import BiasPad, bias_pad_match, fill_reason, zero_pad_args
+from reparam.graph.bias_pad import BIAS_PAD, BiasPad, bias_pad_of, fill_reason, zero_pad_args
 from reparam.graph.views import single_user, value_users
-from reparam.rules.base import Rewrite, Rule, RuleContext
+from reparam.patterns import Bindings
+from reparam.rules.base import PatternRule, Rewrite, RuleContext
 
-__all__ = ["PadThroughPointwise", "bias_pad_match", "fill_reason", "zero_pad_args"]
 
-
-class PadThroughPointwise(Rule):
+class PadThroughPointwise(PatternRule):
     """Replaces pad(conv1x1(x) - b) + b with conv1x1(pad(x))."""
 
     name = "pad_through_pointwise"
@@ -44,10 +42,10 @@ class PadThroughPointwise(Rule):
         "no unpadded conv follows to compose with (the 1×1 would compute the border for nothing)",
     )
 
-    def match(self, node: Node, ctx: RuleContext) -> BiasPad | None:
-        return bias_pad_match(node, ctx)
+    graph_pattern = BIAS_PAD
 
-    def check(self, m: BiasPad, ctx: RuleContext) -> BiasPad | Refusal:
+    def check(self, b: Bindings, ctx: RuleContext) -> BiasPad | Refusal:
+        m = bias_pad_of(b)
         spec = spec_from_conv(ctx.module(m.conv.target))
         if (
             any(k != 1 for k in spec.kernel_size)

@@ -265,6 +265,41 @@ def test_concat_convs(device):
     assert _fired(_run(Cat(1), x, allow_slower=True)) == {"concat_convs": 1}
 
 
+class _CatStyles(nn.Module):
+    """The same stack written as other authors write it: keywords, a tuple, torch.concat."""
+
+    def __init__(self, style: str):
+        super().__init__()
+        self.style = style
+        self.a = nn.Conv2d(4, 3, 3, padding=1)
+        self.b = nn.Conv2d(4, 5, 3, padding=1)
+
+    def forward(self, x):
+        if self.style == "keywords":
+            return torch.cat(tensors=[self.a(x), self.b(x)], dim=1)
+        if self.style == "tuple":
+            return torch.concat((self.a(x), self.b(x)), 1)
+        if self.style == "other inputs":  # must refuse: b reads a different tensor
+            return torch.cat([self.a(x), self.b(x.flip(-1))], dim=1)
+        return torch.cat([self.a(x), self.b(x)], dim=2)  # along height: not a channel stack
+
+
+@pytest.mark.parametrize("style", ["keywords", "tuple", "other inputs", "height"])
+def test_concat_convs_in_other_styles(style):
+    x = torch.randn(2, 4, 6, 6, dtype=torch.float64)
+    model = _CatStyles(style)
+    if style == "height":  # a cat along height needs equal channels
+        model.b = nn.Conv2d(4, 3, 3, padding=1)
+    model = model.double().eval()
+    result = _run(model, x)
+    other = torch.randn(3, 4, 9, 5, dtype=torch.float64)
+    assert reparam.relative_error(model(other), result.model(other)) <= 1e-9
+    fired = _fired(result).get("concat_convs", 0)
+    assert fired == (1 if style in ("keywords", "tuple") else 0)
+    if style == "other inputs":
+        assert any("different inputs" in r for r in _refused(result)), _refused(result)
+
+
 class WrongBranches(MergeParallelBranches):
     """A deliberately wrong rule: scales the merged kernel."""
 
@@ -379,6 +414,32 @@ def test_pad_with_other_value_is_refused(device):
     result = _run(WrongFill(), x)
     assert "pad_through_pointwise" not in _fired(result)
     assert any("differs from the conv's bias" in r for r in _refused(result))
+
+
+class _FunctionalBNAndPad(nn.Module):
+    """BN-and-pad in another author's style: ``torch.sub`` / ``torch.add`` with the fill
+    first, and an optional ``alpha`` (``alpha=2`` adds the fill twice: not a bias pad)."""
+
+    def __init__(self, c, alpha):
+        super().__init__()
+        self.conv, self.conv2 = nn.Conv2d(c, c, 1), nn.Conv2d(c, c, 3)
+        self.alpha = alpha
+
+    def forward(self, x):
+        y = self.conv(x)
+        fill = self.conv.bias.reshape(1, -1, 1, 1)
+        padded = nn.functional.pad(torch.sub(y, fill), (1, 1, 1, 1), mode="constant", value=0.0)
+        return self.conv2(torch.add(fill, padded, alpha=self.alpha))
+
+
+@pytest.mark.parametrize("alpha", [1, 2])
+def test_bias_pad_in_functional_style(alpha):
+    x = torch.randn(1, 3, 5, 5, dtype=torch.float64)
+    model = _FunctionalBNAndPad(3, alpha)
+    result = _run(model, x)
+    other = torch.randn(2, 3, 8, 6, dtype=torch.float64)
+    assert reparam.relative_error(model.double()(other), result.model(other)) <= 1e-9
+    assert ("pad_through_pointwise" in _fired(result)) == (alpha == 1), _fired(result)
 
 
 def test_pad_move_needs_a_conv_to_compose_with(device):
