@@ -19,6 +19,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from reparam.cost import MacCounter
 from reparam.errors import Refusal, ReparamError
 from reparam.graph.capture import CallPattern, capture, describe_trace_failure
 from reparam.graph.fx_dispatch import shared_module_hooks
@@ -453,15 +454,17 @@ def deploy_with_report(
     reference_out = None
     if inputs:
         try:
-            picture, reference_out = record_uses(
-                target, clone_inputs(inputs), skip=_trusted_ids(target)
-            )
+            # one forward records the uses and counts the multiply-adds before
+            with MacCounter() as before:
+                picture, reference_out = record_uses(
+                    target, clone_inputs(inputs), skip=_trusted_ids(target)
+                )
         except Exception as exc:  # noqa: BLE001 - the user's inputs do not fit the model
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise ReparamError(
                 f"example inputs do not fit {type(model).__name__}: {type(exc).__name__}: {first}"
             ) from None
-        report.flops_before = count_flops(target, clone_inputs(inputs))
+        report.flops_before = 2 * before.macs
     else:
         report.notes.append(
             "no example inputs: nothing was checked numerically (pass example_inputs to "
@@ -508,7 +511,16 @@ def deploy_with_report(
     report.weight_ranges = weight_ranges(layers_before, layer_absmax(target))
     report.put_in_network_order(order)
     if inputs:
-        report.flops_after = count_flops(target, clone_inputs(inputs))
+        # one forward counts the multiply-adds after and gives the output to compare
+        output: Any = None
+        try:
+            with torch.no_grad(), MacCounter() as after:
+                output = run(target, clone_inputs(inputs))
+        except Exception:  # noqa: BLE001 - counted again below, where the error shows
+            after = None
+        report.flops_after = (
+            2 * after.macs if after is not None else count_flops(target, clone_inputs(inputs))
+        )
         # an invariant, not a heuristic: every rule decides with this same count
         # (reparam.cost) on these same shapes, so a rise is a bug in some rule
         if (report.flops_after or 0) > (report.flops_before or 0) and not allow_slower:
@@ -518,9 +530,7 @@ def deploy_with_report(
                 "(reparam.cost); this is a bug in a rule's cost check"
             )
         try:
-            report.max_relative_error = relative_error(
-                reference_out, run(target, clone_inputs(inputs))
-            )
+            report.max_relative_error = relative_error(reference_out, output)
         except Exception:  # noqa: BLE001 - informative only: each scope was checked already
             report.max_relative_error = None
     report.seconds = time.perf_counter() - start
