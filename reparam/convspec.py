@@ -134,7 +134,9 @@ def conv_from_spec(spec: ConvSpec) -> nn.Module:
     pads = spec.padding
     if all(left == right for left, right in pads):
         padding: tuple[int, ...] | str = tuple(left for left, _ in pads)
-    elif all(s == 1 for s in spec.stride) and pads == same_padding(spec.kernel_size, spec.dilation):
+    elif all(s == 1 for s in spec.stride) and pads == same_padding(
+        spec.kernel_size, spec.dilation
+    ):
         padding = "same"
     else:
         raise ValueError(f"asymmetric padding {pads} cannot be expressed by a ConvNd")

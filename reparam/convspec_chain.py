@@ -88,3 +88,4 @@ def compose_specs(
         a.weight, a.bias, a.groups, b.weight, b.bias, b.groups
     )
     return ConvSpec(weight, bias, b.stride, padding, (1,) * a.dims, groups, "zeros")
+

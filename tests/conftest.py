@@ -34,12 +34,8 @@ torch.set_num_threads(1)
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
 
-DEVICES = [
-    "cpu",
-    pytest.param(
-        "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-    ),
-]
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device"))]
 
 
 @pytest.fixture(params=DEVICES)
@@ -115,9 +111,7 @@ if _CPU:
         write(f"{total:9.2f}  total over {len(ranked)} tests ({total / 60:.1f} CPU-minutes)")
         if _cpu_workers:
             whole = sum(_cpu_workers.values())
-            write(
-                f"{whole:9.2f}  whole workers incl. imports and collection: "
-                + ", ".join(f"{k} {v:.0f}" for k, v in sorted(_cpu_workers.items()))
-            )
+            write(f"{whole:9.2f}  whole workers incl. imports and collection: "
+                  + ", ".join(f"{k} {v:.0f}" for k, v in sorted(_cpu_workers.items())))
         else:
             write(f"{_cpu_now():9.2f}  whole process incl. imports and collection")

@@ -30,50 +30,18 @@ from reparam.graph.views import channel_affine
 _ADDS = {operator.add, operator.iadd, operator.sub, operator.isub, torch.add, torch.sub}
 _SCALES = {operator.mul, operator.imul, torch.mul, operator.truediv, operator.itruediv, torch.div}
 _NEG = {operator.neg, torch.neg}
-_CONV_F = {
-    F.conv1d,
-    F.conv2d,
-    F.conv3d,
-    F.conv_transpose1d,
-    F.conv_transpose2d,
-    F.conv_transpose3d,
-    F.linear,
-}
-_SAMPLE_F = {
-    F.pad,
-    F.unfold,
-    F.fold,
-    F.avg_pool1d,
-    F.avg_pool2d,
-    F.avg_pool3d,
-    F.adaptive_avg_pool1d,
-    F.adaptive_avg_pool2d,
-    F.adaptive_avg_pool3d,
-}
+_CONV_F = {F.conv1d, F.conv2d, F.conv3d, F.conv_transpose1d, F.conv_transpose2d,
+           F.conv_transpose3d, F.linear}
+_SAMPLE_F = {F.pad, F.unfold, F.fold, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
+             F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d}
 _REDUCE = {"sum", "mean"}
 _MODULES = (
-    nn.ConvTranspose1d,
-    nn.ConvTranspose2d,
-    nn.ConvTranspose3d,
-    nn.AvgPool1d,
-    nn.AvgPool2d,
-    nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveAvgPool3d,
-    nn.ZeroPad1d,
-    nn.ZeroPad2d,
-    nn.ZeroPad3d,
-    nn.ConstantPad1d,
-    nn.ConstantPad2d,
-    nn.ConstantPad3d,
-    nn.ReflectionPad1d,
-    nn.ReflectionPad2d,
-    nn.ReflectionPad3d,
-    nn.ReplicationPad1d,
-    nn.ReplicationPad2d,
-    nn.ReplicationPad3d,
-    nn.Identity,
+    nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
+    nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
+    nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.ConstantPad1d, nn.ConstantPad2d,
+    nn.ConstantPad3d, nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReflectionPad3d,
+    nn.ReplicationPad1d, nn.ReplicationPad2d, nn.ReplicationPad3d, nn.Identity,
 )
 
 
@@ -158,10 +126,8 @@ def _op_reason(node: Node, ctx, is_var) -> str | None:
     if node.op == "call_function" and target in (torch.cat, torch.concat):
         dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
         parts = node.args[0]
-        if (
-            isinstance(dim, int)
-            and dim % rank != 0
-            and all(isinstance(p, Node) and is_var(p) for p in parts)
+        if isinstance(dim, int) and dim % rank != 0 and all(
+            isinstance(p, Node) and is_var(p) for p in parts
         ):
             return None
         return f"'{node.name}' concatenates along the batch or with constants"
@@ -172,11 +138,8 @@ def _op_reason(node: Node, ctx, is_var) -> str | None:
             and index
             and index[0] == slice(None)
             and all(isinstance(i, (int, slice)) or i is None for i in index)
-            and all(
-                not isinstance(getattr(i, a, None), Node)
-                for i in index
-                for a in ("start", "stop", "step")
-            )
+            and all(not isinstance(getattr(i, a, None), Node) for i in index
+                    for a in ("start", "stop", "step"))
         ):
             return None
         return f"'{node.name}' indexes the batch dim or with run-time indices"
@@ -236,10 +199,8 @@ def branch_reason(branch: Branch, ctx) -> str | None:
             if node_layout(node, ctx) is None:
                 return f"'{node.name}' is a layout op with an unknown effect"
             continue
-        if any(
-            isinstance(a, Node) and not is_var(a) and a not in branch.constants
-            for a in node.all_input_nodes
-        ):
+        if any(isinstance(a, Node) and not is_var(a) and a not in branch.constants
+               for a in node.all_input_nodes):
             return f"'{node.name}' has an argument computed at run time"
         reason = _op_reason(node, ctx, is_var)
         if reason:
@@ -259,9 +220,8 @@ def constant_closure(nodes: set[Node]) -> set[Node]:
     return out
 
 
-def slice_module(
-    root: nn.Module, source: Node, nodes: set[Node], outputs: list[Node], ctx
-) -> fx.GraphModule:
+def slice_module(root: nn.Module, source: Node, nodes: set[Node], outputs: list[Node],
+                 ctx) -> fx.GraphModule:
     """A graph module computing ``sum(outputs)`` from ``source`` (its one input), made of
     ``nodes`` and the constants they read.
 

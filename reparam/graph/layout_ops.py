@@ -90,12 +90,8 @@ def _tiling(node: Node, module: nn.Module | None, in_shape, out_shape) -> Layout
     return lambda t: fn(t.to(torch.float64), *args, **kwargs).to(t.dtype)
 
 
-def layout_step(
-    node: Node,
-    module: nn.Module | None,
-    out_shape: tuple[int, ...] | None,
-    in_shape: tuple[int, ...] | None = None,
-):
+def layout_step(node: Node, module: nn.Module | None, out_shape: tuple[int, ...] | None,
+                in_shape: tuple[int, ...] | None = None):
     """A function replaying ``node`` on a tensor shaped like its input, or None when ``node``
     is not a layout op (or its effect is not known: no shape, non-constant axes)."""
     if (node.op == "call_function" and node.target in (F.unfold, F.fold)) or isinstance(
@@ -104,11 +100,8 @@ def layout_step(
         return _tiling(node, module, in_shape, out_shape)
     if node.op == "call_method" and node.target == "unfold":  # Tensor.unfold(dim, size, step)
         rest = node.args[1:]
-        same = (
-            in_shape is not None
-            and out_shape is not None
-            and (math.prod(in_shape) == math.prod(out_shape))
-        )
+        same = in_shape is not None and out_shape is not None and (
+            math.prod(in_shape) == math.prod(out_shape))
         if same and not node.kwargs and len(rest) == 3 and _constant_ints(rest):
             return lambda t: t.unfold(*rest)
         return None

@@ -157,10 +157,8 @@ def _norm_affine(
     key = (*(id(t) for t in tensors), float(eps))
     stamp = tuple(None if t is None else t._version for t in tensors)
     hit = _AFFINES.get(key)
-    if (
-        hit is not None
-        and hit[0][0] == stamp
-        and all(a is b for a, b in zip(hit[0][1], tensors, strict=True))
+    if hit is not None and hit[0][0] == stamp and all(
+        a is b for a, b in zip(hit[0][1], tensors, strict=True)
     ):
         return hit[1]
     result = None if _degenerate(var, eps) else norm_to_affine(mean, var, weight, bias, eps)

@@ -193,11 +193,8 @@ class AffineBranchIntoFc(PatternRule):
         if (linear and len(z_shape) != 2) or (not linear and z_shape[2:] != (1, 1)):
             return Refusal(f"the FC reads {z_shape}: not one row of features per sample")
         rows, f_in, f_out = z_shape[0], z_shape[1], y_shape[1]
-        steps = [
-            node_layout(n, ctx)
-            for n in [*chain.stops[:-1], *chain.post]
-            if channel_affine(n, ctx.root) is None
-        ]
+        steps = [node_layout(n, ctx) for n in [*chain.stops[:-1], *chain.post]
+                 if channel_affine(n, ctx.root) is None]
         if any(step is None for step in steps):
             return Refusal("a layout op around the FC has an unknown effect")
         # post chain: fold the affines into the FC, keep the layout ops as L
@@ -212,9 +209,8 @@ class AffineBranchIntoFc(PatternRule):
                     return Refusal("an affine after the FC acts on an unknown layout")
                 pulled = []
                 for p in (view.scale, view.shift):
-                    full = pull_back(
-                        broadcast_on_axis(p.double(), shape, 1), compose(layouts), tuple(y_shape)
-                    )
+                    full = pull_back(broadcast_on_axis(p.double(), shape, 1), compose(layouts),
+                                     tuple(y_shape))
                     pulled.append(axis_vector(full, 1))
                 if pulled[0] is None or pulled[1] is None:
                     return Refusal(f"'{node.name}' after the FC is not per output feature")
@@ -235,25 +231,18 @@ class AffineBranchIntoFc(PatternRule):
             pre = compose([node_layout(n, ctx) for n in reversed(stops[:-1])])
             index: dict[Node, tuple[Tensor, int]] = {}
             nodes = sorted(set(stops[:-1]) | set(b.nodes), key=_order(chain.fc))
-            reason = _rows_kept(nodes, top, z_index, pre, ctx.shape(top), rows, f_in, ctx, index)
-            if not reason and not _row_wise(
-                pull_back(index[t][0], post, tuple(y_shape)), rows, index[t][1]
-            ):
+            reason = _rows_kept(nodes, top, z_index, pre, ctx.shape(top), rows, f_in, ctx,
+                                index)
+            if not reason and not _row_wise(pull_back(index[t][0], post, tuple(y_shape)), rows,
+                                            index[t][1]):
                 reason = f"'{t.name}' does not line up with the FC's output rows"
             (dropped if reason else kept).append((t, b, reason))
         if not kept:
-            return Refusal(
-                "no summand is affine row by row in the FC's input: "
-                + "; ".join(r for *_, r in dropped)
-                + "".join(f"; {r}" for r in m.not_affine)
-            )
-        m = _Match(
-            m.root,
-            chain,
-            [(t, b) for t, b, _ in kept],
-            m.others + [t for t, *_ in dropped],
-            m.not_affine,
-        )
+            return Refusal("no summand is affine row by row in the FC's input: "
+                           + "; ".join(r for *_, r in dropped) + "".join(
+                               f"; {r}" for r in m.not_affine))
+        m = _Match(m.root, chain, [(t, b) for t, b, _ in kept],
+                   m.others + [t for t, *_ in dropped], m.not_affine)
         # one sliced graph from the topmost stop any kept branch reads
         entries = set().union(*(b.entries for _, b in m.branches))
         top = max(entries, key=chain.stops.index)
@@ -289,17 +278,11 @@ class AffineBranchIntoFc(PatternRule):
                 weight = blocks.reshape(f_out, -1)
         new = fc_like(fc, weight, bias, groups)
         kinds = ", ".join(t.name for t, _ in m.branches)
-        detail = (
-            f"{len(m.branches)} affine branch(es) ({kinds}) materialised into the FC "
-            f"({f_out}×{f_in}, {rows} rows); zero extra MACs"
-        )
-        old = [
-            ctx.module(n.target).weight
-            for _, b in m.branches
-            for n in b.nodes
-            if n.op == "call_module"
-            and isinstance(getattr(ctx.module(n.target), "weight", None), Tensor)
-        ]
+        detail = (f"{len(m.branches)} affine branch(es) ({kinds}) materialised into the FC "
+                  f"({f_out}×{f_in}, {rows} rows); zero extra MACs")
+        old = [ctx.module(n.target).weight for _, b in m.branches for n in b.nodes
+               if n.op == "call_module" and isinstance(getattr(ctx.module(n.target), "weight",
+                                                               None), Tensor)]
         return _Plan(m, new, detail, absmax(fc.weight, *old))
 
     def rewrite(self, plan: _Plan, ctx: RuleContext) -> Rewrite:
@@ -321,9 +304,8 @@ class AffineBranchIntoFc(PatternRule):
             value = tx.insert_function(torch.add, (value, other), before=m.root)
         tx.redirect(m.root, value)
         tx.erase_unused([m.root, *affines])
-        return Rewrite(
-            self.name, site, plan.detail, 0, 0, plan.absmax_before, absmax(plan.module.weight)
-        )
+        return Rewrite(self.name, site, plan.detail, 0, 0, plan.absmax_before,
+                       absmax(plan.module.weight))
 
 
 def _order(anchor: Node):
@@ -331,17 +313,8 @@ def _order(anchor: Node):
     return order.__getitem__
 
 
-def _rows_kept(
-    nodes: list[Node],
-    top: Node,
-    z_index: Tensor,
-    pre,
-    top_shape,
-    rows: int,
-    f_in: int,
-    ctx: RuleContext,
-    index: dict[Node, tuple[Tensor, int]],
-) -> str | None:
+def _rows_kept(nodes: list[Node], top: Node, z_index: Tensor, pre, top_shape, rows: int,
+               f_in: int, ctx: RuleContext, index: dict[Node, tuple[Tensor, int]]) -> str | None:
     """Follow every value of the branches as an index map into a *frame*: the FC's input
     ``z`` (``f_in`` per row) or the output of an op that works sample by sample on its dim 0.
     Every such op must read row ``r`` of its frame in its own row ``r`` (all rows alike) and

@@ -43,6 +43,8 @@ class _Plan:
     detail: str = ""
 
 
+
+
 class MergePerpendicularConvs(Rule):
     """Replaces conv(k×1) → conv(1×k) (any order, any rank) with one conv where exact."""
 
@@ -88,16 +90,8 @@ class MergePerpendicularConvs(Rule):
         b = spec_from_conv(ctx.module(second.target))
         try:
             stride, padding, dilation, mode = perpendicular_geometry(
-                a.kernel_size,
-                a.stride,
-                a.padding,
-                a.dilation,
-                a.padding_mode,
-                b.kernel_size,
-                b.stride,
-                b.padding,
-                b.dilation,
-                b.padding_mode,
+                a.kernel_size, a.stride, a.padding, a.dilation, a.padding_mode,
+                b.kernel_size, b.stride, b.padding, b.dilation, b.padding_mode,
                 a.bias is None or not bool((a.bias != 0).any()),
             )
             weight, bias, groups = compose_perpendicular(
@@ -147,12 +141,7 @@ class MergePerpendicularConvs(Rule):
             add.replace_all_uses_with(other)
             ctx.erase_unused([add])
         return Rewrite(
-            self.name,
-            site,
-            plan.detail,
-            plan.before,
-            plan.after,
-            absmax(*old),
+            self.name, site, plan.detail, plan.before, plan.after, absmax(*old),
             absmax(plan.module.weight),
         )
 
@@ -185,21 +174,13 @@ def _absorb(
         groups = math.gcd(p.groups, merged.groups)
         dense = dilate_kernel(merged.weight, merged.dilation)
         offset = [pl - ml for (pl, _), (ml, _) in zip(p.padding, merged.padding, strict=True)]
-        weight = (
-            regroup_kernel(p.weight, p.groups, groups).double()
-            + pad_kernel(
-                regroup_kernel(dense, merged.groups, groups), p.kernel_size, offset
-            ).double()
-        )
+        weight = regroup_kernel(p.weight, p.groups, groups).double() + pad_kernel(
+            regroup_kernel(dense, merged.groups, groups), p.kernel_size, offset
+        ).double()
         bias = merged.bias.double() + (0 if p.bias is None else p.bias.double())
         spec = ConvSpec(
-            weight.to(p.weight.dtype),
-            bias.to(p.weight.dtype),
-            p.stride,
-            p.padding,
-            p.dilation,
-            groups,
-            p.padding_mode,
+            weight.to(p.weight.dtype), bias.to(p.weight.dtype), p.stride, p.padding,
+            p.dilation, groups, p.padding_mode,
         )
         before, after, _ = cost.compare(
             [*pair, (p, ctx.call_shapes(partner))], [(spec, ctx.call_shapes(partner))]
@@ -207,13 +188,7 @@ def _absorb(
         if after > before:
             continue
         return _Plan(
-            first,
-            second,
-            conv_from_spec(spec),
-            before,
-            after,
-            partner,
-            add,
+            first, second, conv_from_spec(spec), before, after, partner, add,
             f"composed k×1 → 1×k and added into the parallel conv "
             f"'{ctx.qualified(partner.target)}'",
         )

@@ -54,17 +54,8 @@ class _Branch(nn.Module):
 
 
 class _PartitionFC(nn.Module):
-    def __init__(
-        self,
-        c: int,
-        o: int,
-        h: int,
-        w: int,
-        fc_kind: str,
-        style: str,
-        branches: list[_Branch],
-        whole: nn.Module | None,
-    ) -> None:
+    def __init__(self, c: int, o: int, h: int, w: int, fc_kind: str, style: str,
+                 branches: list[_Branch], whole: nn.Module | None) -> None:
         super().__init__()
         self.c, self.o, self.h, self.w, self.style, self.fc_kind = c, o, h, w, style, fc_kind
         n_in, n_out = c * h * w, o * h * w
@@ -110,15 +101,13 @@ def affine_branch_cases(draw, *, dtype=torch.float64, device="cpu") -> Case:
     hp, wp = draw(st.integers(1, 2)), draw(st.integers(1, 2))
     fc_kind = draw(st.sampled_from(["linear", "conv1x1"]))
     style = draw(st.sampled_from(["view_permute", "unfold", "tensor_unfold"]))
-    kinds = draw(
-        st.lists(
-            st.sampled_from(["conv", "conv_bn", "bn", "pool", "scaled"]), min_size=1, max_size=3
-        )
-    )
+    kinds = draw(st.lists(st.sampled_from(["conv", "conv_bn", "bn", "pool", "scaled"]),
+                          min_size=1, max_size=3))
     bad = draw(st.sampled_from(["none", "none", "none", "relu", "whole_map"]))
     same = draw(st.booleans())
     square = same or bad == "whole_map" or any(k in ("bn", "pool", "scaled") for k in kinds)
-    o = c if square else draw(st.integers(1, 3))
+    o = c if square else draw(
+        st.integers(1, 3))
     seed = draw(_seeds())
     specs = []
     for kind in kinds:
@@ -135,17 +124,8 @@ def affine_branch_cases(draw, *, dtype=torch.float64, device="cpu") -> Case:
         whole = nn.Conv2d(c, o, 3, padding=1) if bad == "whole_map" else None
         module = _PartitionFC(c, o, h, w, fc_kind, style, branches, whole)
     refuse = bad == "relu" or (bad == "whole_map" and hp * wp > 1)
-    desc = (
-        f"affine_branch[{style}, {fc_kind}, C={c}, O={o}, {h}x{w} x {hp}x{wp}]: {specs} bad={bad}"
-    )
-    return _make_case(
-        module,
-        (draw(st.integers(1, 2)), c, hp * h, wp * w),
-        seed,
-        dtype=dtype,
-        device=device,
-        description=desc,
-        output_shape=None,
-        refuse=refuse,
-        tags=(style, fc_kind, f"bad:{bad}"),
-    )
+    desc = (f"affine_branch[{style}, {fc_kind}, C={c}, O={o}, {h}x{w} x {hp}x{wp}]: "
+            f"{specs} bad={bad}")
+    return _make_case(module, (draw(st.integers(1, 2)), c, hp * h, wp * w), seed, dtype=dtype,
+                      device=device, description=desc, output_shape=None, refuse=refuse,
+                      tags=(style, fc_kind, f"bad:{bad}"))

@@ -57,17 +57,8 @@ def norm_after_layout_cases(draw, *, dtype=torch.float64, device="cpu") -> Case:
     BatchNorm1d(C)), and the refusal ``conv_flatten_positions`` (flatten, then
     BatchNorm1d(C·h·w) with statistics that differ per position: not a conv's affine).
     """
-    kind = draw(
-        st.sampled_from(
-            [
-                "nhwc_linear",
-                "tokens_linear",
-                "conv_flatten2",
-                "conv_flatten_1x1",
-                "conv_flatten_positions",
-            ]
-        )
-    )
+    kind = draw(st.sampled_from(["nhwc_linear", "tokens_linear", "conv_flatten2",
+                                 "conv_flatten_1x1", "conv_flatten_positions"]))
     style = draw(st.sampled_from(["method", "function", "move"]))
     cin, cout = draw(st.integers(1, 6)), draw(st.integers(1, 6))
     batch = draw(st.integers(1, 2))
@@ -77,50 +68,36 @@ def norm_after_layout_cases(draw, *, dtype=torch.float64, device="cpu") -> Case:
     refuse = False
     with seeded(seed):
         if kind == "nhwc_linear":
-            module = nn.Sequential(
-                _Permute((0, 2, 3, 1), style),
-                nn.Linear(cin, cout),
-                _Permute((0, 3, 1, 2), style),
-                nn.BatchNorm2d(cout),
-            )
+            module = nn.Sequential(_Permute((0, 2, 3, 1), style), nn.Linear(cin, cout),
+                                   _Permute((0, 3, 1, 2), style), nn.BatchNorm2d(cout))
             shape, out = (batch, cin, h, w), (batch, cout, h, w)
         elif kind == "tokens_linear":
-            module = nn.Sequential(
-                nn.Linear(cin, cout), _Permute((0, 2, 1), "method"), nn.BatchNorm1d(cout)
-            )
+            module = nn.Sequential(nn.Linear(cin, cout), _Permute((0, 2, 1), "method"),
+                                   nn.BatchNorm1d(cout))
             shape, out = (batch, h, cin), (batch, cout, h)
         elif kind == "conv_flatten2":
             module = nn.Sequential(nn.Conv2d(cin, cout, k), _Flatten(2), nn.BatchNorm1d(cout))
             shape, out = (batch, cin, h + k - 1, w + k - 1), (batch, cout, h * w)
         elif kind == "conv_flatten_1x1":
-            module = nn.Sequential(nn.Conv2d(cin, cout, (h, w)), _Flatten(1), nn.BatchNorm1d(cout))
+            module = nn.Sequential(nn.Conv2d(cin, cout, (h, w)), _Flatten(1),
+                                   nn.BatchNorm1d(cout))
             shape, out = (batch, cin, h, w), (batch, cout)
         else:
             h, w = max(h, 2), w
-            module = nn.Sequential(
-                nn.Conv2d(cin, cout, k), nn.Flatten(), nn.BatchNorm1d(cout * h * w)
-            )
+            module = nn.Sequential(nn.Conv2d(cin, cout, k), nn.Flatten(),
+                                   nn.BatchNorm1d(cout * h * w))
             shape, out = (batch, cin, h + k - 1, w + k - 1), (batch, cout * h * w)
             refuse = True
-    return _make_case(
-        module,
-        shape,
-        seed,
-        dtype=dtype,
-        device=device,
-        description=f"norm_after_layout[{kind}, {style}]",
-        output_shape=out,
-        refuse=refuse,
-        tags=(kind,),
-    )
+    return _make_case(module, shape, seed, dtype=dtype, device=device,
+                      description=f"norm_after_layout[{kind}, {style}]", output_shape=out,
+                      refuse=refuse, tags=(kind,))
 
 
 class _SharedNorm(nn.Module):
     """One norm, several readers; outputs flattened and concatenated."""
 
-    def __init__(
-        self, norm: nn.Module, readers: list[nn.Module], layouts: list[str], blocker: str
-    ) -> None:
+    def __init__(self, norm: nn.Module, readers: list[nn.Module], layouts: list[str],
+                 blocker: str) -> None:
         super().__init__()
         self.norm = norm
         self.readers = nn.ModuleList(readers)
@@ -161,11 +138,8 @@ def shared_norm_cases(draw, *, dtype=torch.float64, device="cpu") -> Case:
             specs.append(("linear", o, None))
         else:
             k = draw(st.sampled_from([1, 3])) if kind == "conv" else 3
-            mode = (
-                "zeros"
-                if kind == "conv"
-                else draw(st.sampled_from(["zeros", "reflect", "circular", "replicate"]))
-            )
+            mode = "zeros" if kind == "conv" else draw(
+                st.sampled_from(["zeros", "reflect", "circular", "replicate"]))
             zero_padded |= kind == "conv_padded" and mode == "zeros"
             specs.append((kind, o, (k, mode)))
     with seeded(seed):
@@ -181,15 +155,7 @@ def shared_norm_cases(draw, *, dtype=torch.float64, device="cpu") -> Case:
         module = _SharedNorm(nn.BatchNorm2d(c), readers, layouts, blocker)
     refuse = blocker != "none" or zero_padded
     kinds = ",".join(s[0] for s in specs)
-    return _make_case(
-        module,
-        (2, c, h, w),
-        seed,
-        dtype=dtype,
-        device=device,
-        description=f"shared_norm[{kinds}; blocker={blocker}]",
-        output_shape=None,
-        refuse=refuse,
-        tags=(f"blocker:{blocker}",),
-        after_randomize=lambda m, g: _ensure_nonzero_shift(m.norm, g),
-    )
+    return _make_case(module, (2, c, h, w), seed, dtype=dtype, device=device,
+                      description=f"shared_norm[{kinds}; blocker={blocker}]",
+                      output_shape=None, refuse=refuse, tags=(f"blocker:{blocker}",),
+                      after_randomize=lambda m, g: _ensure_nonzero_shift(m.norm, g))

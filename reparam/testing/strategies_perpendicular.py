@@ -29,9 +29,8 @@ class _Pair(nn.Module):
 
 
 @st.composite
-def perpendicular_cases(
-    draw, *, partner: bool | None = None, dtype=torch.float64, device="cpu"
-) -> Case:
+def perpendicular_cases(draw, *, partner: bool | None = None, dtype=torch.float64,
+                        device="cpu") -> Case:
     """Two 2-D convs, kernels on different axes (either order), with strides, dilations,
     padding on the acting axis, any groups (dense, grouped, depthwise) and padding modes.
     With ``partner`` a ``K×K`` conv on the same input (same stride, a frame holding the
@@ -67,23 +66,10 @@ def perpendicular_cases(
     def per_axis(a: int, b: int) -> tuple[int, int]:
         return (a, b) if axis == 0 else (b, a)
 
-    first = dict(
-        kernel_size=k1_t,
-        stride=per_axis(s_act1, s_off1),
-        padding=per_axis(p1, 0),
-        dilation=per_axis(d1, 1),
-        groups=g1,
-        bias=bias1,
-        padding_mode=mode,
-    )
-    second = dict(
-        kernel_size=k2_t,
-        stride=per_axis(s_off2, s_act2),
-        padding=per_axis(0, p2),
-        dilation=per_axis(1, d2),
-        groups=g2,
-        padding_mode=mode,
-    )
+    first = dict(kernel_size=k1_t, stride=per_axis(s_act1, s_off1), padding=per_axis(p1, 0),
+                 dilation=per_axis(d1, 1), groups=g1, bias=bias1, padding_mode=mode)
+    second = dict(kernel_size=k2_t, stride=per_axis(s_off2, s_act2), padding=per_axis(0, p2),
+                  dilation=per_axis(1, d2), groups=g2, padding_mode=mode)
     # big enough for a dilated 5-tap kernel after a stride-2 subsample on the other axis
     size = (draw(st.integers(9, 12)), draw(st.integers(17, 20)))
     size = size if axis == 0 else size[::-1]
@@ -93,34 +79,23 @@ def perpendicular_cases(
         extra = None
         if partner:
             big = max(k1, k2) + draw(st.sampled_from([0, 2]))
-            big += big % 2 == 0
+            big += (big % 2 == 0)
             extra = nn.Conv2d(c, out, big, padding=big // 2, padding_mode=mode)
-    refuse = (p2 > 0 and mode == "zeros" and bias1) or (p2 > 0 and mode != "zeros" and s_off1 > 1)
+    refuse = (p2 > 0 and mode == "zeros" and bias1) or (
+        p2 > 0 and mode != "zeros" and s_off1 > 1)
     if partner:
         # the partner's frame must hold the merged kernel at the pair's offsets
         first_tap = per_axis(-p1, -p2)
         ext = per_axis(k1, k2)
-        fits = all(
-            -extra.padding[d] <= first_tap[d]
-            and first_tap[d] + ext[d] - 1 <= -extra.padding[d] + extra.kernel_size[d] - 1
-            and 2 * p - e + 1 == 2 * extra.padding[d] - extra.kernel_size[d] + 1
-            for d, (p, e) in enumerate(zip(per_axis(p1, p2), ext, strict=True))
-        )
+        fits = all(-extra.padding[d] <= first_tap[d]
+                   and first_tap[d] + ext[d] - 1 <= -extra.padding[d] + extra.kernel_size[d] - 1
+                   and 2 * p - e + 1 == 2 * extra.padding[d] - extra.kernel_size[d] + 1
+                   for d, (p, e) in enumerate(zip(per_axis(p1, p2), ext, strict=True)))
         if not fits:
             extra = None
     module = _Pair(conv1, conv2, extra)
-    desc = (
-        f"perpendicular[{'partner' if extra is not None else 'alone'}]: "
-        f"conv1 {first}, conv2 {second}"
-    )
-    return _make_case(
-        module,
-        (draw(st.integers(1, 2)), c, *size),
-        seed,
-        dtype=dtype,
-        device=device,
-        description=desc,
-        output_shape=None,
-        refuse=refuse,
-        tags=("partner" if extra is not None else "alone",),
-    )
+    desc = (f"perpendicular[{'partner' if extra is not None else 'alone'}]: "
+            f"conv1 {first}, conv2 {second}")
+    return _make_case(module, (draw(st.integers(1, 2)), c, *size), seed, dtype=dtype,
+                      device=device, description=desc, output_shape=None, refuse=refuse,
+                      tags=("partner" if extra is not None else "alone",))

@@ -123,8 +123,7 @@ def test_default_deploy_saves_a_model_equal_to_the_original(capsys, tmp_path):
     assert isinstance(loaded, DemoNet)
     assert reparam.relative_error(original(x), loaded(x)) <= 1e-5
     assert sum(p.numel() for p in loaded.parameters()) < sum(
-        p.numel() for p in original.parameters()
-    )
+        p.numel() for p in original.parameters())
 
 
 def test_deploy_json_is_the_only_stdout(capsys):
@@ -143,21 +142,13 @@ def test_deploy_state_dict_with_model_option(capsys, tmp_path):
     ckpt = tmp_path / "ckpt.pth"
     torch.save({"state_dict": original.state_dict(), "epoch": 7}, ckpt)
     out_file = tmp_path / "out.pt"
-    code, out, err = _run(
-        capsys,
-        "deploy",
-        str(ckpt),
-        "--model",
-        "reparam.demo:DemoNet",
-        *SMALL,
-        "-o",
-        str(out_file),
-        "--json",
-    )
+    code, out, err = _run(capsys, "deploy", str(ckpt), "--model", "reparam.demo:DemoNet",
+                          *SMALL, "-o", str(out_file), "--json")
     assert code == EXIT_OK, err
     assert json.loads(out)["output"] == str(out_file)
     x = torch.randn(2, 3, 8, 8)
-    assert reparam.relative_error(original(x), torch.load(out_file, weights_only=False)(x)) <= 1e-5
+    assert reparam.relative_error(original(x), torch.load(out_file, weights_only=False)(x)) \
+        <= 1e-5
 
 
 def test_deploy_saved_model_file(capsys, tmp_path):
@@ -201,27 +192,16 @@ def test_explain_human_output(capsys):
 
 
 def test_bench_json(capsys, factories):
-    code, out, err = _run(
-        capsys,
-        "bench",
-        f"{factories}:tiny",
-        "--json",
-        "-n",
-        "3",
-        "-w",
-        "1",
-        "-b",
-        "2",
-        "--device",
-        "cpu",
-    )
+    code, out, err = _run(capsys, "bench", f"{factories}:tiny", "--json", "-n", "3", "-w", "1",
+                          "-b", "2", "--device", "cpu")
     assert code == EXIT_OK, err
     doc = json.loads(out)
     assert doc["batch_size"] == 2 and doc["input_shapes"] == [[2, 3, 8, 8]]
     for form in ("train", "deployed"):
         assert len(doc[form]["times_ms"]) == 3
         assert doc[form]["median_ms"] > 0
-    assert doc["speedup"] == pytest.approx(doc["train"]["median_ms"] / doc["deployed"]["median_ms"])
+    assert doc["speedup"] == pytest.approx(doc["train"]["median_ms"]
+                                           / doc["deployed"]["median_ms"])
     assert doc["deployed"]["params"] < doc["train"]["params"]
     assert doc["max_relative_error"] <= 1e-5
 
@@ -256,14 +236,8 @@ def test_help_and_version(capsys):
 
 def test_python_dash_m_subprocess_on_the_demo(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run(
-        [sys.executable, "-m", "reparam", "deploy", "--json"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=600,
-    )
+    proc = subprocess.run([sys.executable, "-m", "reparam", "deploy", "--json"],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
     assert proc.returncode == EXIT_OK, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["model"].startswith("built-in demo")
@@ -291,53 +265,34 @@ def bad_files(tmp_path):
 
 BAD_INPUTS = {
     "missing path": (["deploy", "{d}/nope.pt"], ["no such file", "nope.pt"]),
-    "missing checkpoint with --model": (
-        ["deploy", "{d}/nope.pt", "--model", "resnet50"],
-        ["no such file", "nope.pt"],
-    ),
+    "missing checkpoint with --model": (["deploy", "{d}/nope.pt", "--model", "resnet50"],
+                                        ["no such file", "nope.pt"]),
     "folder": (["deploy", "{d}"], ["is a folder"]),
     "unloadable file": (["deploy", "{d}/garbage.pt"], ["cannot load", "garbage.pt"]),
-    "not an nn.Module": (
-        ["deploy", "{d}/tensor.pt"],
-        ["tensor.pt", "Tensor", "not a torch.nn.Module"],
-    ),
-    "state_dict without --model": (
-        ["explain", "{d}/state.pt"],
-        ["state.pt", "state_dict", "--model"],
-    ),
-    "state_dict not fitting --model": (
-        ["deploy", "{d}/wrong.pt", "--model", "reparam.demo:DemoNet"],
-        ["wrong.pt", "does not fit", "missing keys"],
-    ),
-    "unknown zoo name": (
-        ["deploy", "repmlpnet_t22"],
-        ["unknown model", "repmlpnet_t22", "did you mean repmlpnet_t224"],
-    ),
+    "not an nn.Module": (["deploy", "{d}/tensor.pt"], ["tensor.pt", "Tensor",
+                                                       "not a torch.nn.Module"]),
+    "state_dict without --model": (["explain", "{d}/state.pt"], ["state.pt", "state_dict",
+                                                                "--model"]),
+    "state_dict not fitting --model": (["deploy", "{d}/wrong.pt", "--model",
+                                        "reparam.demo:DemoNet"], ["wrong.pt", "does not fit",
+                                                                  "missing keys"]),
+    "unknown zoo name": (["deploy", "repmlpnet_t22"], ["unknown model", "repmlpnet_t22",
+                                                       "did you mean repmlpnet_t224"]),
     "unknown --model": (["deploy", "{d}/state.pt", "--model", "nonet"], ["--model", "nonet"]),
-    "module not importable": (
-        ["bench", "no_such_pkg_xyz.mod:build"],
-        ["cannot import", "no_such_pkg_xyz"],
-    ),
+    "module not importable": (["bench", "no_such_pkg_xyz.mod:build"], ["cannot import",
+                                                                       "no_such_pkg_xyz"]),
     "factory attribute missing": (["deploy", "reparam.demo:NoSuchNet"], ["NoSuchNet"]),
-    "factory returns a non-module": (
-        ["deploy", f"{FACTORIES}:not_a_model"],
-        ["int", "not a torch.nn.Module"],
-    ),
-    "factory raises": (
-        ["deploy", f"{FACTORIES}:broken"],
-        ["failed to build", "no weights for you"],
-    ),
-    "input shape the model rejects": (
-        ["deploy", "--input-shape", "1,5,8,8"],
-        ["does not run on input", "(1, 5, 8, 8)"],
-    ),
+    "factory returns a non-module": (["deploy", f"{FACTORIES}:not_a_model"], ["int",
+                                     "not a torch.nn.Module"]),
+    "factory raises": (["deploy", f"{FACTORIES}:broken"], ["failed to build",
+                                                           "no weights for you"]),
+    "input shape the model rejects": (["deploy", "--input-shape", "1,5,8,8"],
+                                      ["does not run on input", "(1, 5, 8, 8)"]),
     "output folder missing": (["deploy", "-o", "{d}/no/such/dir/x.pt"], ["does not exist"]),
     "onnx folder missing": (["deploy", "--onnx", "{d}/no/x.onnx"], ["--onnx", "does not exist"]),
     "unknown rule": (["deploy", "--rules", "conv_norm,bogus"], ["bogus", "unknown rule"]),
-    "onnx without an input": (
-        ["deploy", f"{FACTORIES}:negate", "--onnx", "{d}/n.onnx"],
-        ["--onnx needs an example input", "--input-shape"],
-    ),
+    "onnx without an input": (["deploy", f"{FACTORIES}:negate", "--onnx", "{d}/n.onnx"],
+                              ["--onnx needs an example input", "--input-shape"]),
     "bench without an input": (["bench", f"{FACTORIES}:negate"], ["--input-shape"]),
     "bench on a device that is not there": (["bench", "--device", "nodevice"], ["nodevice"]),
 }
@@ -355,16 +310,13 @@ def test_bad_input_exits_2_with_one_line(case, capsys, bad_files, factories):
     assert out == ""
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ["deploy", "--input-shape", "1,x,3"],
-        ["deploy", "--input-shape", "0,3"],
-        ["bench", "--runs", "0"],
-        ["frobnicate"],
-        [],
-    ],
-)
+@pytest.mark.parametrize("argv", [
+    ["deploy", "--input-shape", "1,x,3"],
+    ["deploy", "--input-shape", "0,3"],
+    ["bench", "--runs", "0"],
+    ["frobnicate"],
+    [],
+])
 def test_bad_arguments_exit_2(argv, capsys):
     code, out, err = _run(capsys, *argv)
     assert code == EXIT_USAGE
@@ -374,24 +326,15 @@ def test_bad_arguments_exit_2(argv, capsys):
 def test_json_errors_are_json_too(capsys, bad_files):
     code, out, err = _run(capsys, "deploy", str(bad_files / "tensor.pt"), "--json")
     assert code == EXIT_USAGE
-    assert json.loads(out) == {
-        "error": _error_line(err).removeprefix("reparam: error: "),
-        "exit_code": EXIT_USAGE,
-    }
+    assert json.loads(out) == {"error": _error_line(err).removeprefix("reparam: error: "),
+                               "exit_code": EXIT_USAGE}
 
 
 def test_inexact_deploy_exits_1(capsys, factories):
     rule = reparam.register_rule(DropNegation)
     try:
-        code, out, err = _run(
-            capsys,
-            "deploy",
-            f"{factories}:negate",
-            "--input-shape",
-            "1,2,3,3",
-            "--rules",
-            rule.name,
-        )
+        code, out, err = _run(capsys, "deploy", f"{factories}:negate", "--input-shape",
+                              "1,2,3,3", "--rules", rule.name)
     finally:
         reparam.unregister_rule(rule.name)
     assert code == EXIT_FAILED

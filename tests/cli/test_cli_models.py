@@ -100,16 +100,8 @@ def test_model_kwargs_that_are_not_key_value_pairs(bad):
 
 def test_factory_model_kwargs_from_the_cli(capsys, factories, tmp_path):
     out_file = tmp_path / "sized.pt"
-    code, out, err = _run(
-        capsys,
-        "deploy",
-        f"{factories}:sized",
-        "--model-kwargs",
-        "width=6,num_classes=5,bias=false",
-        "-o",
-        str(out_file),
-        "--json",
-    )
+    code, out, err = _run(capsys, "deploy", f"{factories}:sized", "--model-kwargs",
+                          "width=6,num_classes=5,bias=false", "-o", str(out_file), "--json")
     assert code == EXIT_OK, err
     doc = json.loads(out)
     assert doc["params_before"] == sum(p.numel() for p in Sized(6, 5, False).parameters())
@@ -125,10 +117,8 @@ def test_factory_model_kwargs_from_the_cli(capsys, factories, tmp_path):
         (["deploy", "--model-kwargs", "num_classes=3"], ["--model-kwargs needs MODEL"]),
         (["deploy", "{f}:sized", "--model-kwargs", "depth=3"], ["failed to build", "depth"]),
         (["deploy", "{f}:instance", "--model-kwargs", "width=3"], ["not a factory"]),
-        (
-            ["deploy", "{d}/saved.pt", "--model-kwargs", "width=3"],
-            ["saved model", "--model-kwargs"],
-        ),
+        (["deploy", "{d}/saved.pt", "--model-kwargs", "width=3"], ["saved model",
+                                                                   "--model-kwargs"]),
     ],
 )
 def test_bad_model_kwargs_exit_2(argv, fragments, capsys, factories, tmp_path):
@@ -157,18 +147,9 @@ def test_zoo_model_kwargs_through_the_library():
 @pytest.mark.skipif(not HAS_TIMM, reason="needs timm")
 def test_timm_model_by_name_with_kwargs(capsys, tmp_path):
     out_file = tmp_path / "byob.pt"
-    code, out, err = _run(
-        capsys,
-        "deploy",
-        "timm/test_byobnet",
-        "--model-kwargs",
-        "num_classes=10",
-        "--input-shape",
-        "1,3,32,32",
-        "-o",
-        str(out_file),
-        "--json",
-    )
+    code, out, err = _run(capsys, "deploy", "timm/test_byobnet", "--model-kwargs",
+                          "num_classes=10", "--input-shape", "1,3,32,32", "-o", str(out_file),
+                          "--json")
     assert code == EXIT_OK, err
     doc = json.loads(out)
     assert doc["model"] == "timm/test_byobnet"
@@ -183,14 +164,10 @@ def test_timm_model_by_name_with_kwargs(capsys, tmp_path):
 @pytest.mark.parametrize(
     "argv, fragments",
     [
-        (
-            ["deploy", "timm/test_byobnett"],
-            ["unknown timm model", "did you mean timm/test_byobnet"],
-        ),
-        (
-            ["deploy", "timm/test_byobnet", "--model-kwargs", "pretrained=true"],
-            ["without downloading"],
-        ),
+        (["deploy", "timm/test_byobnett"],
+         ["unknown timm model", "did you mean timm/test_byobnet"]),
+        (["deploy", "timm/test_byobnet", "--model-kwargs", "pretrained=true"],
+         ["without downloading"]),
         (["explain", "{d}/state.pt", "--model", "timm/test_byobnet"], ["does not fit"]),
     ],
 )
@@ -234,22 +211,9 @@ def test_saved_model_loads_in_the_folder_of_its_module(tmp_path, monkeypatch):
     monkeypatch.delitem(sys.modules, "my_models_for_cli_test")
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-P",
-            "-m",
-            "reparam",
-            "deploy",
-            "my_model.pt",
-            "--input-shape",
-            "1,3,6,6",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=600,
+        [sys.executable, "-P", "-m", "reparam", "deploy", "my_model.pt", "--input-shape",
+         "1,3,6,6", "--json"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600,
     )
     assert proc.returncode == EXIT_OK, proc.stderr
     doc = json.loads(proc.stdout)
@@ -268,18 +232,9 @@ def test_checkpoint_into_an_architecture_built_with_kwargs(capsys, factories, tm
     ckpt = tmp_path / "sized6.pth"
     torch.save(original.state_dict(), ckpt)
     out_file = tmp_path / "out.pt"
-    code, out, err = _run(
-        capsys,
-        "deploy",
-        str(ckpt),
-        "--model",
-        f"{factories}:sized",
-        "--model-kwargs",
-        "width=6,num_classes=3",
-        "-o",
-        str(out_file),
-        "--json",
-    )
+    code, out, err = _run(capsys, "deploy", str(ckpt), "--model", f"{factories}:sized",
+                          "--model-kwargs", "width=6,num_classes=3", "-o", str(out_file),
+                          "--json")
     assert code == EXIT_OK, err
     assert json.loads(out)["model"] == f"{factories}:sized ({ckpt})"
     x = torch.randn(2, 3, 8, 8)

@@ -24,7 +24,9 @@ def site(tmp_path_factory: pytest.TempPathFactory, child_env: dict[str, str]) ->
     out = tmp_path_factory.mktemp("site")
     cmd = [sys.executable, "-m", "mkdocs", "build", "--strict"]
     cmd += ["--config-file", str(ROOT / "mkdocs.yml"), "--site-dir", str(out)]
-    proc = subprocess.run(cmd, cwd=ROOT, env=child_env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env=child_env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, f"mkdocs build --strict failed:\n{proc.stderr[-6000:]}"
     return out
 

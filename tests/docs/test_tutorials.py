@@ -128,7 +128,9 @@ AFTER_SHELL = {
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(DOCS)))
-def test_page_blocks_run_in_order(page: Path, tmp_path: Path, child_env: dict[str, str]) -> None:
+def test_page_blocks_run_in_order(
+    page: Path, tmp_path: Path, child_env: dict[str, str]
+) -> None:
     program, used = page_program(page)
     if not program.strip():
         pytest.skip(f"{page.name} has no Python blocks")

@@ -178,9 +178,8 @@ def test_refusals_listed_once_per_site(device):
     class Deep(nn.Module):
         def __init__(self):
             super().__init__()
-            self.inner = nn.Sequential(
-                nn.Sequential(nn.BatchNorm2d(3), nn.Conv2d(3, 3, 3, padding=1))
-            )
+            self.inner = nn.Sequential(nn.Sequential(nn.BatchNorm2d(3), nn.Conv2d(3, 3, 3,
+                                                                                  padding=1)))
 
         def forward(self, x):
             return self.inner(x)

@@ -204,9 +204,8 @@ _POST = Where(lambda n, v: n.target == "relu" or channel_affine(n, v.root) is no
 def test_sum_some_term_with_back_references_and_whole_sums():
     ctx = _view(Branches().eval())
     root = next(n for n in ctx.graph.nodes if n.op == "output").args[0][0]
-    one_by_one = Module(
-        lambda m: isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1), Any_().bind("z"), label="fc"
-    )
+    one_by_one = Module(lambda m: isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1),
+                        Any_().bind("z"), label="fc")
     fc = Through(_POST, one_by_one.bind("fc"), step=_affine_input)
 
     def partners(term, b, view):
@@ -316,7 +315,6 @@ def test_explain_lists_near_misses_with_the_failed_step():
         "but the output of flatten 'flatten' has 2 users, not 1"
     )
     assert "near   norm_linear" in str(explanation)
-
     # once the norm has a single path to the linear, it folds: no near-miss is left
     class Folding(Head):
         def forward(self, x):

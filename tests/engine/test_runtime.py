@@ -22,9 +22,8 @@ class BNAct(nn.BatchNorm2d):
         self.act = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = nn.functional.batch_norm(
-            x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
-        )
+        x = nn.functional.batch_norm(x, self.running_mean, self.running_var, self.weight,
+                                     self.bias, False, 0.0, self.eps)
         return self.act(x)
 
 

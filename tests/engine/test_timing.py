@@ -31,10 +31,7 @@ def test_rounds_rotate_and_warmup_is_not_timed():
     durations = {"a": [9.0, 1.0, 2.0, 3.0], "b": [9.0, 5.0, 6.0, 7.0]}
     ticks = []
     a, b = time_interleaved(
-        _fns(clock, durations, calls),
-        runs=3,
-        warmup=1,
-        clock=clock,
+        _fns(clock, durations, calls), runs=3, warmup=1, clock=clock,
         on_call=lambda: ticks.append(1),
     )
     assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]

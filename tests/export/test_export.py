@@ -34,7 +34,8 @@ def _one_thread():
 
 
 def _conv_bn(cin: int, cout: int, k: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout))
+    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, bias=False),
+                         nn.BatchNorm2d(cout))
 
 
 class Downsample(nn.Module):
@@ -52,12 +53,8 @@ class Downsample(nn.Module):
 class TinyRepVGG(nn.Module):
     def __init__(self, width: int = 8, num_classes: int = 5) -> None:
         super().__init__()
-        self.stage = nn.Sequential(
-            Downsample(3, width),
-            RepVGGStyleBlock(width),
-            Downsample(width, 2 * width),
-            RepVGGStyleBlock(2 * width),
-        )
+        self.stage = nn.Sequential(Downsample(3, width), RepVGGStyleBlock(width),
+                                   Downsample(width, 2 * width), RepVGGStyleBlock(2 * width))
         self.head = nn.Linear(2 * width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -120,14 +117,11 @@ def test_torch_export(name, device):
 
 
 @needs_ort
-@pytest.mark.parametrize(
-    "name, dynamo",
-    [
-        pytest.param("demo", True, id="demo-dynamo"),
-        pytest.param("repvgg", True, id="repvgg-dynamo"),
-        pytest.param("repvgg", False, id="repvgg-torchscript"),
-    ],
-)
+@pytest.mark.parametrize("name, dynamo", [
+    pytest.param("demo", True, id="demo-dynamo"),
+    pytest.param("repvgg", True, id="repvgg-dynamo"),
+    pytest.param("repvgg", False, id="repvgg-torchscript"),
+])
 def test_onnx_matches_in_onnxruntime(name, dynamo, tmp_path):
     if dynamo and not HAS_ONNXSCRIPT:
         pytest.skip("the dynamo exporter needs onnxscript")
@@ -143,17 +137,11 @@ def test_onnx_matches_in_onnxruntime(name, dynamo, tmp_path):
 
 
 @needs_ort
-@pytest.mark.parametrize(
-    "dynamo",
-    [
-        pytest.param(
-            True,
-            id="dynamo",
-            marks=pytest.mark.skipif(not HAS_ONNXSCRIPT, reason="needs onnxscript"),
-        ),
-        pytest.param(False, id="torchscript"),
-    ],
-)
+@pytest.mark.parametrize("dynamo", [
+    pytest.param(True, id="dynamo",
+                 marks=pytest.mark.skipif(not HAS_ONNXSCRIPT, reason="needs onnxscript")),
+    pytest.param(False, id="torchscript"),
+])
 def test_onnx_dynamic_batch(dynamo, tmp_path):
     _, deployed, x = _deployed("repvgg")
     path = export_onnx(deployed, x, tmp_path / "dyn.onnx", dynamo=dynamo, dynamic_batch=True)

@@ -54,9 +54,8 @@ def conv_to_fc(kernel: Tensor, in_channels: int, groups: int, h: int, w: int) ->
 
 
 def _merged_local_kernel(block: nn.Module) -> tuple[Tensor, Tensor] | None:
-    branches = [
-        getattr(block, f"repconv{k}") for k in block.reparam_conv_k if hasattr(block, f"repconv{k}")
-    ]
+    branches = [getattr(block, f"repconv{k}") for k in block.reparam_conv_k
+                if hasattr(block, f"repconv{k}")]
     if not branches:
         return None
     kmax = max(b.conv.kernel_size[0] for b in branches)
@@ -125,17 +124,12 @@ def deploy_state_dict(model: nn.Module) -> dict[str, Tensor]:
         if isinstance(m, RepMLPNetUnit) and isinstance(m.prebn2, _BN):
             key = f"{p}ffn_block.ffn_fc1.conv"
             sd[f"{key}.weight"], sd[f"{key}.bias"] = _fold_bn_before(
-                sd[f"{key}.weight"], sd[f"{key}.bias"], m.prebn2
-            )
+                sd[f"{key}.weight"], sd[f"{key}.bias"], m.prebn2)
             drop(f"{p}prebn2.")
-        if (
-            isinstance(m, RepMLPNet)
-            and isinstance(m.head, nn.Linear)
-            and isinstance(getattr(m, "head_norm", None), _BN)
-        ):
+        if isinstance(m, RepMLPNet) and isinstance(m.head, nn.Linear) and isinstance(
+                getattr(m, "head_norm", None), _BN):
             sd[f"{p}head.weight"], sd[f"{p}head.bias"] = _fold_bn_before(
-                sd[f"{p}head.weight"], sd[f"{p}head.bias"], m.head_norm
-            )
+                sd[f"{p}head.weight"], sd[f"{p}head.bias"], m.head_norm)
             drop(f"{p}head_norm.")
     return sd
 
@@ -154,9 +148,8 @@ def expected_inference_keys(train_model: nn.Module) -> set[str]:
     for name, m in train_model.named_modules():
         if isinstance(m, (RepMLPBlock, RepMLP)):
             p = f"{name}."
-            keys = {
-                k for k in keys if not k.startswith((f"{p}fc3_bn.", f"{p}repconv", f"{p}avg.bn."))
-            }
+            keys = {k for k in keys if not k.startswith((f"{p}fc3_bn.", f"{p}repconv",
+                                                         f"{p}avg.bn."))}
             keys.add(f"{p}fc3.bias")
             skip.update(f"{p}repconv{k}" for k in m.reparam_conv_k)
     for name, m in train_model.named_modules():

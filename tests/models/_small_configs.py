@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-_SMALL_NET = dict(
-    channels=(8, 16, 32, 64), hs=(8, 4, 2, 1), num_sharesets=(1, 2, 4, 8), img_size=32
-)
+_SMALL_NET = dict(channels=(8, 16, 32, 64), hs=(8, 4, 2, 1), num_sharesets=(1, 2, 4, 8),
+                  img_size=32)
 _SMALL_RES = dict(channels=(64, 128, 256, 512), stem_channels=16, img_size=64, h=4)
 _SMALL_FACE = dict(channels=(16, 32, 64, 128), stem_channels=8, embedding_dim=32)
 

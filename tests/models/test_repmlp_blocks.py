@@ -32,13 +32,13 @@ def explicit_v2(block: RepMLPBlock, x: Tensor) -> Tensor:
             s = c % S
             for i in range(H // h):
                 for j in range(W // w):
-                    patch = x[n, c, i * h : (i + 1) * h, j * w : (j + 1) * w]
+                    patch = x[n, c, i * h:(i + 1) * h, j * w:(j + 1) * w]
                     y = _bn((mats[s] @ patch.reshape(-1)).reshape(h, w), block.fc3_bn, s)
                     for k in block.reparam_conv_k:
                         br = getattr(block, f"repconv{k}")
-                        yk = F.conv2d(patch[None, None], br.conv.weight[s : s + 1], padding=k // 2)
+                        yk = F.conv2d(patch[None, None], br.conv.weight[s:s + 1], padding=k // 2)
                         y = y + _bn(yk[0, 0], br.bn, s)
-                    out[n, c, i * h : (i + 1) * h, j * w : (j + 1) * w] = y
+                    out[n, c, i * h:(i + 1) * h, j * w:(j + 1) * w] = y
     return out * block.gp(x)
 
 
@@ -72,7 +72,7 @@ def explicit_v1(m: RepMLP, x: Tensor) -> Tensor:
     for n in range(N):
         for i in range(hp):
             for j in range(wp):
-                patch = x[n, :, i * h : (i + 1) * h, j * w : (j + 1) * w]
+                patch = x[n, :, i * h:(i + 1) * h, j * w:(j + 1) * w]
                 if m.need_global_perceptron:
                     patch = patch + v[n, :, i, j][:, None, None]
                 groups_in = patch.reshape(g, -1)  # (c, y, x) order, contiguous channel groups
@@ -82,7 +82,7 @@ def explicit_v1(m: RepMLP, x: Tensor) -> Tensor:
                     br = getattr(m, f"repconv{k}")
                     yk = F.conv2d(patch[None], br.conv.weight, padding=k // 2, groups=g)[0]
                     y = y + _bn(yk.permute(1, 2, 0), br.bn, slice(None)).permute(2, 0, 1)
-                out[n, :, i * h : (i + 1) * h, j * w : (j + 1) * w] = y
+                out[n, :, i * h:(i + 1) * h, j * w:(j + 1) * w] = y
     return out
 
 
@@ -130,12 +130,8 @@ def test_v2_block_is_partition_independent() -> None:
 
 @pytest.mark.parametrize(
     ("C", "O", "g", "H", "h", "k"),
-    [
-        (8, 8, 2, 8, 4, (1, 3)),
-        (8, 16, 4, 8, 4, (1, 3, 5)),
-        (4, 4, 1, 4, 4, (3,)),
-        (6, 12, 3, 6, 3, (1, 3)),
-    ],
+    [(8, 8, 2, 8, 4, (1, 3)), (8, 16, 4, 8, 4, (1, 3, 5)), (4, 4, 1, 4, 4, (3,)),
+     (6, 12, 3, 6, 3, (1, 3))],
 )
 def test_v1_repmlp_matches_definition(
     C: int, O: int, g: int, H: int, h: int, k: tuple[int, ...]
@@ -151,23 +147,13 @@ def test_v1_repmlp_matches_definition(
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize(
     ("C", "S", "h", "w", "H", "W", "k"),
-    [
-        (8, 2, 4, 4, 8, 8, (1, 3)),
-        (8, 8, 4, 4, 4, 4, (1, 3, 5)),
-        (8, 1, 3, 5, 6, 10, (3,)),
-        (16, 4, 2, 2, 4, 4, (1, 3)),
-    ],
+    [(8, 2, 4, 4, 8, 8, (1, 3)), (8, 8, 4, 4, 4, 4, (1, 3, 5)), (8, 1, 3, 5, 6, 10, (3,)),
+     (16, 4, 2, 2, 4, 4, (1, 3))],
 )
 def test_v2_inference_form_same_function(
     device: torch.device,
     dtype: torch.dtype,
-    C: int,
-    S: int,
-    h: int,
-    w: int,
-    H: int,
-    W: int,
-    k: tuple[int, ...],
+    C: int, S: int, h: int, w: int, H: int, W: int, k: tuple[int, ...],
 ) -> None:
     block = _v2(C, S, h, w, k).to(device, dtype)
     infer = RepMLPBlock(C, h, w, num_sharesets=S, reparam_conv_k=k, inference=True)
@@ -201,14 +187,8 @@ def test_block_runs_after_branches_are_deleted() -> None:
 
 def _small_net(**kw: object) -> RepMLPNet:
     torch.manual_seed(0)
-    return RepMLPNet(
-        channels=(8, 16, 32, 64),
-        num_blocks=(1, 1, 2, 1),
-        hs=(8, 4, 2, 1),
-        num_sharesets=(1, 2, 4, 8),
-        num_classes=10,
-        **kw,
-    )  # type: ignore[arg-type]
+    return RepMLPNet(channels=(8, 16, 32, 64), num_blocks=(1, 1, 2, 1), hs=(8, 4, 2, 1),
+                     num_sharesets=(1, 2, 4, 8), num_classes=10, **kw)  # type: ignore[arg-type]
 
 
 def test_traced_graph_handles_other_resolutions() -> None:
@@ -258,8 +238,8 @@ def test_features_only_and_forward_features() -> None:
         out = backbone(torch.empty(1, 3, 512, 1024))  # a segmentation-sized input
     assert isinstance(out, list) and len(out) == 4
     assert [tuple(o.shape) for o in out] == [
-        (1, c, 512 // r, 1024 // r)
-        for c, r in zip((80, 160, 320, 640), (4, 8, 16, 32), strict=True)
+        (1, c, 512 // r, 1024 // r) for c, r in zip((80, 160, 320, 640), (4, 8, 16, 32),
+                                                     strict=True)
     ]
     assert not any(k.startswith("head") for k in backbone.state_dict())
     with pytest.raises(RuntimeError, match="features_only"):
@@ -273,13 +253,8 @@ def test_features_only_and_forward_features() -> None:
 
 def test_num_classes_zero_returns_pooled_features() -> None:
     model = _small_net().eval()
-    model_0 = RepMLPNet(
-        channels=(8, 16, 32, 64),
-        num_blocks=(1, 1, 2, 1),
-        hs=(8, 4, 2, 1),
-        num_sharesets=(1, 2, 4, 8),
-        num_classes=0,
-    ).eval()
+    model_0 = RepMLPNet(channels=(8, 16, 32, 64), num_blocks=(1, 1, 2, 1), hs=(8, 4, 2, 1),
+                        num_sharesets=(1, 2, 4, 8), num_classes=0).eval()
     assert model_0(torch.randn(2, 3, 32, 32)).shape == (2, 64)
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 

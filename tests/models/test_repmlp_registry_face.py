@@ -25,15 +25,8 @@ from reparam_models.layers import RepMLP, RepMLPBottleneckBlock
 
 def test_list_models_pattern() -> None:
     assert list_models("repmlpnet_*") == [
-        "repmlpnet_b224",
-        "repmlpnet_b256",
-        "repmlpnet_d256",
-        "repmlpnet_l256",
-        "repmlpnet_n16",
-        "repmlpnet_n32",
-        "repmlpnet_n8",
-        "repmlpnet_t224",
-        "repmlpnet_t256",
+        "repmlpnet_b224", "repmlpnet_b256", "repmlpnet_d256", "repmlpnet_l256",
+        "repmlpnet_n16", "repmlpnet_n32", "repmlpnet_n8", "repmlpnet_t224", "repmlpnet_t256",
     ]
     assert list_models("*face*") == ["face_resnet", "repmlp_face_res"]
     assert list_models() == sorted(list_models())

@@ -34,13 +34,12 @@ SPEC: dict[str, dict[str, float]] = {
     "repmlpnet_d256": dict(params=86.89, macs=8.64),
     "repmlpnet_l256": dict(params=117.64, macs=11.61, deploy_params=117.82),
     "resnet50": dict(params=25.53, macs=4.09),
-    "repmlp_res50_light_224": dict(params=87.04, macs=3.30, deploy_params=86.14, deploy_macs=3.08),
-    "repmlp_res50_bottleneck_224": dict(
-        params=41.07, macs=3.95, deploy_params=40.87, deploy_macs=3.89
-    ),
+    "repmlp_res50_light_224": dict(params=87.04, macs=3.30, deploy_params=86.14,
+                                   deploy_macs=3.08),
+    "repmlp_res50_bottleneck_224": dict(params=41.07, macs=3.95, deploy_params=40.87,
+                                        deploy_macs=3.89),
 }
 REL_TOL = 0.005
-
 
 def input_size(model: nn.Module) -> int:
     return int(model.pretrained_cfg["input_size"][-1])
@@ -78,19 +77,10 @@ def macs(model: nn.Module, size: int) -> float:
 
 def test_zoo_is_complete() -> None:
     expected = {
-        "repmlpnet_t224",
-        "repmlpnet_t256",
-        "repmlpnet_b224",
-        "repmlpnet_b256",
-        "repmlpnet_d256",
-        "repmlpnet_l256",
-        "resnet50",
-        "repmlp_res50_light_224",
-        "repmlp_res50_bottleneck_224",
-        "repmlp_res50_bottleneck_320_g8_16",
-        "repmlp_res50_bottleneck_320_g4_8",
-        "face_resnet",
-        "repmlp_face_res",
+        "repmlpnet_t224", "repmlpnet_t256", "repmlpnet_b224", "repmlpnet_b256",
+        "repmlpnet_d256", "repmlpnet_l256", "resnet50", "repmlp_res50_light_224",
+        "repmlp_res50_bottleneck_224", "repmlp_res50_bottleneck_320_g8_16",
+        "repmlp_res50_bottleneck_320_g4_8", "face_resnet", "repmlp_face_res",
     }
     assert expected <= set(ALL_MODELS)
 

@@ -39,18 +39,8 @@ from reparam_models.registry import WEIGHTS_ENV
 ROOT = Path(__file__).resolve().parents[2]
 ALL_MODELS = list_models()
 F64 = torch.float64
-CFG_KEYS = {
-    "mean",
-    "std",
-    "crop_pct",
-    "interpolation",
-    "first_conv",
-    "classifier",
-    "input_size",
-    "num_classes",
-    "architecture",
-    "file",
-}
+CFG_KEYS = {"mean", "std", "crop_pct", "interpolation", "first_conv", "classifier",
+            "input_size", "num_classes", "architecture", "file"}
 
 
 def small(name: str, **extra: Any) -> tuple[dict[str, Any], int]:
@@ -69,9 +59,8 @@ def build_small(name: str, seed: int = 0, **extra: Any) -> tuple[nn.Module, torc
     return model, x
 
 
-TWO_STAGES = dict(
-    channels=(8, 16), num_blocks=(1, 1), hs=(8, 4), num_sharesets=(1, 2), img_size=32, num_classes=5
-)
+TWO_STAGES = dict(channels=(8, 16), num_blocks=(1, 1), hs=(8, 4), num_sharesets=(1, 2),
+                  img_size=32, num_classes=5)
 
 
 def _two_stage_net(inference: bool = False) -> nn.Module:
@@ -102,22 +91,16 @@ def test_pretrained_cfg(name: str) -> None:
     # the registry's copy describes the same variant, and is a copy
     registered = get_pretrained_cfg(name)
     assert {k: registered[k] for k in ("mean", "std", "first_conv", "classifier")} == {
-        k: cfg[k] for k in ("mean", "std", "first_conv", "classifier")
-    }
+        k: cfg[k] for k in ("mean", "std", "first_conv", "classifier")}
     registered["mean"] = None
     assert get_pretrained_cfg(name)["mean"] is not None
 
 
 def test_pretrained_cfg_follows_the_instance() -> None:
     with torch.device("meta"):
-        model = create_model(
-            "repmlpnet_t224",
-            num_classes=10,
-            in_chans=1,
-            img_size=448,
-            hs=(112, 56, 28, 14),
-            pretrained_cfg_overlay=dict(mean=(0.5,), std=(0.5,)),
-        )
+        model = create_model("repmlpnet_t224", num_classes=10, in_chans=1, img_size=448,
+                             hs=(112, 56, 28, 14),
+                             pretrained_cfg_overlay=dict(mean=(0.5,), std=(0.5,)))
     cfg = model.pretrained_cfg
     assert cfg["num_classes"] == 10 and cfg["input_size"] == (1, 448, 448)
     assert cfg["mean"] == (0.5,) and cfg["std"] == (0.5,)
@@ -180,9 +163,8 @@ def test_global_pool(name: str) -> None:
     with pytest.raises(ValueError, match="global_pool must be one of"):
         model.reset_classifier(5, global_pool="avgmax")
     with pytest.raises(ValueError, match="global_pool='avg'"):
-        create_model(
-            "repmlpnet_t224", inference=True, global_pool="max", **small("repmlpnet_t224")[0]
-        )
+        create_model("repmlpnet_t224", inference=True, global_pool="max",
+                     **small("repmlpnet_t224")[0])
 
 
 def test_face_has_no_pool_to_choose() -> None:
@@ -196,8 +178,7 @@ def test_face_has_no_pool_to_choose() -> None:
 
 ONE_PER_FAMILY = ["repmlpnet_t224", "repmlp_res50_light_224", "repmlp_face_res"]
 FEATURE_CASES = [(name, (1, -1)) for name in ALL_MODELS] + [
-    (name, idx) for name in ONE_PER_FAMILY for idx in [(0, 1, 2, 3), (0, 2)]
-]
+    (name, idx) for name in ONE_PER_FAMILY for idx in [(0, 1, 2, 3), (0, 2)]]
 
 
 @pytest.mark.parametrize(("name", "out_indices"), FEATURE_CASES)
@@ -236,10 +217,8 @@ def test_features_only(name: str, out_indices: tuple[int, ...]) -> None:
         if name.startswith("repmlpnet"):
             reference = full.forward_features(x)
         else:
-            reference, h = (
-                [],
-                (full.stem_pool(full.stem(x)) if hasattr(full, "stem_pool") else full.stem(x)),
-            )
+            reference, h = [], (full.stem_pool(full.stem(x)) if hasattr(full, "stem_pool")
+                                else full.stem(x))
             for stage in full.stages:
                 h = stage(h)
                 reference.append(h)
@@ -249,9 +228,8 @@ def test_features_only(name: str, out_indices: tuple[int, ...]) -> None:
 
 def test_out_indices_out_of_range() -> None:
     with pytest.raises(ValueError, match="not a stage index"):
-        create_model(
-            "repmlpnet_t224", features_only=True, out_indices=(4,), **small("repmlpnet_t224")[0]
-        )
+        create_model("repmlpnet_t224", features_only=True, out_indices=(4,),
+                     **small("repmlpnet_t224")[0])
 
 
 # ------------------------------------------------------------------------------ checkpointing
@@ -273,9 +251,8 @@ def _blocks(model: nn.Module) -> list[nn.Module]:
     return [block for stage in model.stages for block in stage]
 
 
-@pytest.mark.parametrize(
-    "name", ["repmlpnet_t224", "repmlp_res50_bottleneck_224", "repmlp_face_res"]
-)
+@pytest.mark.parametrize("name", ["repmlpnet_t224", "repmlp_res50_bottleneck_224",
+                                  "repmlp_face_res"])
 def test_grad_checkpointing_same_gradients(name: str) -> None:
     model, x = build_small(name)
     model.train()
@@ -290,9 +267,8 @@ def test_grad_checkpointing_same_gradients(name: str) -> None:
         forwards = counter.calls
         out.square().sum().backward()
         recomputed = counter.calls - forwards
-        results.append(
-            (out.detach(), x.grad.clone(), {n: p.grad.clone() for n, p in model.named_parameters()})
-        )
+        results.append((out.detach(), x.grad.clone(),
+                        {n: p.grad.clone() for n, p in model.named_parameters()}))
         # with checkpointing each block runs again in the backward pass
         assert recomputed == (len(_blocks(model)) if enable else 0)
     (out0, gx0, g0), (out1, gx1, g1) = results
@@ -312,25 +288,18 @@ def test_grad_checkpointing_same_gradients(name: str) -> None:
 # ------------------------------------------------------------------------------ pretrained
 
 
-@pytest.mark.parametrize(
-    ("name", "origin"),
-    [("repmlpnet_b224", True), ("face_resnet", False), ("repmlp_res50_bottleneck_320_g4_8", False)],
-)
-def test_pretrained_without_weights_is_a_clear_error(
-    name: str, origin: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.parametrize(("name", "origin"), [("repmlpnet_b224", True), ("face_resnet", False),
+                                               ("repmlp_res50_bottleneck_320_g4_8", False)])
+def test_pretrained_without_weights_is_a_clear_error(name: str, origin: bool,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(WEIGHTS_ENV, raising=False)
     with torch.device("meta"), pytest.raises(PretrainedWeightsError) as info:
         create_model(name, pretrained=True)
     assert isinstance(info.value, ReparamError) and isinstance(info.value, RuntimeError)
     msg = str(info.value)
     assert msg.startswith(f"no pretrained weights for {name!r}")
-    for hint in (
-        "pretrained_path=PATH",
-        "pretrained_cfg_overlay=dict(file=PATH)",
-        "set_pretrained_file",
-        WEIGHTS_ENV,
-    ):
+    for hint in ("pretrained_path=PATH", "pretrained_cfg_overlay=dict(file=PATH)",
+                 "set_pretrained_file", WEIGHTS_ENV):
         assert hint in msg
     assert ("github.com/DingXiaoH/RepMLP" in msg) == origin
     assert ("released no weights" in msg) == (not origin)
@@ -345,16 +314,16 @@ def test_pretrained_from_local_files(tmp_path: Path, monkeypatch: pytest.MonkeyP
     src = _two_stage_net().float()
     x = torch.randn(2, 3, 32, 32)
     path = tmp_path / "weights.pth"
-    torch.save({"model": reparam_models.checkpoint.to_reference_keys(src, src.state_dict())}, path)
+    torch.save({"model": reparam_models.checkpoint.to_reference_keys(src, src.state_dict())},
+               path)
     monkeypatch.delenv(WEIGHTS_ENV, raising=False)
 
     def same_as_src(model: nn.Module) -> None:
         for k, v in src.state_dict().items():
             assert torch.equal(model.state_dict()[k], v), k
 
-    same_as_src(
-        create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=path), **kwargs)
-    )
+    same_as_src(create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=path),
+                             **kwargs))
     try:
         set_pretrained_file(name, path)
         assert list_models(pretrained=True) == [name]
@@ -363,9 +332,8 @@ def test_pretrained_from_local_files(tmp_path: Path, monkeypatch: pytest.MonkeyP
         same_as_src(model)
         assert model.pretrained_cfg["file"] == str(path)
         # a features_only model takes the full checkpoint's weights
-        feats = create_model(
-            name, pretrained=True, features_only=True, out_indices=(0,), **kwargs
-        ).eval()
+        feats = create_model(name, pretrained=True, features_only=True, out_indices=(0,),
+                             **kwargs).eval()
         with torch.no_grad():
             torch.testing.assert_close(feats(x)[0], src.forward_features(x)[0], rtol=0, atol=0)
     finally:
@@ -384,7 +352,6 @@ def test_pretrained_from_local_files(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 # ------------------------------------------------------------------------------ reparameterize
-
 
 def test_reparameterize_is_deploy_in_place() -> None:
     model = _two_stage_net()
@@ -419,10 +386,8 @@ def test_timm_reparameterize_model_deploys_the_blocks() -> None:
         assert reparam.relative_error(before, deployed(x)) <= 1e-9
     infer_keys = set(_two_stage_net(inference=True).state_dict())
     keys = set(deployed.state_dict())
-    assert keys - infer_keys == {
-        f"head_norm.{s}"
-        for s in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
-    }
+    assert keys - infer_keys == {f"head_norm.{s}" for s in (
+        "weight", "bias", "running_mean", "running_var", "num_batches_tracked")}
     assert infer_keys <= keys
     deployed.reparameterize()
     assert set(deployed.state_dict()) == infer_keys
@@ -435,9 +400,8 @@ def test_timm_reparameterize_model_deploys_the_blocks() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "name", ["repmlp_res50_light_224", "repmlp_res50_bottleneck_224", "resnet50", "repmlp_face_res"]
-)
+@pytest.mark.parametrize("name", ["repmlp_res50_light_224", "repmlp_res50_bottleneck_224",
+                                  "resnet50", "repmlp_face_res"])
 def test_timm_reparameterize_model_matches_the_inference_form(name: str) -> None:
     timm_model = pytest.importorskip("timm.utils.model")
     model, x = build_small(name)
@@ -484,11 +448,8 @@ print("ok")
 
 
 def _package_modules() -> list[str]:
-    return sorted(
-        f"reparam_models.{p.stem}"
-        for p in (ROOT / "reparam_models").glob("*.py")
-        if p.stem != "__init__"
-    )
+    return sorted(f"reparam_models.{p.stem}" for p in (ROOT / "reparam_models").glob("*.py")
+                  if p.stem != "__init__")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -500,12 +461,8 @@ def import_runs(request: pytest.FixtureRequest):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     procs = {
         key: subprocess.Popen(
-            [sys.executable, "-W", "error", "-c", textwrap.dedent(src)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+            [sys.executable, "-W", "error", "-c", textwrap.dedent(src)], cwd=ROOT, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         for key, src in scripts.items()
         if key == "each" or _has_timm()

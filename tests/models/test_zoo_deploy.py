@@ -97,11 +97,8 @@ def check_deployed(d: Deployed, rel: float = 1e-9) -> None:
     # The report: nothing skipped or rolled back, no exactness refusals.
     assert report.skipped_scopes == []
     assert report.rolled_back == []
-    unexpected = [
-        (o.rule, o.site, o.reason)
-        for o in report.refusals
-        if o.rule not in _SPEED_RULES and not _kept_norm_reason(o)
-    ]
+    unexpected = [(o.rule, o.site, o.reason) for o in report.refusals
+                  if o.rule not in _SPEED_RULES and not _kept_norm_reason(o)]
     assert unexpected == []
     for o in report.refusals:
         assert " vs bmm " in o.reason or _kept_norm_reason(o), o.reason
@@ -117,12 +114,9 @@ def check_deployed(d: Deployed, rel: float = 1e-9) -> None:
         assert isinstance(block.fc3, nn.Conv2d) and block.fc3.bias is not None, path
     ran = _executed(deployed, d.x)
     for path in blocks:
-        inside = {p[len(path) + 1 :] for p in ran if p.startswith(f"{path}.")}
-        layers = {
-            p
-            for p in inside
-            if isinstance(deployed.get_submodule(f"{path}.{p}"), (nn.Conv2d, nn.Linear, _BN))
-        }
+        inside = {p[len(path) + 1:] for p in ran if p.startswith(f"{path}.")}
+        layers = {p for p in inside if isinstance(deployed.get_submodule(f"{path}.{p}"),
+                                                  (nn.Conv2d, nn.Linear, _BN))}
         assert "fc3" in layers and layers <= _BLOCK_LAYERS, (path, layers)
 
     # The inference form: same keys and shapes (strict load), same outputs, same layout.
@@ -150,14 +144,8 @@ def check_deployed(d: Deployed, rel: float = 1e-9) -> None:
 PAPER_MODELS = [n for n in ALL_MODELS if not n.startswith("repmlpnet_n")]
 # One model per family and block type runs in the fast suite; the others differ from it only in
 # depth or resolution at the shrunken widths and run in the slow suite.
-FAST_MODELS = {
-    "repmlpnet_t224",
-    "repmlp_res50_light_224",
-    "repmlp_res50_bottleneck_224",
-    "repmlp_face_res",
-    "face_resnet",
-    "resnet50",
-}
+FAST_MODELS = {"repmlpnet_t224", "repmlp_res50_light_224", "repmlp_res50_bottleneck_224",
+               "repmlp_face_res", "face_resnet", "resnet50"}
 
 
 @pytest.mark.parametrize(

@@ -29,22 +29,13 @@ def count_example() -> None:
     if _COUNT_FILE and _done % 10 == 0:
         with open(_COUNT_FILE, "w", encoding="utf-8") as f:
             f.write(str(_done))
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device"))]
 
 
-DEVICES = [
-    "cpu",
-    pytest.param(
-        "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-    ),
-]
-
-
-def make_property(
-    check: Callable[[Case], None],
-    strategy: Callable[[str], st.SearchStrategy[Case]],
-    *,
-    fast_examples: int | None = None,
-):
+def make_property(check: Callable[[Case], None],
+                  strategy: Callable[[str], st.SearchStrategy[Case]],
+                  *, fast_examples: int | None = None):
     """(fast, slow) test functions checking ``check`` on cases drawn from ``strategy(device)``.
 
     ``fast_examples`` caps the default-suite run of a property whose examples are costly
@@ -80,9 +71,8 @@ def deploy_exactly(case: Case, rtol: float = 1e-9) -> reparam.DeployResult:
     err = reparam.relative_error(expected, got)
     assert err <= rtol, f"relative error {err:.3e} on {case.description}"
     after = case.module.state_dict()
-    assert before.keys() == after.keys() and all(
-        torch.equal(before[k], after[k]) for k in before
-    ), "input model was mutated"
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k])
+                                                  for k in before), "input model was mutated"
     report = result.report
     assert report.flops_after <= report.flops_before, case.description
     return result

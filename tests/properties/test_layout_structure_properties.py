@@ -27,13 +27,11 @@ def _norm_folded_unless_refused(case: Case) -> None:
 
 def _perpendicular_forced(case: Case) -> None:
     """allow_slower: every exact pair becomes one conv."""
-    result = reparam.deploy_with_report(
-        case.module, case.example_input, check=False, allow_slower=True
-    )
+    result = reparam.deploy_with_report(case.module, case.example_input, check=False,
+                                        allow_slower=True)
     with torch.no_grad():
-        err = reparam.relative_error(
-            case.module(case.example_input), result.model(case.example_input)
-        )
+        err = reparam.relative_error(case.module(case.example_input),
+                                     result.model(case.example_input))
     assert err <= 1e-9, (err, case.description)
     convs = count_modules(result.model, (nn.Conv2d,))
     assert convs == (2 if case.refuse else 1), (case.description, result.report.refusals)
@@ -52,31 +50,21 @@ def _perpendicular_partner(case: Case) -> None:
 
 def _branches_into_fc(case: Case) -> None:
     result = deploy_exactly(case)
-    left = [
-        n
-        for n, m in result.model.named_modules()
-        if isinstance(m, (nn.Conv2d, *NORMS)) and n != "fc"
-    ]
+    left = [n for n, m in result.model.named_modules()
+            if isinstance(m, (nn.Conv2d, *NORMS)) and n != "fc"]
     bad = "bad:relu" in case.tags or (case.refuse and "bad:whole_map" in case.tags)
     assert len(left) == (1 if bad else 0), (case.description, left, result.report.refusals)
 
 
 test_norm_after_layout, test_norm_after_layout_slow = make_property(
-    _norm_folded_unless_refused, lambda d: L.norm_after_layout_cases(device=d), fast_examples=25
-)
+    _norm_folded_unless_refused, lambda d: L.norm_after_layout_cases(device=d), fast_examples=25)
 test_shared_norm, test_shared_norm_slow = make_property(
-    _norm_folded_unless_refused, lambda d: L.shared_norm_cases(device=d), fast_examples=25
-)
+    _norm_folded_unless_refused, lambda d: L.shared_norm_cases(device=d), fast_examples=25)
 test_perpendicular_forced, test_perpendicular_forced_slow = make_property(
-    _perpendicular_forced,
-    lambda d: P.perpendicular_cases(partner=False, device=d),
-    fast_examples=25,
-)
+    _perpendicular_forced, lambda d: P.perpendicular_cases(partner=False, device=d),
+    fast_examples=25)
 test_perpendicular_partner, test_perpendicular_partner_slow = make_property(
-    _perpendicular_partner,
-    lambda d: P.perpendicular_cases(partner=True, device=d),
-    fast_examples=25,
-)
+    _perpendicular_partner, lambda d: P.perpendicular_cases(partner=True, device=d),
+    fast_examples=25)
 test_affine_branch_fc, test_affine_branch_fc_slow = make_property(
-    _branches_into_fc, lambda d: AB.affine_branch_cases(device=d), fast_examples=25
-)
+    _branches_into_fc, lambda d: AB.affine_branch_cases(device=d), fast_examples=25)

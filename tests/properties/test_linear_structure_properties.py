@@ -47,9 +47,8 @@ def _cropped(case):
     result = deploy_exactly(case)
     convs = executed(result.model, case.example_input, CONVS)
     if case.refuse:
-        assert convs > 1 and any(
-            "crop removes real pixels" in o.reason for o in result.report.refusals
-        ), case.description
+        assert convs > 1 and any("crop removes real pixels" in o.reason
+                                 for o in result.report.refusals), case.description
     else:
         assert convs == 1, (case.description, result.report.refusals)
         assert executed(result.model, case.example_input, NORMS) == 0
@@ -77,32 +76,23 @@ def _dbb_avg(case):
     result = deploy_exactly(case)
     norms = executed(result.model, case.example_input, NORMS)
     if case.refuse:
-        assert norms >= 1 and any(
-            "count_include_pad" in o.reason for o in result.report.refusals
-        ), case.description
+        assert norms >= 1 and any("count_include_pad" in o.reason
+                                  for o in result.report.refusals), case.description
     else:
         assert executed(result.model, case.example_input, CONVS) == 1, (
-            case.description,
-            result.report.refusals,
-        )
+            case.description, result.report.refusals)
         assert norms == 0, case.description
 
 
 test_computed_weights, test_computed_weights_slow = make_property(
-    _computed, lambda d: L.computed_weight_convs(device=d), fast_examples=25
-)
+    _computed, lambda d: L.computed_weight_convs(device=d), fast_examples=25)
 test_transposed_conv_norm, test_transposed_conv_norm_slow = make_property(
-    _transposed, lambda d: L.transposed_conv_norms(device=d), fast_examples=25
-)
+    _transposed, lambda d: L.transposed_conv_norms(device=d), fast_examples=25)
 test_cropped_branches, test_cropped_branches_slow = make_property(
-    _cropped, lambda d: L.cropped_branches(device=d), fast_examples=25
-)
+    _cropped, lambda d: L.cropped_branches(device=d), fast_examples=25)
 test_identity_activations, test_identity_activations_slow = make_property(
-    _identity_act, lambda d: L.identity_activation_stacks(device=d), fast_examples=25
-)
+    _identity_act, lambda d: L.identity_activation_stacks(device=d), fast_examples=25)
 test_linear_heads, test_linear_heads_slow = make_property(
-    _heads, lambda d: L.linear_heads(device=d), fast_examples=25
-)
+    _heads, lambda d: L.linear_heads(device=d), fast_examples=25)
 test_dbb_avg_branch, test_dbb_avg_branch_slow = make_property(
-    _dbb_avg, lambda d: L.dbb_avg_blocks(device=d), fast_examples=25
-)
+    _dbb_avg, lambda d: L.dbb_avg_blocks(device=d), fast_examples=25)

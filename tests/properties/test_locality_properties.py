@@ -16,8 +16,7 @@ from reparam_models.layers import RepMLP, RepMLPBlock
 from ._harness import DEVICES, SLOW_EXAMPLES, count_example
 
 KERNELS = st.lists(st.sampled_from([1, 3, 5]), min_size=1, max_size=3, unique=True).map(
-    lambda ks: tuple(sorted(ks))
-)
+    lambda ks: tuple(sorted(ks)))
 
 
 @st.composite
@@ -26,9 +25,8 @@ def v2_blocks(draw):
     c = s * draw(st.integers(1, 3))
     h, w = draw(st.integers(2, 5)), draw(st.integers(2, 5))
     parts = draw(st.integers(1, 2)), draw(st.integers(1, 2))
-    block = RepMLPBlock(
-        c, h, w, num_sharesets=s, reparam_conv_k=draw(KERNELS), globalperceptron_reduce=1
-    )
+    block = RepMLPBlock(c, h, w, num_sharesets=s, reparam_conv_k=draw(KERNELS),
+                        globalperceptron_reduce=1)
     return block, (2, c, h * parts[0], w * parts[1])
 
 
@@ -50,11 +48,8 @@ def _check(block: nn.Module, shape: tuple[int, ...], device: str) -> None:
     assert reparam.relative_error(block(x), result.model(x)) <= 1e-9
     names = [n for n, _ in result.model.named_modules()]
     assert not any("repconv" in n for n in names)
-    assert not any(
-        isinstance(m, nn.modules.batchnorm._BatchNorm)
-        for n, m in result.model.named_modules()
-        if n == "fc3_bn"
-    )
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm)
+                   for n, m in result.model.named_modules() if n == "fc3_bn")
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -73,7 +68,8 @@ def test_locality_injection_exact_slow(device, case):
 
 
 def test_locality_injection_refuses_a_reflect_padded_conv():
-    block = RepMLPBlock(4, 3, 3, num_sharesets=4, reparam_conv_k=(3,), globalperceptron_reduce=1)
+    block = RepMLPBlock(4, 3, 3, num_sharesets=4, reparam_conv_k=(3,),
+                        globalperceptron_reduce=1)
     block.repconv3.conv.padding_mode = "reflect"
     block = randomize_batch_norms(block.double(), seed=1).eval()
     x = torch.randn(1, 4, 3, 3, dtype=torch.float64)

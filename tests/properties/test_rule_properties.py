@@ -46,46 +46,29 @@ def _exact(case: S.Case) -> None:
 
 
 test_conv_bn_1d, test_conv_bn_1d_slow = make_property(
-    _all_norms_folded, lambda d: S.conv_bn(dims=1, device=d)
-)
+    _all_norms_folded, lambda d: S.conv_bn(dims=1, device=d))
 test_conv_bn_2d, test_conv_bn_2d_slow = make_property(
-    _all_norms_folded, lambda d: S.conv_bn(dims=2, device=d)
-)
+    _all_norms_folded, lambda d: S.conv_bn(dims=2, device=d))
 test_conv_bn_3d, test_conv_bn_3d_slow = make_property(
-    _all_norms_folded, lambda d: S.conv_bn(dims=3, device=d)
-)
+    _all_norms_folded, lambda d: S.conv_bn(dims=3, device=d))
 test_linear_bn, test_linear_bn_slow = make_property(
-    _all_norms_folded, lambda d: S.linear_bn(device=d)
-)
+    _all_norms_folded, lambda d: S.linear_bn(device=d))
 test_bn_linear, test_bn_linear_slow = make_property(
-    _all_norms_folded, lambda d: S.bn_linear(device=d)
-)
+    _all_norms_folded, lambda d: S.bn_linear(device=d))
 test_bn_conv, test_bn_conv_slow = make_property(
-    _norm_before_conv, lambda d: S.bn_conv(dims=2, device=d)
-)
+    _norm_before_conv, lambda d: S.bn_conv(dims=2, device=d))
 test_branch_blocks, test_branch_blocks_slow = make_property(
     _branches_merge,
-    lambda d: S.branch_blocks(dims=2, device=d, allow_activation=False, kinds=MERGEABLE_KINDS),
-)
+    lambda d: S.branch_blocks(dims=2, device=d, allow_activation=False, kinds=MERGEABLE_KINDS))
 test_dbb_pad_branch, test_dbb_pad_branch_slow = make_property(
-    _exact, lambda d: S.branch_blocks(dims=2, device=d, kinds=(*DBB_PAD_KINDS, "kxk"))
-)
+    _exact, lambda d: S.branch_blocks(dims=2, device=d, kinds=(*DBB_PAD_KINDS, "kxk")))
 test_branch_blocks_padding_modes, test_branch_blocks_padding_modes_slow = make_property(
-    _branches_merge,
-    lambda d: S.branch_blocks(
-        dims=2,
-        device=d,
-        padding_modes=("reflect", "circular", "replicate"),
-        allow_activation=False,
-        kinds=MERGEABLE_KINDS,
-    ),
-)
+    _branches_merge, lambda d: S.branch_blocks(
+        dims=2, device=d, padding_modes=("reflect", "circular", "replicate"),
+        allow_activation=False, kinds=MERGEABLE_KINDS))
 test_branch_blocks_1d_3d, test_branch_blocks_1d_3d_slow = make_property(
-    _exact, lambda d: S.branch_blocks(dims=1, device=d) | S.branch_blocks(dims=3, device=d)
-)
+    _exact, lambda d: S.branch_blocks(dims=1, device=d) | S.branch_blocks(dims=3, device=d))
 test_block_stacks, test_block_stacks_slow = make_property(
-    _exact, lambda d: S.block_stacks(dims=2, device=d)
-)
+    _exact, lambda d: S.block_stacks(dims=2, device=d))
 test_refusal_cases, test_refusal_cases_slow = make_property(
-    _exact, lambda d: S.refusal_cases(device=d)
-)
+    _exact, lambda d: S.refusal_cases(device=d))

@@ -40,9 +40,8 @@ class UniRepLKNetStyleBlock(nn.Module):
         self.norm = nn.BatchNorm2d(dim)
         self.pwconv1 = nn.Sequential(ToChannelsLast(), nn.Linear(dim, dim * ratio))
         self.act = nn.GELU()
-        self.pwconv2 = nn.Sequential(
-            nn.Linear(dim * ratio, dim, bias=False), ToChannelsFirst(), nn.BatchNorm2d(dim)
-        )
+        self.pwconv2 = nn.Sequential(nn.Linear(dim * ratio, dim, bias=False), ToChannelsFirst(),
+                                     nn.BatchNorm2d(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.norm(self.dwconv(x))
@@ -123,18 +122,14 @@ class RepNeXtStyleMediumConv(nn.Module):
         self.k77 = nn.Conv2d(kernel_size=7, stride=stride, padding=3, **dw)
         self.k53 = nn.Conv2d(kernel_size=(5, 3), stride=stride, padding=(2, 1), **dw)
         self.k35 = nn.Conv2d(kernel_size=(3, 5), stride=stride, padding=(1, 2), **dw)
-        self.row7 = nn.Conv2d(
-            kernel_size=(1, 7), stride=(1, stride), padding=(0, 3), bias=False, **dw
-        )
-        self.col7 = nn.Conv2d(
-            kernel_size=(7, 1), stride=(stride, 1), padding=(3, 0), bias=False, **dw
-        )
-        self.row5 = nn.Conv2d(
-            kernel_size=(1, 5), stride=(1, stride), padding=(0, 2), bias=False, **dw
-        )
-        self.col5 = nn.Conv2d(
-            kernel_size=(5, 1), stride=(stride, 1), padding=(2, 0), bias=False, **dw
-        )
+        self.row7 = nn.Conv2d(kernel_size=(1, 7), stride=(1, stride), padding=(0, 3),
+                              bias=False, **dw)
+        self.col7 = nn.Conv2d(kernel_size=(7, 1), stride=(stride, 1), padding=(3, 0),
+                              bias=False, **dw)
+        self.row5 = nn.Conv2d(kernel_size=(1, 5), stride=(1, stride), padding=(0, 2),
+                              bias=False, **dw)
+        self.col5 = nn.Conv2d(kernel_size=(5, 1), stride=(stride, 1), padding=(2, 0),
+                              bias=False, **dw)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.k77(x) + self.k53(x) + self.k35(x)
@@ -174,15 +169,8 @@ class RepMLPNetStyleBlock(nn.Module):
 
     PAPER_DEPLOY = (1, 0, 0)
 
-    def __init__(
-        self,
-        c: int = 4,
-        h: int = 3,
-        w: int = 3,
-        s: int = 2,
-        ks: tuple[int, ...] = (1, 3),
-        unpack_size: bool = False,
-    ) -> None:
+    def __init__(self, c: int = 4, h: int = 3, w: int = 3, s: int = 2,
+                 ks: tuple[int, ...] = (1, 3), unpack_size: bool = False) -> None:
         super().__init__()
         self.C, self.h, self.w, self.S, self.ks = c, h, w, s, ks
         self.unpack_size = unpack_size
@@ -218,16 +206,8 @@ class RepMLPResNetStyleUnit(nn.Module):
 
     PAPER_DEPLOY = (1, 0, 0)
 
-    def __init__(
-        self,
-        cin: int = 4,
-        cout: int = 6,
-        h: int = 2,
-        w: int = 3,
-        groups: int = 2,
-        ks: tuple[int, ...] = (1, 3),
-        relu_branch: bool = False,
-    ) -> None:
+    def __init__(self, cin: int = 4, cout: int = 6, h: int = 2, w: int = 3, groups: int = 2,
+                 ks: tuple[int, ...] = (1, 3), relu_branch: bool = False) -> None:
         super().__init__()
         self.C, self.O, self.h, self.w = cin, cout, h, w
         self.fc3 = nn.Conv2d(cin * h * w, cout * h * w, 1, groups=groups)

@@ -35,9 +35,8 @@ class Seq(nn.Sequential):
 def test_conv_norm_any_rank_and_geometry(dims, device):
     conv = [nn.Conv1d, nn.Conv2d, nn.Conv3d][dims - 1]
     bn = [nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d][dims - 1]
-    model = Seq(
-        conv(6, 4, 3, stride=2, padding=2, dilation=2, groups=2, padding_mode="reflect"), bn(4)
-    )
+    model = Seq(conv(6, 4, 3, stride=2, padding=2, dilation=2, groups=2, padding_mode="reflect"),
+                bn(4))
     x = torch.randn(2, 6, *([7] * dims), dtype=torch.float64, device=device)
     result = _run(model, x)
     assert _fired(result) == {"conv_norm": 1}
@@ -119,10 +118,11 @@ def test_norm_pool_flatten_linear_head(device):
 
 def test_norm_conv_exact_only_without_zero_padding(device):
     x = torch.randn(2, 4, 6, 6, dtype=torch.float64, device=device)
-    assert _fired(_run(Seq(nn.BatchNorm2d(4), nn.Conv2d(4, 6, 3, groups=2)), x)) == {"norm_conv": 1}
-    assert _fired(
-        _run(Seq(nn.BatchNorm2d(4), nn.Conv2d(4, 4, 3, padding=1, padding_mode="replicate")), x)
-    ) == {"norm_conv": 1}
+    assert _fired(_run(Seq(nn.BatchNorm2d(4), nn.Conv2d(4, 6, 3, groups=2)), x)) == {
+        "norm_conv": 1}
+    assert _fired(_run(Seq(nn.BatchNorm2d(4), nn.Conv2d(4, 4, 3, padding=1,
+                                                          padding_mode="replicate")), x)) == {
+        "norm_conv": 1}
     result = _run(Seq(nn.BatchNorm2d(4), nn.Conv2d(4, 4, 3, padding=1)), x)
     assert "norm_conv" not in _fired(result)
     assert any("zero-pads" in r for r in _refused(result))
@@ -142,23 +142,16 @@ class Branches(nn.Module):
 def cbn(cin, cout, k, stride=1, padding=None, dilation=1, groups=1, mode="zeros"):
     if padding is None:
         padding = tuple(dilation * (kk // 2) for kk in ((k,) * 2 if isinstance(k, int) else k))
-    return Seq(
-        nn.Conv2d(cin, cout, k, stride, padding, dilation, groups, bias=False, padding_mode=mode),
-        nn.BatchNorm2d(cout),
-    )
+    return Seq(nn.Conv2d(cin, cout, k, stride, padding, dilation, groups, bias=False,
+                         padding_mode=mode), nn.BatchNorm2d(cout))
 
 
 @pytest.mark.parametrize("stride", [1, 2])
 def test_repvgg_acnet_dilated_avgpool_merge(stride, device):
     c = 6
-    branches = [
-        cbn(c, c, 5, stride),
-        cbn(c, c, 3, stride),
-        cbn(c, c, (1, 5), stride),
-        cbn(c, c, (3, 1), stride),
-        cbn(c, c, 3, stride, dilation=2),
-        Seq(nn.AvgPool2d(3, stride, 1), nn.BatchNorm2d(c)),
-    ]
+    branches = [cbn(c, c, 5, stride), cbn(c, c, 3, stride), cbn(c, c, (1, 5), stride),
+                cbn(c, c, (3, 1), stride), cbn(c, c, 3, stride, dilation=2),
+                Seq(nn.AvgPool2d(3, stride, 1), nn.BatchNorm2d(c))]
     x = torch.randn(2, c, 9, 9, dtype=torch.float64, device=device)
     result = _run(Branches(branches, identity=False), x)
     assert _fired(result)["parallel_branches"] == 1
@@ -178,18 +171,13 @@ def test_grouped_and_identity(device):
     assert any("slower" in r for r in _refused(result))
 
 
-@pytest.mark.parametrize(
-    "branches,reason",
-    [
-        (lambda: [cbn(4, 4, 3, mode="reflect"), cbn(4, 4, 5)], "modes"),
-        (lambda: [cbn(4, 4, 3, dilation=3), cbn(4, 4, 3)], "slower"),
-        (lambda: [cbn(16, 16, 3, groups=16), cbn(16, 16, 1)], "slower"),
-        (
-            lambda: [Seq(nn.AvgPool2d(3, 1, 1, count_include_pad=False)), cbn(4, 4, 3)],
-            "count_include_pad",
-        ),
-    ],
-)
+@pytest.mark.parametrize("branches,reason", [
+    (lambda: [cbn(4, 4, 3, mode="reflect"), cbn(4, 4, 5)], "modes"),
+    (lambda: [cbn(4, 4, 3, dilation=3), cbn(4, 4, 3)], "slower"),
+    (lambda: [cbn(16, 16, 3, groups=16), cbn(16, 16, 1)], "slower"),
+    (lambda: [Seq(nn.AvgPool2d(3, 1, 1, count_include_pad=False)), cbn(4, 4, 3)],
+     "count_include_pad"),
+])
 def test_parallel_branch_refusals(branches, reason, device):
     blocks = branches()
     cin = blocks[-1][0].in_channels
@@ -330,9 +318,8 @@ def test_wrong_rule_without_verify_is_caught_by_the_final_check(device):
 def test_functional_batch_norm_subclass(device):
     class BNAct(nn.BatchNorm2d):  # overrides forward, like timm's BatchNormAct2d
         def forward(self, x):
-            x = nn.functional.batch_norm(
-                x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
-            )
+            x = nn.functional.batch_norm(x, self.running_mean, self.running_var, self.weight,
+                                         self.bias, False, 0.0, self.eps)
             return torch.relu(x)
 
     model = Seq(nn.Conv2d(3, 4, 3, padding=1), BNAct(4))
@@ -377,21 +364,15 @@ class BNAndPad(nn.Module):
 
     def forward(self, x):
         out = self.bn(x)
-        fill = (
-            self.bn.bias
-            - self.bn.running_mean * self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)
-        ).view(1, -1, 1, 1)
+        fill = (self.bn.bias - self.bn.running_mean * self.bn.weight
+                / torch.sqrt(self.bn.running_var + self.bn.eps)).view(1, -1, 1, 1)
         return nn.functional.pad(out - fill, [self.pad] * 4) + fill
 
 
 def test_dbb_bn_and_pad_branch_merges(device):
     c = 4
-    branch = Seq(
-        nn.Conv2d(c, c, 1, bias=False),
-        BNAndPad(c, 1),
-        nn.Conv2d(c, c, 3, bias=False),
-        nn.BatchNorm2d(c),
-    )
+    branch = Seq(nn.Conv2d(c, c, 1, bias=False), BNAndPad(c, 1), nn.Conv2d(c, c, 3, bias=False),
+                 nn.BatchNorm2d(c))
     x = torch.randn(2, c, 6, 6, dtype=torch.float64, device=device)
     result = _run(Branches([branch, cbn(c, c, 3)]), x)
     fired = _fired(result)
@@ -408,7 +389,8 @@ def test_pad_with_other_value_is_refused(device):
             self.fill = nn.Parameter(torch.ones(1, 3, 1, 1))
 
         def forward(self, x):
-            return self.conv2(nn.functional.pad(self.conv(x) - self.fill, [1, 1, 1, 1]) + self.fill)
+            return self.conv2(nn.functional.pad(self.conv(x) - self.fill, [1, 1, 1, 1])
+                              + self.fill)
 
     x = torch.randn(1, 3, 4, 4, dtype=torch.float64, device=device)
     result = _run(WrongFill(), x)

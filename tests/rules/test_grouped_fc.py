@@ -28,12 +28,8 @@ from reparam.rules.grouped_fc import (
 
 f64 = torch.float64
 # the device fixture is the same for every example of a property: nothing to reset
-with_device = settings(
-    suppress_health_check=[
-        *settings.default.suppress_health_check,
-        HealthCheck.function_scoped_fixture,
-    ]
-)
+with_device = settings(suppress_health_check=[*settings.default.suppress_health_check,
+                                              HealthCheck.function_scoped_fixture])
 
 
 def _faster(conv, shape):
@@ -187,7 +183,8 @@ def test_refuses_when_the_bmm_is_not_faster():
 
 
 def test_refuses_a_marginal_gain():
-    result = _deploy(GroupedFC(12, 8, 4).double(), torch.randn(3, 12, dtype=f64), timer=_marginal)
+    result = _deploy(GroupedFC(12, 8, 4).double(), torch.randn(3, 12, dtype=f64),
+                     timer=_marginal)
     assert result.report.fired() == {}
     assert "not clearly faster" in result.report.refusals[0].reason
 

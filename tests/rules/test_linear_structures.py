@@ -64,14 +64,11 @@ def test_batchnorm_attention_prenorm_into_qkv():
     assert P.op_counts(result.model) == P.BatchNormAttention.PAPER_DEPLOY
 
 
-@pytest.mark.parametrize(
-    "reader, words",
-    [
-        ("gate", "not linear in it"),
-        ("residual", "not linear in it"),
-        ("padded", "zero-pads its input"),
-    ],
-)
+@pytest.mark.parametrize("reader, words", [
+    ("gate", "not linear in it"),
+    ("residual", "not linear in it"),
+    ("padded", "zero-pads its input"),
+])
 def test_shared_norm_refused_when_a_reader_is_not_linear(reader, words):
     _, result = _deploy(P.InceptionStyleHead(reader=reader), _x(2, 4, 7, 7))
     assert P.op_counts(result.model)[1] == 1
@@ -81,9 +78,8 @@ def test_shared_norm_refused_when_a_reader_is_not_linear(reader, words):
 # -- perpendicular sequential kernels ---------------------------------------------------------
 @pytest.mark.parametrize("stride", [1, 2])
 def test_repnext_medium_conv_becomes_one_conv(stride):
-    model, result = _deploy(
-        P.RepNeXtStyleMediumConv(stride=stride), _x(2, 4, 11, 9), _x(1, 4, 8, 14)
-    )
+    model, result = _deploy(P.RepNeXtStyleMediumConv(stride=stride), _x(2, 4, 11, 9),
+                            _x(1, 4, 8, 14))
     assert result.report.fired().get("perpendicular_convs") == 2
     assert P.op_counts(model) == (7, 0, 0)
     assert P.op_counts(result.model) == P.RepNeXtStyleMediumConv.PAPER_DEPLOY
@@ -95,7 +91,8 @@ def test_repnext_large_pair_kept_unless_allow_slower():
     _, result = _deploy(P.RepNeXtStyleLargeConv(bias=False), x)
     assert P.op_counts(result.model) == P.RepNeXtStyleLargeConv.PAPER_DEPLOY
     assert "costs more multiply-adds" in _reasons(result)
-    _, forced = _deploy(P.RepNeXtStyleLargeConv(bias=False), x, _x(2, 4, 7, 15), allow_slower=True)
+    _, forced = _deploy(P.RepNeXtStyleLargeConv(bias=False), x, _x(2, 4, 7, 15),
+                        allow_slower=True)
     assert P.op_counts(forced.model) == (1, 0, 0)
 
 
@@ -113,9 +110,8 @@ def test_repmlpnet_block_official_style():
     assert P.op_counts(result.model) == P.RepMLPNetStyleBlock.PAPER_DEPLOY
 
 
-@pytest.mark.xfail(
-    reason="reshape(*inputs.size()) needs a shape-aware capture (issue 11)", strict=False
-)
+@pytest.mark.xfail(reason="reshape(*inputs.size()) needs a shape-aware capture (issue 11)",
+                   strict=False)
 def test_repmlpnet_block_unpacking_the_input_size():
     _, result = _deploy(P.RepMLPNetStyleBlock(unpack_size=True), _x(2, 4, 6, 9))
     assert P.op_counts(result.model) == P.RepMLPNetStyleBlock.PAPER_DEPLOY

@@ -64,14 +64,10 @@ def test_branch_blocks_are_exactly_one_conv(
 def test_reflect_and_circular_branch_blocks_are_exactly_one_conv(
     device: torch.device, dims: int, mode: str, data: st.DataObject
 ) -> None:
-    case = data.draw(
-        S.branch_blocks(
-            dims, device=device, strides=(1,), allow_activation=False, padding_modes=(mode,)
-        )
-    )
-    assert matches_single_conv(
-        case.module, case.example_input, radius=RADIUS[dims], padding_mode=mode
-    ), case
+    case = data.draw(S.branch_blocks(dims, device=device, strides=(1,), allow_activation=False,
+                                     padding_modes=(mode,)))
+    assert matches_single_conv(case.module, case.example_input, radius=RADIUS[dims],
+                               padding_mode=mode), case
 
 
 @pytest.mark.parametrize("kind", ["seq_dbb_pad", "seq_1x1_avg", "concat", "avgpool", "scale"])
@@ -80,16 +76,8 @@ def test_reflect_and_circular_branch_blocks_are_exactly_one_conv(
 def test_tricky_branch_kinds_are_exactly_one_conv(
     device: torch.device, kind: str, data: st.DataObject
 ) -> None:
-    case = data.draw(
-        S.branch_blocks(
-            2,
-            device=device,
-            strides=(1,),
-            allow_activation=False,
-            kinds=("kxk", kind),
-            max_branches=3,
-        )
-    )
+    case = data.draw(S.branch_blocks(2, device=device, strides=(1,), allow_activation=False,
+                                     kinds=("kxk", kind), max_branches=3))
     assert matches_single_conv(case.module, case.example_input, radius=RADIUS[2]), case
 
 

@@ -118,22 +118,19 @@ def test_bn_conv(device: torch.device, dims: int, padded: bool, data: st.DataObj
     assert case.refuse == (padded and conv.padding_mode == "zeros")
     if case.refuse:
         assert "REFUSE" in case.description
-        shift = bn(
-            torch.zeros((1, bn.num_features) + (1,) * dims, dtype=torch.float64, device=device)
-        )
+        shift = bn(torch.zeros((1, bn.num_features) + (1,) * dims, dtype=torch.float64,
+                               device=device))
         assert float(shift.abs().min()) >= 0.2 - 1e-9
 
 
 @FEW
 @given(data=st.data())
 def test_float32(device: torch.device, data: st.DataObject) -> None:
-    case = data.draw(
-        st.one_of(
-            S.conv_bn(2, dtype=torch.float32, device=device),
-            S.bn_conv(2, dtype=torch.float32, device=device),
-            S.branch_blocks(2, dtype=torch.float32, device=device),
-        )
-    )
+    case = data.draw(st.one_of(
+        S.conv_bn(2, dtype=torch.float32, device=device),
+        S.bn_conv(2, dtype=torch.float32, device=device),
+        S.branch_blocks(2, dtype=torch.float32, device=device),
+    ))
     check(case, device, torch.float32)
 
 
@@ -141,9 +138,8 @@ def test_float32(device: torch.device, data: st.DataObject) -> None:
 @FEW
 @given(data=st.data())
 def test_branch_blocks(device: torch.device, dims: int, data: st.DataObject) -> None:
-    case = data.draw(
-        S.branch_blocks(dims, device=device, padding_modes=("zeros", "reflect", "circular"))
-    )
+    case = data.draw(S.branch_blocks(dims, device=device,
+                                     padding_modes=("zeros", "reflect", "circular")))
     check(case, device)
     assert not case.refuse
     assert "branch_block" in case.tags
@@ -151,17 +147,15 @@ def test_branch_blocks(device: torch.device, dims: int, data: st.DataObject) -> 
 
 @pytest.mark.parametrize("kind", S.BRANCH_KINDS)
 def test_every_branch_kind_is_reachable(kind: str) -> None:
-    case = find(
-        S.branch_blocks(2, kinds=("kxk", kind)), lambda c: kind in c.tags, settings=FIRST_HIT
-    )
+    case = find(S.branch_blocks(2, kinds=("kxk", kind)), lambda c: kind in c.tags,
+                settings=FIRST_HIT)
     assert kind in case.tags
 
 
 @pytest.mark.parametrize("style", S.SUM_STYLES)
 def test_every_sum_style_is_reachable(style: str) -> None:
-    find(
-        S.branch_blocks(2, max_branches=3), lambda c: f"style:{style}" in c.tags, settings=FIRST_HIT
-    )
+    find(S.branch_blocks(2, max_branches=3), lambda c: f"style:{style}" in c.tags,
+         settings=FIRST_HIT)
 
 
 @pytest.mark.parametrize("dims", DIMS)
@@ -190,21 +184,11 @@ def test_refusal_cases_rejects_unknown_kind() -> None:
 
 def test_randomize_norms_and_seeded() -> None:
     with seeded(3):
-        a = nn.Sequential(
-            nn.Conv2d(2, 4, 3),
-            nn.BatchNorm2d(4),
-            nn.GroupNorm(2, 4),
-            nn.BatchNorm1d(4, affine=False),
-            nn.LayerNorm(4),
-        )
+        a = nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.GroupNorm(2, 4),
+                          nn.BatchNorm1d(4, affine=False), nn.LayerNorm(4))
     with seeded(3):
-        b = nn.Sequential(
-            nn.Conv2d(2, 4, 3),
-            nn.BatchNorm2d(4),
-            nn.GroupNorm(2, 4),
-            nn.BatchNorm1d(4, affine=False),
-            nn.LayerNorm(4),
-        )
+        b = nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.GroupNorm(2, 4),
+                          nn.BatchNorm1d(4, affine=False), nn.LayerNorm(4))
     S.randomize_norms(a, torch.Generator().manual_seed(1))
     S.randomize_norms(b, torch.Generator().manual_seed(1))
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):

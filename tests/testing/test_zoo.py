@@ -48,10 +48,8 @@ def test_zoo_is_deterministic_and_takes_dtype(name: str) -> None:
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert ka == kb and torch.equal(va, vb)
     c = zoo.ZOO[name](seed=2)
-    assert any(
-        not torch.equal(va, vc)
-        for va, vc in zip(a.state_dict().values(), c.state_dict().values(), strict=True)
-    )
+    assert any(not torch.equal(va, vc) for va, vc in zip(
+        a.state_dict().values(), c.state_dict().values(), strict=True))
     m32 = zoo.ZOO[name](dtype=torch.float32)
     x = zoo.zoo_example_input(name, dtype=torch.float32)
     with torch.no_grad():

@@ -15,21 +15,9 @@ REPO = Path(__file__).resolve().parents[2]
 def tiny_args(output: Path, *extra: str, epochs: int = 1) -> list[str]:
     """Train the nano RepMLPNet (8x8 input) on 64 digits, test on 40; ``extra`` overrides."""
     return [
-        "--model",
-        "repmlpnet_n8",
-        "--train-limit",
-        "64",
-        "--test-limit",
-        "40",
-        "--batch-size",
-        "16",
-        "--epochs",
-        str(epochs),
-        "--progress",
-        "off",
-        "--output",
-        str(output),
-        *extra,
+        "--model", "repmlpnet_n8", "--train-limit", "64", "--test-limit", "40",
+        "--batch-size", "16", "--epochs", str(epochs), "--progress", "off",
+        "--output", str(output), *extra,
     ]
 
 
@@ -41,14 +29,8 @@ def run_module(
     launcher = [sys.executable]
     if nproc is not None:
         launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-    return subprocess.run(
-        [*launcher, "-m", "reparam_models.train", *argv],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO,
-    )
+    return subprocess.run([*launcher, "-m", "reparam_models.train", *argv], env=env,
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
 def last_json(stdout: str) -> dict[str, Any]:

@@ -34,23 +34,15 @@ def test_two_processes_keep_identical_parameters(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_done_when_two_processes_learn_resume_and_deploy(tmp_path: Path) -> None:
     """The issue's acceptance run: 2 processes, 2 epochs on the built-in data, then resume."""
-    proc = run_module("--epochs", "2", "--output", str(tmp_path), "--json", nproc=2, timeout=1200)
+    proc = run_module("--epochs", "2", "--output", str(tmp_path), "--json", nproc=2,
+                      timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = last_json(proc.stdout)
     assert result["world_size"] == 2 and result["start_epoch"] == 0
     assert result["top1"] > 0.5  # chance is 0.1
     assert result["prediction_agreement"] == 1.0 and result["ranks_in_sync"]
-    proc = run_module(
-        "--epochs",
-        "3",
-        "--resume",
-        str(tmp_path),
-        "--output",
-        str(tmp_path),
-        "--json",
-        nproc=2,
-        timeout=1200,
-    )
+    proc = run_module("--epochs", "3", "--resume", str(tmp_path), "--output", str(tmp_path),
+                      "--json", nproc=2, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     resumed = last_json(proc.stdout)
     assert resumed["start_epoch"] == 2 and resumed["epochs_done"] == 3

@@ -40,22 +40,14 @@ def test_unknown_model_did_you_mean(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "repmlpnet_n32" in line
 
 
-@pytest.mark.parametrize(
-    "batch, world, message",
-    [
-        (1, 2, "smaller than the world size 2"),
-        (3, 4, "smaller than the world size 4"),
-        (5, 2, "not divisible by the world size 2"),
-    ],
-)
-def test_batch_against_world_size(
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-    batch: int,
-    world: int,
-    message: str,
-) -> None:
+@pytest.mark.parametrize("batch, world, message", [
+    (1, 2, "smaller than the world size 2"),
+    (3, 4, "smaller than the world size 4"),
+    (5, 2, "not divisible by the world size 2"),
+])
+def test_batch_against_world_size(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                  monkeypatch: pytest.MonkeyPatch, batch: int, world: int,
+                                  message: str) -> None:
     # torchrun's environment; the check runs before the process group is joined
     monkeypatch.setenv("WORLD_SIZE", str(world))
     monkeypatch.setenv("RANK", "0")

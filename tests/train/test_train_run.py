@@ -15,19 +15,12 @@ from reparam_models.train import main, train
 from reparam_models.train.checkpoint import atomic_save
 from reparam_models.train.data import load_digits_splits, verification_pairs
 
-REQUIRED = {
-    "top1": float,
-    "top1_deployed": float,
-    "prediction_agreement": float,
-    "world_size": int,
-    "start_epoch": int,
-    "epochs": int,
-}
+REQUIRED = {"top1": float, "top1_deployed": float, "prediction_agreement": float,
+            "world_size": int, "start_epoch": int, "epochs": int}
 
 
-def test_json_result_and_deployed_checkpoint(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_json_result_and_deployed_checkpoint(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
     assert main(tiny_args(out, "--json")) == 0
     stdout = capsys.readouterr().out.strip().splitlines()
@@ -56,9 +49,8 @@ def test_json_result_and_deployed_checkpoint(
     infer.load_state_dict(dep["state_dict"], strict=True)
     trained.eval(), infer.eval()
     test = load_digits_splits().test
-    x = torch.stack(
-        [torch.from_numpy(test.images[i]).float().div(255).expand(3, 8, 8) for i in range(8)]
-    )
+    x = torch.stack([torch.from_numpy(test.images[i]).float().div(255).expand(3, 8, 8)
+                     for i in range(8)])
     for inp in (x, torch.randn(3, 3, 16, 16)):
         with torch.no_grad():
             torch.testing.assert_close(infer(inp), trained(inp), rtol=1e-5, atol=1e-5)
@@ -81,23 +73,14 @@ def _tensors_equal(a: object, b: object, path: str = "") -> None:
 
 def test_resume_reproduces_an_uninterrupted_run(tmp_path: Path) -> None:
     # mixup/cutmix (NumPy RNG), RandAugment (Python RNG), crops (torch RNG) and EMA all on
-    recipe = [
-        "--mixup",
-        "0.4",
-        "--cutmix",
-        "1.0",
-        "--ema-decay",
-        "0.9",
-        "--auto-augment",
-        "rand-m9-n2",
-    ]
+    recipe = ["--mixup", "0.4", "--cutmix", "1.0", "--ema-decay", "0.9", "--auto-augment",
+              "rand-m9-n2"]
     whole = train(tiny_args(tmp_path / "whole", *recipe, epochs=2))
     first = train(tiny_args(tmp_path / "cut", *recipe, "--stop-after-epochs", "1", epochs=2))
     assert first["stopped_early"] and first["epochs_done"] == 1
     assert first["top1_deployed"] is None and not (tmp_path / "cut" / "deployed.pt").exists()
-    resumed = train(
-        tiny_args(tmp_path / "cut", *recipe, "--resume", str(tmp_path / "cut"), epochs=2)
-    )
+    resumed = train(tiny_args(tmp_path / "cut", *recipe, "--resume", str(tmp_path / "cut"),
+                              epochs=2))
     assert resumed["start_epoch"] == 1 and resumed["epochs_done"] == 2
     a = torch.load(tmp_path / "whole" / "train.pt", weights_only=True)
     b = torch.load(tmp_path / "cut" / "train.pt", weights_only=True)
@@ -109,40 +92,23 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path: Path) -> None:
     assert first["param_digests"] != whole["param_digests"]
 
 
-def test_resume_refuses_a_different_seed(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_resume_refuses_a_different_seed(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
     # a checkpoint's recorded arguments are checked before anything is loaded from it
-    atomic_save(
-        {"args": {"model": "repmlpnet_n8", "task": "classify", "seed": 0, "batch_size": 16}},
-        tmp_path / "train.pt",
-    )
+    atomic_save({"args": {"model": "repmlpnet_n8", "task": "classify", "seed": 0,
+                          "batch_size": 16}}, tmp_path / "train.pt")
     assert main(tiny_args(tmp_path, "--resume", str(tmp_path), "--seed", "1", epochs=2)) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--seed 0" in err[0], err
 
 
-FACE_KWARGS = {
-    "img_size": 32,
-    "h": 2,
-    "channels": [16, 32, 64, 128],
-    "stem_channels": 8,
-    "embedding_dim": 16,
-}
+FACE_KWARGS = {"img_size": 32, "h": 2, "channels": [16, 32, 64, 128], "stem_channels": 8,
+               "embedding_dim": 16}
 
 
 def test_face_task_trains_with_the_margin_head(tmp_path: Path) -> None:
-    result = train(
-        tiny_args(
-            tmp_path,
-            "--task",
-            "face",
-            "--model",
-            "repmlp_face_res",
-            "--model-kwargs",
-            json.dumps(FACE_KWARGS),
-        )
-    )
+    result = train(tiny_args(tmp_path, "--task", "face", "--model", "repmlp_face_res",
+                             "--model-kwargs", json.dumps(FACE_KWARGS)))
     targets = load_digits_splits().test.targets[:40]
     assert result["task"] == "face" and result["pairs"] == len(verification_pairs(targets))
     assert 0.5 <= result["top1"] <= 1.0 and 0.0 <= result["auc"] <= 1.0
@@ -158,24 +124,9 @@ def test_face_task_trains_with_the_margin_head(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_face_task_on_all_digits(tmp_path: Path) -> None:
-    result = train(
-        [
-            "--task",
-            "face",
-            "--model",
-            "repmlp_face_res",
-            "--model-kwargs",
-            json.dumps(FACE_KWARGS),
-            "--epochs",
-            "2",
-            "--warmup-epochs",
-            "0",
-            "--output",
-            str(tmp_path),
-            "--progress",
-            "off",
-        ]
-    )
+    result = train(["--task", "face", "--model", "repmlp_face_res", "--model-kwargs",
+                    json.dumps(FACE_KWARGS), "--epochs", "2", "--warmup-epochs", "0",
+                    "--output", str(tmp_path), "--progress", "off"])
     assert result["top1"] > 0.6  # verification accuracy, chance 0.5
     assert result["prediction_agreement"] == 1.0
 

@@ -20,12 +20,8 @@ TOL32 = 1e-5
 F64 = torch.float64
 
 # The ``device`` fixture is function scoped but constant across examples: safe to reuse.
-with_device = settings(
-    suppress_health_check=[
-        *settings.default.suppress_health_check,
-        HealthCheck.function_scoped_fixture,
-    ]
-)
+with_device = settings(suppress_health_check=[*settings.default.suppress_health_check,
+                                              HealthCheck.function_scoped_fixture])
 seeds = st.integers(0, 2**31 - 1)
 some_nd = st.integers(1, 3)
 
@@ -113,15 +109,9 @@ class ConvCase:
         return conv(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
 
-def conv(
-    x: Tensor,
-    weight: Tensor,
-    bias: Tensor | None,
-    stride: Sequence[int] | int = 1,
-    padding: Sequence[int] | int = 0,
-    dilation: Sequence[int] | int = 1,
-    groups: int = 1,
-) -> Tensor:
+def conv(x: Tensor, weight: Tensor, bias: Tensor | None, stride: Sequence[int] | int = 1,
+         padding: Sequence[int] | int = 0, dilation: Sequence[int] | int = 1,
+         groups: int = 1) -> Tensor:
     """``F.conv{1,2,3}d`` chosen by the weight rank; ``F.linear`` for 2-D weights."""
     nd = weight.dim() - 2
     if nd == 0:
@@ -130,17 +120,10 @@ def conv(
 
 
 @st.composite
-def conv_specs(
-    draw,
-    nd: st.SearchStrategy[int] = some_nd,
-    max_groups: int = 3,
-    max_per_group: int = 3,
-    max_k: int = 3,
-    padded: bool = True,
-    strided: bool = True,
-    dilated: bool = True,
-    groups: int | None = None,
-) -> ConvCase:
+def conv_specs(draw, nd: st.SearchStrategy[int] = some_nd, max_groups: int = 3,
+               max_per_group: int = 3, max_k: int = 3, padded: bool = True,
+               strided: bool = True, dilated: bool = True, groups: int | None = None,
+               ) -> ConvCase:
     """Draw per-group channel counts and multiply by ``groups`` so the conv is valid."""
     n = draw(nd)
     g = groups if groups is not None else draw(st.integers(1, max_groups))
@@ -153,10 +136,8 @@ def conv_specs(
     stride = tuple(draw(st.integers(1, 2)) if strided else 1 for _ in range(n))
     dilation = tuple(draw(st.integers(1, 2)) if dilated else 1 for _ in range(n))
     padding = tuple(draw(st.integers(0, k // 2 + 1)) if padded else 0 for k in kernel)
-    size = tuple(
-        max(1, e - 2 * p) + draw(st.integers(0, 3))
-        for e, p in zip(conv_extent(kernel, dilation), padding, strict=True)
-    )
+    size = tuple(max(1, e - 2 * p) + draw(st.integers(0, 3))
+                 for e, p in zip(conv_extent(kernel, dilation), padding, strict=True))
     return ConvCase(n, g, in_ch, out_ch, kernel, stride, padding, dilation, size)
 
 
@@ -172,7 +153,6 @@ def lcm(a: int, b: int) -> int:
 def check_float32(fn, *args, device: torch.device, **kwargs) -> None:
     """``fn`` on float32 tensors returns float32 tensors on ``device`` that match ``fn`` on
     the same values up-cast to float64 within ``TOL32``."""
-
     def up(a):
         return a.to(F64) if isinstance(a, Tensor) else a
 

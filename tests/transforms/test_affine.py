@@ -30,14 +30,9 @@ from ._helpers import (
 
 
 @with_device
-@given(
-    seed=seeds,
-    c=st.integers(1, 6),
-    batch=st.integers(1, 3),
-    spatial=st.lists(st.integers(1, 4), max_size=3),
-    affine=st.booleans(),
-    eps=st.sampled_from([0.0, 1e-5, 1e-3, 0.5]),
-)
+@given(seed=seeds, c=st.integers(1, 6), batch=st.integers(1, 3),
+       spatial=st.lists(st.integers(1, 4), max_size=3), affine=st.booleans(),
+       eps=st.sampled_from([0.0, 1e-5, 1e-3, 0.5]))
 def test_norm_to_affine_matches_batch_norm(device, seed, c, batch, spatial, affine, eps):
     r = Rand(seed, device)
     x = r.normal(batch, c, *spatial)
@@ -127,19 +122,12 @@ def test_float32_in_float32_out(device, seed, spec):
     r = Rand(seed, device, torch.float32)
     c, ci = spec.out_ch, spec.in_ch
     weight = r.normal(*spec.weight_shape)
-    check_float32(
-        norm_to_affine, r.normal(c), r.positive(c), r.normal(c), r.normal(c), 1e-5, device=device
-    )
-    check_float32(fold_affine_after, weight, r.normal(c), r.normal(c), r.normal(c), device=device)
-    check_float32(
-        fold_affine_before,
-        weight,
-        r.normal(c),
-        r.normal(ci),
-        r.normal(ci),
-        spec.groups,
-        device=device,
-    )
+    check_float32(norm_to_affine, r.normal(c), r.positive(c), r.normal(c), r.normal(c), 1e-5,
+                  device=device)
+    check_float32(fold_affine_after, weight, r.normal(c), r.normal(c), r.normal(c),
+                  device=device)
+    check_float32(fold_affine_before, weight, r.normal(c), r.normal(ci), r.normal(ci),
+                  spec.groups, device=device)
     check_float32(repeat_affine, r.normal(c), r.normal(c), 3, device=device)
 
 
@@ -150,26 +138,23 @@ def _vec(n: int, dtype=F64) -> torch.Tensor:
 _W = torch.ones(4, 2, 3, 3, dtype=F64, device="cpu")
 
 
-@pytest.mark.parametrize(
-    "call",
-    [
-        lambda: norm_to_affine(_vec(3), _vec(4), None, None, 1e-5),
-        lambda: norm_to_affine(_vec(3), _vec(3), _vec(2), None, 1e-5),
-        lambda: norm_to_affine(_vec(3), _vec(3), None, None, -1.0),
-        lambda: norm_to_affine(_vec(3), torch.zeros(3, dtype=F64, device="cpu"), None, None, 0.0),
-        lambda: norm_to_affine(_vec(3).long(), _vec(3), None, None, 1e-5),
-        lambda: norm_to_affine([1.0], _vec(1), None, None, 1e-5),
-        lambda: fold_affine_after(_W, None, _vec(3), _vec(4)),
-        lambda: fold_affine_after(_W, _vec(5), _vec(4), _vec(4)),
-        lambda: fold_affine_after(_vec(4), None, _vec(4), _vec(4)),
-        lambda: fold_affine_before(_W, None, _vec(2), _vec(2), groups=3),
-        lambda: fold_affine_before(_W, None, _vec(2), _vec(2), groups=2),
-        lambda: fold_affine_before(_W, None, _vec(4), _vec(4), groups=0),
-        lambda: repeat_affine(_vec(3), _vec(3), 0),
-        lambda: repeat_affine(_vec(3), _vec(3), 2.0),
-        lambda: repeat_affine(_vec(3), _vec(2), 2),
-    ],
-)
+@pytest.mark.parametrize("call", [
+    lambda: norm_to_affine(_vec(3), _vec(4), None, None, 1e-5),
+    lambda: norm_to_affine(_vec(3), _vec(3), _vec(2), None, 1e-5),
+    lambda: norm_to_affine(_vec(3), _vec(3), None, None, -1.0),
+    lambda: norm_to_affine(_vec(3), torch.zeros(3, dtype=F64, device="cpu"), None, None, 0.0),
+    lambda: norm_to_affine(_vec(3).long(), _vec(3), None, None, 1e-5),
+    lambda: norm_to_affine([1.0], _vec(1), None, None, 1e-5),
+    lambda: fold_affine_after(_W, None, _vec(3), _vec(4)),
+    lambda: fold_affine_after(_W, _vec(5), _vec(4), _vec(4)),
+    lambda: fold_affine_after(_vec(4), None, _vec(4), _vec(4)),
+    lambda: fold_affine_before(_W, None, _vec(2), _vec(2), groups=3),
+    lambda: fold_affine_before(_W, None, _vec(2), _vec(2), groups=2),
+    lambda: fold_affine_before(_W, None, _vec(4), _vec(4), groups=0),
+    lambda: repeat_affine(_vec(3), _vec(3), 0),
+    lambda: repeat_affine(_vec(3), _vec(3), 2.0),
+    lambda: repeat_affine(_vec(3), _vec(2), 2),
+])
 def test_bad_arguments_raise(call):
     with pytest.raises(ValueError):
         call()

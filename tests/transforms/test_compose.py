@@ -41,14 +41,8 @@ def two_convs(draw, max_k: int = 3, nd: st.SearchStrategy[int] = some_nd):
 
 
 @with_device
-@given(
-    seed=seeds,
-    convs=two_convs(),
-    b1=st.booleans(),
-    b2=st.booleans(),
-    extra=st.integers(0, 2),
-    stride=st.integers(1, 2),
-)
+@given(seed=seeds, convs=two_convs(), b1=st.booleans(), b2=st.booleans(),
+       extra=st.integers(0, 2), stride=st.integers(1, 2))
 def test_compose_matches_two_unpadded_convs(device, seed, convs, b1, b2, extra, stride):
     n, g1, g2, cin, mid, cout, k1, k2 = convs
     r = Rand(seed, device)
@@ -125,20 +119,17 @@ def _t(*shape: int) -> torch.Tensor:
     return torch.ones(shape, dtype=F64, device="cpu")
 
 
-@pytest.mark.parametrize(
-    "call",
-    [
-        lambda: compose_sequential(_t(4, 2, 1, 1), None, 1, _t(3, 5, 3, 3), None, 1),
-        lambda: compose_sequential(_t(4, 2, 1, 1), None, 1, _t(3, 4, 3), None, 1),
-        lambda: compose_sequential(_t(4, 2, 1, 1), None, 3, _t(3, 4, 3, 3), None, 1),
-        lambda: compose_sequential(_t(4, 2, 1, 1), None, 1, _t(3, 2, 3, 3), None, 2),
-        lambda: compose_sequential(_t(4, 2, 1, 1), _t(3), 1, _t(3, 4, 3, 3), None, 1),
-        lambda: compose_sequential(_t(4, 2, 1, 1), None, 1, _t(3, 4, 3, 3), _t(4), 1),
-        lambda: compose_sequential(_t(4, 2, 1, 1), None, 0, _t(3, 4, 3, 3), None, 1),
-        lambda: compose_sequential(_t(4, 2), None, 1, _t(3, 4), None, 1),
-        lambda: compose_sequential(_t(4, 2, 1, 1, 1, 1), None, 1, _t(3, 4, 1, 1, 1, 1), None, 1),
-    ],
-)
+@pytest.mark.parametrize("call", [
+    lambda: compose_sequential(_t(4, 2, 1, 1), None, 1, _t(3, 5, 3, 3), None, 1),
+    lambda: compose_sequential(_t(4, 2, 1, 1), None, 1, _t(3, 4, 3), None, 1),
+    lambda: compose_sequential(_t(4, 2, 1, 1), None, 3, _t(3, 4, 3, 3), None, 1),
+    lambda: compose_sequential(_t(4, 2, 1, 1), None, 1, _t(3, 2, 3, 3), None, 2),
+    lambda: compose_sequential(_t(4, 2, 1, 1), _t(3), 1, _t(3, 4, 3, 3), None, 1),
+    lambda: compose_sequential(_t(4, 2, 1, 1), None, 1, _t(3, 4, 3, 3), _t(4), 1),
+    lambda: compose_sequential(_t(4, 2, 1, 1), None, 0, _t(3, 4, 3, 3), None, 1),
+    lambda: compose_sequential(_t(4, 2), None, 1, _t(3, 4), None, 1),
+    lambda: compose_sequential(_t(4, 2, 1, 1, 1, 1), None, 1, _t(3, 4, 1, 1, 1, 1), None, 1),
+])
 def test_bad_arguments_raise(call):
     with pytest.raises(ValueError):
         call()

@@ -42,9 +42,8 @@ plain = dict(padded=False, strided=False, dilated=False)
 def test_pad_kernel_shifts_the_conv(device, seed, spec, data):
     r = Rand(seed, device)
     offset = [data.draw(st.integers(0, 2)) for _ in spec.kernel]
-    target = [
-        k + o + data.draw(st.integers(0, 2)) for k, o in zip(spec.kernel, offset, strict=True)
-    ]
+    target = [k + o + data.draw(st.integers(0, 2))
+              for k, o in zip(spec.kernel, offset, strict=True)]
     x = r.normal(*spec.input_shape(1)[:2], *(t + 1 for t in target))
     weight = r.normal(*spec.weight_shape)
     with strict_defaults():
@@ -102,13 +101,8 @@ odd_sizes = st.lists(st.sampled_from([1, 3, 5]), min_size=1, max_size=3)
 
 
 @with_device
-@given(
-    seed=seeds,
-    g=st.integers(1, 3),
-    per_group=st.integers(1, 3),
-    kernel=odd_sizes,
-    dtype=st.sampled_from([torch.float64, torch.float32]),
-)
+@given(seed=seeds, g=st.integers(1, 3), per_group=st.integers(1, 3), kernel=odd_sizes,
+       dtype=st.sampled_from([torch.float64, torch.float32]))
 def test_identity_kernel_is_identity(device, seed, g, per_group, kernel, dtype):
     channels = g * per_group
     x = Rand(seed, device, dtype).normal(2, channels, *(k + 1 for k in kernel))
@@ -119,13 +113,8 @@ def test_identity_kernel_is_identity(device, seed, g, per_group, kernel, dtype):
 
 
 @with_device
-@given(
-    seed=seeds,
-    g=st.integers(1, 3),
-    per_group=st.integers(1, 3),
-    data=st.data(),
-    dtype=st.sampled_from([torch.float64, torch.float32]),
-)
+@given(seed=seeds, g=st.integers(1, 3), per_group=st.integers(1, 3), data=st.data(),
+       dtype=st.sampled_from([torch.float64, torch.float32]))
 def test_avgpool_kernel_matches_avg_pool(device, seed, g, per_group, data, dtype):
     nd = data.draw(nds)
     kernel = [data.draw(st.integers(1, 4)) for _ in range(nd)]
@@ -171,31 +160,28 @@ def test_float32_in_float32_out(device, seed, spec):
 _W = torch.ones(4, 2, 3, 3, dtype=F64, device="cpu")
 
 
-@pytest.mark.parametrize(
-    "call",
-    [
-        lambda: pad_kernel(_W, [2, 5], [0, 0]),
-        lambda: pad_kernel(_W, [5, 5], [3, 0]),
-        lambda: pad_kernel(_W, [5, 5], [-1, 0]),
-        lambda: pad_kernel(_W, [5], [0]),
-        lambda: pad_kernel(_W[0], [5, 5], [0, 0]),
-        lambda: center_pad_kernel(_W, [4, 5]),
-        lambda: center_pad_kernel(_W, [1, 3]),
-        lambda: dilate_kernel(_W, [0, 1]),
-        lambda: dilate_kernel(_W, [1.5, 1]),
-        lambda: diagonal_kernel(_W[:3, 0], 2),
-        lambda: diagonal_kernel(_W[:, 0, 0, 0], 1),
-        lambda: identity_kernel(4, 2, [2, 3], F64, "cpu"),
-        lambda: identity_kernel(4, 3, [3, 3], F64, "cpu"),
-        lambda: identity_kernel(4, 2, [3, 3], torch.int64, "cpu"),
-        lambda: identity_kernel(4, 2, [], F64, "cpu"),
-        lambda: avgpool_kernel(0, 1, [3], F64, "cpu"),
-        lambda: avgpool_kernel(4, 1, [3], F64, "not-a-device"),
-        lambda: regroup_kernel(_W, 2, 4),
-        lambda: regroup_kernel(_W, 3, 1),
-        lambda: regroup_kernel(_W, 2, 0),
-    ],
-)
+@pytest.mark.parametrize("call", [
+    lambda: pad_kernel(_W, [2, 5], [0, 0]),
+    lambda: pad_kernel(_W, [5, 5], [3, 0]),
+    lambda: pad_kernel(_W, [5, 5], [-1, 0]),
+    lambda: pad_kernel(_W, [5], [0]),
+    lambda: pad_kernel(_W[0], [5, 5], [0, 0]),
+    lambda: center_pad_kernel(_W, [4, 5]),
+    lambda: center_pad_kernel(_W, [1, 3]),
+    lambda: dilate_kernel(_W, [0, 1]),
+    lambda: dilate_kernel(_W, [1.5, 1]),
+    lambda: diagonal_kernel(_W[:3, 0], 2),
+    lambda: diagonal_kernel(_W[:, 0, 0, 0], 1),
+    lambda: identity_kernel(4, 2, [2, 3], F64, "cpu"),
+    lambda: identity_kernel(4, 3, [3, 3], F64, "cpu"),
+    lambda: identity_kernel(4, 2, [3, 3], torch.int64, "cpu"),
+    lambda: identity_kernel(4, 2, [], F64, "cpu"),
+    lambda: avgpool_kernel(0, 1, [3], F64, "cpu"),
+    lambda: avgpool_kernel(4, 1, [3], F64, "not-a-device"),
+    lambda: regroup_kernel(_W, 2, 4),
+    lambda: regroup_kernel(_W, 3, 1),
+    lambda: regroup_kernel(_W, 2, 0),
+])
 def test_bad_arguments_raise(call):
     with pytest.raises(ValueError):
         call()

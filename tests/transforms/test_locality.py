@@ -39,7 +39,8 @@ def same_convs(draw):
 
 
 @with_device
-@given(seed=seeds, conv=same_convs(), has_bias=st.booleans(), chunk=st.sampled_from([1, 7, 2**22]))
+@given(seed=seeds, conv=same_convs(), has_bias=st.booleans(),
+       chunk=st.sampled_from([1, 7, 2**22]))
 def test_conv_to_fc_matches_conv2d(device, seed, conv, has_bias, chunk):
     g, cin, cout, kernel, padding, dilation, h, w = conv
     r = Rand(seed, device)
@@ -48,7 +49,8 @@ def test_conv_to_fc_matches_conv2d(device, seed, conv, has_bias, chunk):
     bias = r.normal(cout) if has_bias else None
     expected = F.conv2d(x, weight, bias, 1, padding, dilation, g).flatten(1)
     with strict_defaults():
-        fc, fc_bias = conv_to_fc(weight, bias, h, w, padding, g, dilation, chunk_elements=chunk)
+        fc, fc_bias = conv_to_fc(weight, bias, h, w, padding, g, dilation,
+                                 chunk_elements=chunk)
     assert_on(fc, device, F64)
     assert_on(fc_bias, device, F64)
     assert fc.shape == (g, cout // g * h * w, cin // g * h * w)
@@ -87,22 +89,19 @@ def test_dense_to_grouped_fc_rejects_off_block_entries():
 _W = torch.ones(4, 2, 3, 3, dtype=F64, device="cpu")
 
 
-@pytest.mark.parametrize(
-    "call",
-    [
-        lambda: conv_to_fc(_W, None, 4, 4, [0, 0], 2),
-        lambda: conv_to_fc(_W, None, 4, 4, [1, 1], 2, (2, 1)),
-        lambda: conv_to_fc(_W, None, 4, 4, [1], 2),
-        lambda: conv_to_fc(_W, None, 4, 4, [1, 1], 3),
-        lambda: conv_to_fc(_W, None, 0, 4, [1, 1], 2),
-        lambda: conv_to_fc(_W, torch.ones(3, dtype=F64, device="cpu"), 4, 4, [1, 1], 2),
-        lambda: conv_to_fc(_W[0], None, 4, 4, [1, 1], 2),
-        lambda: conv_to_fc(_W, None, 4, 4, [1, 1], 2, chunk_elements=0),
-        lambda: grouped_fc_to_dense(_W[0, 0]),
-        lambda: dense_to_grouped_fc(_W[0, 0], 2),
-        lambda: dense_to_grouped_fc(_W[0, 0, 0], 1),
-    ],
-)
+@pytest.mark.parametrize("call", [
+    lambda: conv_to_fc(_W, None, 4, 4, [0, 0], 2),
+    lambda: conv_to_fc(_W, None, 4, 4, [1, 1], 2, (2, 1)),
+    lambda: conv_to_fc(_W, None, 4, 4, [1], 2),
+    lambda: conv_to_fc(_W, None, 4, 4, [1, 1], 3),
+    lambda: conv_to_fc(_W, None, 0, 4, [1, 1], 2),
+    lambda: conv_to_fc(_W, torch.ones(3, dtype=F64, device="cpu"), 4, 4, [1, 1], 2),
+    lambda: conv_to_fc(_W[0], None, 4, 4, [1, 1], 2),
+    lambda: conv_to_fc(_W, None, 4, 4, [1, 1], 2, chunk_elements=0),
+    lambda: grouped_fc_to_dense(_W[0, 0]),
+    lambda: dense_to_grouped_fc(_W[0, 0], 2),
+    lambda: dense_to_grouped_fc(_W[0, 0, 0], 1),
+])
 def test_bad_arguments_raise(call):
     with pytest.raises(ValueError):
         call()
