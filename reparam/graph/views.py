@@ -116,6 +116,7 @@ class AffineView:
     module_path: str | None = None
     param_rank: int | None = None  # for ``x * gamma``: gamma's rank (it must reach dim 1)
     leading_one: bool = False  # gamma is (1, C, 1, ...) rather than (C, 1, ...)
+    all_ones: bool = False  # gamma is (1, 1, ..., 1): one factor for every element
 
     def fits_rank(self, rank: int | None) -> bool:
         """Whether the affine acts on dim 1 of a tensor of this rank: ``(C, 1, 1)`` does
@@ -125,6 +126,8 @@ class AffineView:
             return True
         if rank is None:
             return False
+        if self.all_ones:  # broadcasts to any rank at least its own, without growing it
+            return rank >= self.param_rank
         return rank == (self.param_rank if self.leading_one else self.param_rank + 1)
 
 
@@ -265,6 +268,7 @@ def _scale_affine(node: Node, root: nn.Module) -> AffineView | Refusal | None:
                 str(p.target),
                 param_rank=value.dim(),
                 leading_one=leading_one,
+                all_ones=value.numel() == 1,
             )
     return None
 

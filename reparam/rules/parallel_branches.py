@@ -201,13 +201,14 @@ def _as_spec(
         spec = ConvSpec(diagonal_kernel(values, groups), None, ones, zero_pad, ones, groups)
     if term.affine is not None:
         affine = term.affine
-        if affine.scale.numel() != spec.out_channels:
-            return Refusal("a branch's norm disagrees with its channel count")
         if not affine.fits_rank(dims + 2):
             return Refusal("a branch's scale does not broadcast over the channel dim")
-        w, b = fold_affine_after(
-            spec.weight, spec.bias, affine.scale.to(like), affine.shift.to(like)
-        )
+        scale, shift = affine.scale, affine.shift
+        if affine.all_ones:  # one factor for all channels
+            scale, shift = scale.expand(spec.out_channels), shift.expand(spec.out_channels)
+        if scale.numel() != spec.out_channels:
+            return Refusal("a branch's norm disagrees with its channel count")
+        w, b = fold_affine_after(spec.weight, spec.bias, scale.to(like), shift.to(like))
         spec = spec.with_weights(w, b)
     return spec
 

@@ -171,6 +171,41 @@ def test_grouped_and_identity(device):
     assert any("slower" in r for r in _refused(result))
 
 
+class _ScaledIdentity(nn.Module):
+    """A layer-scale identity branch, ``x * gamma``, with gamma of a given shape."""
+
+    def __init__(self, channels: int, shape: tuple[int, ...]):
+        super().__init__()
+        self.convs = nn.ModuleList([cbn(channels, channels, 3), cbn(channels, channels, 1)])
+        self.gamma = nn.Parameter(torch.randn(shape))
+
+    def forward(self, x):
+        out = x * self.gamma
+        for conv in self.convs:
+            out += conv(x)
+        return out
+
+
+@pytest.mark.parametrize("channels,shape,convs", [
+    (1, (1, 1, 1), 1),  # one channel: (C, 1, 1) and (1, C, 1) are the same tensor
+    (1, (1, 1, 1, 1), 1),
+    (4, (4, 1, 1), 1),
+    (4, (1, 4, 1, 1), 1),
+    (4, (1, 1, 1), 1),  # one factor for every channel
+    (4, (1, 1, 1, 1, 1), 2),  # broadcasts the output up to rank 5: not a channel scale
+])
+def test_scaled_identity_branch_of_any_gamma_shape(channels, shape, convs, device):
+    x = torch.randn(2, channels, 6, 6, dtype=torch.float64, device=device)
+    model = _ScaledIdentity(channels, shape).double().to(device)
+    result = _run(model, x)
+    kept = [m for m in result.model.modules() if isinstance(m, nn.Conv2d)]
+    assert len(kept) == convs, _refused(result)
+    if convs > 1:
+        assert any("does not broadcast" in r for r in _refused(result)), _refused(result)
+    other = torch.randn(3, channels, 9, 5, dtype=torch.float64, device=device)
+    assert reparam.relative_error(model(other), result.model(other)) <= 1e-9
+
+
 @pytest.mark.parametrize("branches,reason", [
     (lambda: [cbn(4, 4, 3, mode="reflect"), cbn(4, 4, 5)], "modes"),
     (lambda: [cbn(4, 4, 3, dilation=3), cbn(4, 4, 3)], "slower"),
