@@ -11,7 +11,7 @@ from torch.fx import Node
 Crop = tuple[tuple[int, int], ...]  # per spatial dim, (removed at start, removed at end)
 
 
-def _slice_amounts(s: object, extent: int | None) -> tuple[int, int] | None:
+def _slice_amounts(s: object) -> tuple[int, int] | None:
     if not isinstance(s, slice) or s.step not in (None, 1):
         return None
     start, stop = s.start, s.stop
@@ -23,16 +23,17 @@ def _slice_amounts(s: object, extent: int | None) -> tuple[int, int] | None:
         end = 0
     elif isinstance(stop, int) and stop < 0:
         end = -stop
-    elif isinstance(stop, int) and extent is not None and 0 <= stop <= extent:
-        end = extent - stop
     else:
+        # a stop counted from the start crops ``extent - stop`` at this size only: at another
+        # size the crop differs, and a conv with fixed padding would not follow it
         return None
     return start, end
 
 
 def crop_of(node: Node, shape: tuple[int, ...] | None) -> tuple[Node, Crop] | None:
     """``(input, crop)`` when ``node`` crops only the spatial dims of a ``(N, C, *S)`` input
-    whose shape is ``shape`` (may be None: then only negative / open stops are read)."""
+    whose shape is ``shape``. Only crops whose amounts are the same at every input size are
+    read: starts from the start, stops negative or open."""
     if node.op != "call_function" or not isinstance(node.args[0], Node):
         return None
     if shape is None or len(shape) < 3:
@@ -52,7 +53,7 @@ def crop_of(node: Node, shape: tuple[int, ...] | None) -> tuple[Node, Crop] | No
             return None
         crop = []
         for d in range(dims):
-            amounts = _slice_amounts(items[2 + d], shape[2 + d])
+            amounts = _slice_amounts(items[2 + d])
             if amounts is None:
                 return None
             crop.append(amounts)

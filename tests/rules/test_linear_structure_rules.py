@@ -105,6 +105,24 @@ def test_crop_then_padding_refused_and_negative_pad_not_folded():
     assert len(convs) == 2
 
 
+def test_crops_with_stops_from_the_start_are_not_merged_as_fixed_padding():
+    class Stops(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 1)
+
+        def forward(self, x):
+            # at 8×8 these are crops (0, 2) and (1, 1); at 10×10 they are (0, 4) and (1, 3):
+            # a conv with fixed negative padding would be right at one size only
+            return self.a(x[:, :, 0:6, 0:6]) + self.b(x[:, :, 1:7, 1:7])
+
+    model = Stops().double().eval()
+    result = _deploy(model, 2, 3, 8, 8)
+    assert "parallel_branches" not in result.report.fired()
+    other = torch.randn(1, 3, 10, 10, dtype=torch.float64)
+    assert reparam.relative_error(model(other), result.model(other)) <= 1e-9
+
+
 # -- identity activations --------------------------------------------------------------------
 
 
