@@ -31,6 +31,7 @@ from reparam.graph.trust import is_trusted_leaf, opaque_reason
 from reparam.graph.uses import UsePicture, record_uses, static_uses
 from reparam.graph.views import channel_affine, drop_noops, forget_norm_affines
 from reparam.inputs import check_model, copy_model, validate_inputs
+from reparam.matcher import recording_visits
 from reparam.patterns import NoMatch
 from reparam.progress import ProgressCallback, ScopeReporter
 from reparam.report import (
@@ -43,8 +44,9 @@ from reparam.report import (
     weight_ranges,
 )
 from reparam.rules import default_registry
-from reparam.rules.base import Rewrite, Rule, RuleContext, SiteOutcome, absmax
+from reparam.rules.base import PatternRule, Rewrite, Rule, RuleContext, SiteOutcome, absmax
 from reparam.rules.registry import RuleRegistry
+from reparam.try_memo import StaleMemoError, TryMemo, checking
 from reparam.verify import (
     clone_inputs,
     float64_default,
@@ -268,26 +270,60 @@ class _Scope:
             )
 
     def _fixpoint(self, ctx: RuleContext, outcomes: dict, reference: Any) -> list[Rewrite]:
+        """Fire the first (rule, node) that fires, in rule then graph order, until none does;
+        tries that did not fire are remembered until a rewrite changes what they read."""
         rewrites: list[Rewrite] = []
         declined: set[tuple[str, str]] = set()
-        changed = True
-        while changed:
-            changed = False
-            for rule in self.rules:
-                pattern = getattr(rule, "graph_pattern", None)
-                for node in list(ctx.graph.nodes):
-                    if getattr(node, "_erased", False):
-                        continue
-                    if pattern is not None and not pattern.may_anchor(node, ctx.root):
-                        continue  # the pattern's anchor is not this kind of node
+        memo = TryMemo(ctx.graph, ctx.root)
+        check_memo = checking()
+        remembers = [_remembers(rule) for rule in self.rules]
+        while True:
+            graph = ctx.graph
+            fired = self._pass(ctx, outcomes, declined, reference, memo, remembers, check_memo)
+            if fired is not None:
+                rewrites.append(fired)
+            elif ctx.graph is graph:
+                return rewrites
+            memo.graph_changed(ctx.graph)  # a rewrite, or a rollback to another graph
+
+    def _pass(
+        self,
+        ctx: RuleContext,
+        outcomes: dict,
+        declined: set,
+        reference: Any,
+        memo: TryMemo,
+        remembers: list[bool],
+        check_memo: bool,
+    ) -> Rewrite | None:
+        """One scan; stops at the first rewrite (or when a rollback swapped the graph)."""
+        graph = ctx.graph
+        for index, rule in enumerate(self.rules):
+            pattern = getattr(rule, "graph_pattern", None)
+            for node in list(graph.nodes):
+                if getattr(node, "_erased", False):
+                    continue
+                if pattern is not None and not pattern.may_anchor(node, ctx.root):
+                    continue  # the pattern's anchor is not this kind of node
+                key = (index, node)
+                known = remembers[index] and memo.knows(key)
+                if known and not check_memo:
+                    memo.skipped += 1
+                    continue
+                with recording_visits() as visited:
                     rewrite = self._try(rule, node, ctx, outcomes, declined, reference)
-                    if rewrite is not None:
-                        rewrites.append(rewrite)
-                        changed = True
-                        break
-                if changed:
-                    break
-        return rewrites
+                if rewrite is not None:
+                    if known:
+                        raise StaleMemoError(
+                            f"rule {rule.name} fired at '{node.name}', which the driver's "
+                            "memo had skipped: the memo missed a dependency"
+                        )
+                    return rewrite
+                if ctx.graph is not graph:
+                    return None  # rolled back to the graph as it was: scan it again
+                if remembers[index]:
+                    memo.remember(key, visited)
+        return None
 
     def _try(
         self,
@@ -359,6 +395,11 @@ class _Scope:
             self.report.unfolded_norms = [
                 (s, r) for s, r in self.report.unfolded_norms if s != site
             ] + [(site, reason)]
+
+
+def _remembers(rule: Rule) -> bool:
+    """Whether the driver may remember ``rule``'s tries (its match reports what it read)."""
+    return isinstance(rule, PatternRule) and type(rule).match is PatternRule.match
 
 
 def _keep_memory_format(original: nn.Module, deployed: nn.Module, report: DeployReport) -> None:

@@ -7,6 +7,7 @@ falsy :class:`NoMatch` holding the reason of the step that failed, the steps mat
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -107,18 +108,38 @@ class Bindings(Mapping[str, Any]):
 
 
 def match(pattern: Pattern, node: object, view: GraphView) -> Bindings | NoMatch:
-    """Match ``pattern`` at ``node`` of ``view``'s graph."""
+    """Match ``pattern`` at ``node`` of ``view``'s graph (the nodes it looked at go to the
+    innermost :func:`recording_visits`, if any)."""
     state = MatchState(view)
-    failed = pattern._match(node, state, "the node")
+    try:
+        failed = pattern._match(node, state, "the node")
+    finally:
+        if _RECORDERS:
+            _RECORDERS[-1].update(state.visited)
     if failed is not None:
         return failed
     return Bindings(state.values, state.modules, state.each)
 
 
+_RECORDERS: list[set[Node]] = []
+
+
+@contextlib.contextmanager
+def recording_visits() -> Iterator[set[Node]]:
+    """Collect the graph nodes every :func:`match` inside looks at (the driver's memo of
+    tries that did not fire depends on them)."""
+    seen: set[Node] = set()
+    _RECORDERS.append(seen)
+    try:
+        yield seen
+    finally:
+        _RECORDERS.pop()
+
+
 class MatchState:
     """Captures and progress of one match (restored when an alternative fails)."""
 
-    __slots__ = ("view", "values", "modules", "each", "trail")
+    __slots__ = ("view", "values", "modules", "each", "trail", "visited")
 
     def __init__(self, view: GraphView) -> None:
         self.view = view
@@ -126,6 +147,7 @@ class MatchState:
         self.modules: dict[str, nn.Module] = {}
         self.each: dict[str, list[Bindings]] = {}
         self.trail: list[str] = []
+        self.visited: set[Node] = set()  # every node a pattern looked at, matched or not
 
     def save(self) -> tuple:
         return dict(self.values), dict(self.modules), dict(self.each), len(self.trail)

@@ -51,6 +51,22 @@ class Pattern:
 
     name: str | None = None
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # every pattern notes the node it is asked about (the driver's memo depends on them)
+        super().__init_subclass__(**kwargs)
+        inner = cls.__dict__.get("_match")
+        if inner is None or getattr(inner, "_notes_visits", False):
+            return
+
+        def _match(self: Pattern, value: object, state: MatchState, role: str) -> NoMatch | None:
+            if isinstance(value, Node):
+                state.visited.add(value)
+            return inner(self, value, state, role)
+
+        _match._notes_visits = True  # type: ignore[attr-defined]
+        _match.__doc__ = inner.__doc__
+        cls._match = _match  # type: ignore[method-assign]
+
     def bind(self, name: str) -> Pattern:
         """This pattern, capturing what it matches as ``name``."""
         clone = copy.copy(self)
@@ -361,6 +377,7 @@ class Sum(Pattern):
         view = sum_terms(value) if isinstance(value, Node) else None
         if view is None:
             return _mismatch(state, role, value, "a sum")
+        state.visited.update(view.adds)
         label = f"sum '{view.root.name}'"
         if self.whole and not is_sum_root(view.root):
             return state.fail(f"{label} is part of a larger sum")
@@ -555,6 +572,7 @@ class Through(Pattern):
         skipped: list[Node] = []
         while isinstance(value, Node) and self._skips(value, state, not skipped) and value.args:
             skipped.append(value)
+            state.visited.add(value)
             state.trail.append(describe_node(value, state.view))
             value = value.args[0] if self.step is None else self.step(value, state.view)
         if len(skipped) < self.min_steps:
@@ -620,6 +638,7 @@ class Into(Pattern):
             if self.via is None or not self._via(user, state):
                 return failed
             walked.append(user)
+            state.visited.add(user)
             state.trail.append(describe_node(user, state.view))
             current = user
 

@@ -27,6 +27,10 @@ settings.register_profile("ci", max_examples=100, derandomize=True, **_COMMON)
 settings.register_profile("slow", max_examples=10_000, **_COMMON)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
+# The driver's memo of tries that did not fire is checked at every use: a remembered try is
+# run again and must not fire (reparam/try_memo.py).
+os.environ.setdefault("REPARAM_CHECK_MEMO", "1")
+
 # Tiny tensors: one thread is several times faster than two fighting over 2 cores.
 torch.set_num_threads(1)
 

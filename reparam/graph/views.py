@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.fx as fx
@@ -71,6 +71,7 @@ class SumView:
 
     root: Node
     terms: list[Node]
+    adds: list[Node] = field(default_factory=list)  # the add nodes of the tree, root first
 
 
 def sum_terms(node: Node) -> SumView | None:
@@ -80,6 +81,7 @@ def sum_terms(node: Node) -> SumView | None:
     view = SumView(root=node, terms=[])
 
     def visit(n: Node) -> bool:
+        view.adds.append(n)
         for arg in n.args:
             if isinstance(arg, Node):
                 if is_add(arg) and single_user(arg):

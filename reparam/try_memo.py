@@ -1,0 +1,122 @@
+"""The driver's memory of rule tries that did not fire, kept until the graph changes near them.
+
+A scope's rules are applied in a fixed order (rule priority, then graph order) until none
+fires; after each rewrite the driver looks for the first firing again from the start. Without
+a memory that is every (rule, node) try again after every rewrite: quadratic in a scope with
+many rewrites. A try that did not fire (no match, or a refusal) is remembered with the nodes
+it depended on: the nodes its pattern looked at (:func:`reparam.matcher.recording_visits`)
+and their inputs and users. After a rewrite, every node whose *signature* changed (its
+target, arguments, users, or the module or attribute its target names), was erased or is new
+invalidates the tries that depended on it; the rest are skipped, because trying them again
+would give the same answer. So the driver fires exactly the rewrites, in exactly the order,
+that trying everything again would.
+
+Only :class:`~reparam.rules.base.PatternRule` tries are remembered (a hand-written ``match``
+reports no visited nodes). A memory that missed a dependency could only skip a rewrite,
+never make one: every rewrite still goes through its full match and check. The test suite
+runs with ``REPARAM_CHECK_MEMO=1``, which tries every remembered pair again and fails loudly
+if one fires.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Hashable, Iterable
+from typing import Any
+
+import torch.fx as fx
+from torch import nn
+from torch.fx import Node
+
+Key = tuple[int, Node]  # (rule index, anchor node)
+
+
+def checking() -> bool:
+    """Whether remembered tries are run again and compared (``REPARAM_CHECK_MEMO=1``)."""
+    return os.environ.get("REPARAM_CHECK_MEMO", "") not in ("", "0")
+
+
+class StaleMemoError(AssertionError):
+    """A remembered try fired when tried again: the memo missed a dependency (a bug)."""
+
+
+def _resolve(root: nn.Module, target: str) -> Any:
+    obj: Any = root
+    for part in target.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
+def _signature(node: Node, root: nn.Module) -> tuple:
+    """What a try can read of ``node``: the objects themselves (compared by identity)."""
+    held = None
+    if node.op in ("call_module", "get_attr"):
+        held = _resolve(root, str(node.target))
+    return (node.target, node.args, node.kwargs, tuple(node.users), held)
+
+
+def _same(a: tuple, b: tuple) -> bool:
+    return (
+        a[0] == b[0]
+        and a[1] is b[1]
+        and a[2] is b[2]
+        and len(a[3]) == len(b[3])
+        and all(x is y for x, y in zip(a[3], b[3], strict=True))
+        and a[4] is b[4]
+    )
+
+
+class TryMemo:
+    """Tries that did not fire, each with the nodes it depended on."""
+
+    def __init__(self, graph: fx.Graph, root: nn.Module) -> None:
+        self.graph, self.root = graph, root
+        self._deps: dict[Key, frozenset[Node]] = {}
+        self._by_dep: dict[Node, set[Key]] = defaultdict(set)
+        self._signatures = {n: _signature(n, root) for n in graph.nodes}
+        self.skipped = 0
+
+    def knows(self, key: Key) -> bool:
+        """Whether ``key`` did not fire and nothing it depended on changed since."""
+        return key in self._deps
+
+    def remember(self, key: Key, visited: Iterable[Node]) -> None:
+        """``key`` did not fire; it looked at ``visited`` (and reads their neighbours)."""
+        deps: set[Node] = {key[1]}
+        for node in visited:
+            deps.add(node)
+            deps.update(node.all_input_nodes)
+            deps.update(node.users)
+        frozen = frozenset(deps)
+        self._deps[key] = frozen
+        for node in frozen:
+            self._by_dep[node].add(key)
+
+    def forget_all(self) -> None:
+        self._deps.clear()
+        self._by_dep.clear()
+
+    def graph_changed(self, graph: fx.Graph | None = None) -> None:
+        """After a rewrite (or a rollback, which may swap in another graph): forget the tries
+        that depended on a node that changed, was erased or is new."""
+        if graph is not None and graph is not self.graph:
+            self.graph = graph
+            self.forget_all()
+        current = {n: _signature(n, self.root) for n in self.graph.nodes}
+        changed: list[Hashable] = [n for n in self._signatures if n not in current]
+        for node, sig in current.items():
+            old = self._signatures.get(node)
+            if old is None or not _same(old, sig):
+                changed.append(node)
+        self._signatures = current
+        for node in changed:
+            for key in self._by_dep.pop(node, ()):  # type: ignore[call-overload]
+                deps = self._deps.pop(key, None)
+                if deps is None:
+                    continue
+                for dep in deps:
+                    if dep is not node:
+                        self._by_dep.get(dep, set()).discard(key)

@@ -1,0 +1,117 @@
+"""The driver remembers tries that did not fire: a scope with many rewrites is not quadratic,
+the result is the one trying everything again gives, and a memo that missed a dependency is
+caught in checking mode (which the whole suite runs in, see conftest.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import reparam
+from reparam import Refusal, Rewrite, RuleContext
+from reparam.demo import randomize_batch_norms
+from reparam.patterns import Bindings, Module
+from reparam.rules.base import PatternRule
+from reparam.rules.conv_norm import FoldNormAfterConv
+from reparam.try_memo import StaleMemoError
+
+
+def _flat(pairs: int) -> nn.Module:
+    layers: list[nn.Module] = []
+    for _ in range(pairs):
+        layers += [nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU()]
+    return randomize_batch_norms(nn.Sequential(*layers).double(), 0).eval()
+
+
+def _count_matches(monkeypatch, model: nn.Module, x: torch.Tensor) -> tuple[int, dict]:
+    """How many pattern matches one deploy runs (every PatternRule try is one)."""
+    from reparam import matcher
+
+    calls = [0]
+
+    def counting_match(pattern, node, view):
+        calls[0] += 1
+        return matcher.match(pattern, node, view)
+
+    monkeypatch.setattr("reparam.rules.base.match", counting_match)
+    result = reparam.deploy_with_report(model, x)
+    return calls[0], result.report.fired()
+
+
+def test_tries_grow_linearly_with_rewrites_in_one_scope(monkeypatch):
+    monkeypatch.setenv("REPARAM_CHECK_MEMO", "0")
+    x = torch.randn(1, 4, 6, 6, dtype=torch.float64)
+    small, fired_small = _count_matches(monkeypatch, _flat(8), x)
+    large, fired_large = _count_matches(monkeypatch, _flat(32), x)
+    assert fired_small == {"conv_norm": 8} and fired_large == {"conv_norm": 32}
+    # trying every (rule, node) again after each of the n rewrites would make this ~4x
+    assert large / 32 <= 1.5 * small / 8, (small, large)
+
+
+@pytest.mark.parametrize("pairs", [3, 12])
+def test_same_model_with_and_without_the_memo(monkeypatch, pairs):
+    model = _flat(pairs)
+    x = torch.randn(2, 4, 5, 7, dtype=torch.float64)
+    results = []
+    for check in ("1", "0"):
+        monkeypatch.setenv("REPARAM_CHECK_MEMO", check)
+        results.append(reparam.deploy_with_report(model, x))
+    a, b = results
+    assert a.report.fired() == b.report.fired() == {"conv_norm": pairs}
+    assert a.model.state_dict().keys() == b.model.state_dict().keys()
+    assert all(torch.equal(v, b.model.state_dict()[k]) for k, v in a.model.state_dict().items())
+    other = torch.randn(1, 4, 9, 3, dtype=torch.float64)
+    assert reparam.relative_error(model(other), b.model(other)) <= 1e-9
+
+
+class _FarSighted(PatternRule):
+    """A (deliberately badly written) rule whose check reads the whole graph, beyond what its
+    pattern looked at: it swaps a ReLU for a fresh one once no batch norm is left anywhere."""
+
+    name = "far_sighted"
+    summary = "test rule"
+    pattern = "relu(x)"
+    graph_pattern = Module(nn.ReLU).bind("relu")
+
+    def check(self, m: Bindings, ctx: RuleContext):
+        if any(
+            n.op == "call_module" and isinstance(ctx.module(n.target), nn.BatchNorm2d)
+            for n in ctx.graph.nodes
+        ):
+            return Refusal("a batch norm is left somewhere")
+        if getattr(m.module("relu"), "_fresh", False):
+            return Refusal("already fresh")
+        return m["relu"]
+
+    def rewrite(self, node, ctx: RuleContext) -> Rewrite:
+        fresh = nn.ReLU()
+        fresh._fresh = True
+        ctx.tx.place(str(node.target), fresh)
+        return Rewrite(self.name, ctx.site_name(node), "fresh ReLU")
+
+
+class _FarModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.act = nn.ReLU()
+        self.pad = nn.Identity()
+        self.conv, self.bn = nn.Conv2d(2, 2, 3), nn.BatchNorm2d(2)
+
+    def forward(self, x):
+        y = self.act(x) * 2.0 - 1.0
+        return self.bn(self.conv(y + 0.5))
+
+
+def test_checking_mode_catches_a_memo_that_missed_a_dependency(monkeypatch):
+    model = randomize_batch_norms(_FarModel().double(), 1).eval()
+    x = torch.randn(1, 2, 6, 6, dtype=torch.float64)
+    rules = [_FarSighted(), FoldNormAfterConv()]
+    monkeypatch.setenv("REPARAM_CHECK_MEMO", "1")
+    with pytest.raises(StaleMemoError, match="far_sighted"):
+        reparam.deploy_with_report(model, x, rules=rules)
+    # without checking, the badly written rule's second chance is skipped, nothing is wrong
+    monkeypatch.setenv("REPARAM_CHECK_MEMO", "0")
+    result = reparam.deploy_with_report(model, x, rules=rules)
+    assert result.report.fired() == {"conv_norm": 1}
+    assert reparam.relative_error(model(x), result.model(x)) <= 1e-9
