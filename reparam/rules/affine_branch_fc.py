@@ -33,13 +33,13 @@ from torch import Tensor, nn
 from torch.fx import Node
 
 from reparam.errors import Refusal
+from reparam.fcspec import fc_like, is_fc
 from reparam.graph.affine_slice import Branch, affine_branch, branch_reason, slice_module
 from reparam.graph.layout_ops import compose, is_layout, node_layout
 from reparam.graph.scope import ScopeView
 from reparam.graph.views import AffineView, channel_affine
 from reparam.patterns import AllOf, Bindings, Given, Module, Sum, Through, Where
 from reparam.rules.base import PatternRule, Rewrite, RuleContext, absmax
-from reparam.rules.fc_module import fc_like, is_fc
 from reparam.transforms import dense_to_grouped_fc, fc_as_dense, fold_affine_after
 from reparam.transforms.affine_branch import branch_matrix
 from reparam.transforms.layout import axis_vector, broadcast_on_axis, pull_back

@@ -29,11 +29,11 @@ from torch.fx import Node
 
 from reparam.convspec import spec_from_conv
 from reparam.errors import Refusal
+from reparam.fcspec import fc_like, is_fc
 from reparam.graph.scope import ScopeView
 from reparam.graph.views import AffineView, channel_affine, single_user
 from reparam.patterns import AllOf, Bindings, Call, Given, Module, Sum, Through, Where
 from reparam.rules.base import PatternRule, Rewrite, RuleContext, absmax
-from reparam.rules.fc_module import fc_like, is_fc
 from reparam.transforms import fold_affine_after, inject_convs
 
 _RESHAPES = ("reshape", "view", "flatten")

@@ -1,4 +1,4 @@
-"""Shared helpers of the FC rules (not a rule): what counts as an FC, and a fresh FC module
+"""What counts as an FC (a linear or an unpadded 1×1 conv), and a fresh FC module
 with given weights."""
 
 from __future__ import annotations
