@@ -110,8 +110,6 @@ def test_repmlpnet_block_official_style():
     assert P.op_counts(result.model) == P.RepMLPNetStyleBlock.PAPER_DEPLOY
 
 
-@pytest.mark.xfail(reason="reshape(*inputs.size()) needs a shape-aware capture (issue 11)",
-                   strict=False)
 def test_repmlpnet_block_unpacking_the_input_size():
     _, result = _deploy(P.RepMLPNetStyleBlock(unpack_size=True), _x(2, 4, 6, 9))
     assert P.op_counts(result.model) == P.RepMLPNetStyleBlock.PAPER_DEPLOY
