@@ -46,7 +46,7 @@ from reparam.report import (
 from reparam.rules import default_registry
 from reparam.rules.base import PatternRule, Rewrite, Rule, RuleContext, SiteOutcome, absmax
 from reparam.rules.registry import RuleRegistry
-from reparam.try_memo import StaleMemoError, TryMemo, checking
+from reparam.try_memo import StaleMemoError, TryMemo
 from reparam.verify import (
     clone_inputs,
     float64_default,
@@ -275,7 +275,7 @@ class _Scope:
         rewrites: list[Rewrite] = []
         declined: set[tuple[str, str]] = set()
         memo = TryMemo(ctx.graph, ctx.root)
-        check_memo = checking()
+        check_memo = memo.check
         remembers = [_remembers(rule) for rule in self.rules]
         while True:
             graph = ctx.graph
@@ -303,7 +303,7 @@ class _Scope:
             for node in list(graph.nodes):
                 if getattr(node, "_erased", False):
                     continue
-                if pattern is not None and not pattern.may_anchor(node, ctx.root):
+                if pattern is not None and not memo.may_anchor(index, pattern, node):
                     continue  # the pattern's anchor is not this kind of node
                 key = (index, node)
                 known = remembers[index] and memo.knows(key)

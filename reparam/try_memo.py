@@ -12,10 +12,11 @@ would give the same answer. So the driver fires exactly the rewrites, in exactly
 that trying everything again would.
 
 Only :class:`~reparam.rules.base.PatternRule` tries are remembered (a hand-written ``match``
-reports no visited nodes). A memory that missed a dependency could only skip a rewrite,
-never make one: every rewrite still goes through its full match and check. The test suite
-runs with ``REPARAM_CHECK_MEMO=1``, which tries every remembered pair again and fails loudly
-if one fires.
+reports no visited nodes). Each rule's anchor test (``may_anchor``, a look at one node) is
+likewise asked once per node version. A memory that missed a dependency could only skip a
+rewrite, never make one: every rewrite still goes through its full match and check. The test
+suite runs with ``REPARAM_CHECK_MEMO=1``, which tries every remembered pair and asks every
+remembered anchor test again, and fails loudly if an answer differs.
 """
 
 from __future__ import annotations
@@ -77,7 +78,21 @@ class TryMemo:
         self._deps: dict[Key, frozenset[Node]] = {}
         self._by_dep: dict[Node, set[Key]] = defaultdict(set)
         self._signatures = {n: _signature(n, root) for n in graph.nodes}
+        self._anchors: dict[Node, dict[int, bool]] = defaultdict(dict)
         self.skipped = 0
+        self.check = checking()
+
+    def may_anchor(self, index: int, pattern: Any, node: Node) -> bool:
+        """``pattern.may_anchor`` at ``node`` for rule ``index``, asked once per node version."""
+        seen = self._anchors[node]
+        answer = seen.get(index)
+        if answer is None:
+            answer = seen[index] = bool(pattern.may_anchor(node, self.root))
+        elif self.check and answer != bool(pattern.may_anchor(node, self.root)):
+            raise StaleMemoError(
+                f"{pattern!r}.may_anchor changed at '{node.name}' though the node did not"
+            )
+        return answer
 
     def knows(self, key: Key) -> bool:
         """Whether ``key`` did not fire and nothing it depended on changed since."""
@@ -98,6 +113,7 @@ class TryMemo:
     def forget_all(self) -> None:
         self._deps.clear()
         self._by_dep.clear()
+        self._anchors.clear()
 
     def graph_changed(self, graph: fx.Graph | None = None) -> None:
         """After a rewrite (or a rollback, which may swap in another graph): forget the tries
@@ -113,6 +129,7 @@ class TryMemo:
                 changed.append(node)
         self._signatures = current
         for node in changed:
+            self._anchors.pop(node, None)  # type: ignore[call-overload]
             for key in self._by_dep.pop(node, ()):  # type: ignore[call-overload]
                 deps = self._deps.pop(key, None)
                 if deps is None:
