@@ -275,11 +275,10 @@ class _Scope:
         rewrites: list[Rewrite] = []
         declined: set[tuple[str, str]] = set()
         memo = TryMemo(ctx.graph, ctx.root)
-        check_memo = memo.check
         remembers = [_remembers(rule) for rule in self.rules]
         while True:
             graph = ctx.graph
-            fired = self._pass(ctx, outcomes, declined, reference, memo, remembers, check_memo)
+            fired = self._pass(ctx, outcomes, declined, reference, memo, remembers)
             if fired is not None:
                 rewrites.append(fired)
             elif ctx.graph is graph:
@@ -294,7 +293,6 @@ class _Scope:
         reference: Any,
         memo: TryMemo,
         remembers: list[bool],
-        check_memo: bool,
     ) -> Rewrite | None:
         """One scan; stops at the first rewrite (or when a rollback swapped the graph)."""
         graph = ctx.graph
@@ -307,8 +305,7 @@ class _Scope:
                     continue  # the pattern's anchor is not this kind of node
                 key = (index, node)
                 known = remembers[index] and memo.knows(key)
-                if known and not check_memo:
-                    memo.skipped += 1
+                if known and not memo.check:
                     continue
                 with recording_visits() as visited:
                     rewrite = self._try(rule, node, ctx, outcomes, declined, reference)

@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from collections.abc import Hashable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import torch.fx as fx
 from torch import nn
 from torch.fx import Node
+
+from reparam.graph.views import resolve_attr
 
 Key = tuple[int, Node]  # (rule index, anchor node)
 
@@ -42,20 +44,14 @@ class StaleMemoError(AssertionError):
     """A remembered try fired when tried again: the memo missed a dependency (a bug)."""
 
 
-def _resolve(root: nn.Module, target: str) -> Any:
-    obj: Any = root
-    for part in target.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            return None
-    return obj
-
-
 def _signature(node: Node, root: nn.Module) -> tuple:
     """What a try can read of ``node``: the objects themselves (compared by identity)."""
-    held = None
+    held: object = None
     if node.op in ("call_module", "get_attr"):
-        held = _resolve(root, str(node.target))
+        try:
+            held = resolve_attr(root, str(node.target))
+        except AttributeError:
+            held = None
     return (node.target, node.args, node.kwargs, tuple(node.users), held)
 
 
@@ -79,7 +75,6 @@ class TryMemo:
         self._by_dep: dict[Node, set[Key]] = defaultdict(set)
         self._signatures = {n: _signature(n, root) for n in graph.nodes}
         self._anchors: dict[Node, dict[int, bool]] = defaultdict(dict)
-        self.skipped = 0
         self.check = checking()
 
     def may_anchor(self, index: int, pattern: Any, node: Node) -> bool:
@@ -122,15 +117,15 @@ class TryMemo:
             self.graph = graph
             self.forget_all()
         current = {n: _signature(n, self.root) for n in self.graph.nodes}
-        changed: list[Hashable] = [n for n in self._signatures if n not in current]
+        changed = [n for n in self._signatures if n not in current]
         for node, sig in current.items():
             old = self._signatures.get(node)
             if old is None or not _same(old, sig):
                 changed.append(node)
         self._signatures = current
         for node in changed:
-            self._anchors.pop(node, None)  # type: ignore[call-overload]
-            for key in self._by_dep.pop(node, ()):  # type: ignore[call-overload]
+            self._anchors.pop(node, None)
+            for key in self._by_dep.pop(node, ()):
                 deps = self._deps.pop(key, None)
                 if deps is None:
                     continue

@@ -95,7 +95,7 @@ def classify(node: Node, ctx: RuleContext) -> Term:
                 return chain
             if is_plain_conv(module):
                 src = inner.args[0]
-                crop = crop_of(src, _input_shape(src, ctx)) if single_user(src) else None
+                crop = crop_of(src, ctx.shape(src)) if single_user(src) else None
                 if crop is not None:
                     return Term(node, crop[0], "conv", conv_node=inner, affine=affine, crop=crop[1])
                 return Term(node, src, "conv", conv_node=inner, affine=affine)
@@ -241,12 +241,6 @@ def _cropped(spec: ConvSpec, crop: tuple[tuple[int, int], ...]) -> ConvSpec | Re
 def _bad_crop(term: Term, ctx: RuleContext) -> bool:
     spec = spec_from_conv(ctx.module(term.conv_node.target))
     return isinstance(_cropped(spec, term.crop), Refusal)
-
-
-def _input_shape(node: Node, ctx: RuleContext) -> tuple[int, ...] | None:
-    """The shape of a possible crop's input (a crop reads its stops against that)."""
-    first = node.args[0] if node.args else None
-    return ctx.shape(first) if isinstance(first, Node) else None
 
 
 def _tuple(value, dims: int) -> tuple[int, ...]:

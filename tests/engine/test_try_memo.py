@@ -95,7 +95,6 @@ class _FarModel(nn.Module):
     def __init__(self):
         super().__init__()
         self.act = nn.ReLU()
-        self.pad = nn.Identity()
         self.conv, self.bn = nn.Conv2d(2, 2, 3), nn.BatchNorm2d(2)
 
     def forward(self, x):
