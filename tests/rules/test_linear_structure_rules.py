@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -121,6 +122,53 @@ def test_crops_with_stops_from_the_start_are_not_merged_as_fixed_padding():
     assert "parallel_branches" not in result.report.fired()
     other = torch.randn(1, 3, 10, 10, dtype=torch.float64)
     assert reparam.relative_error(model(other), result.model(other)) <= 1e-9
+
+
+class _StopFromShape(nn.Module):
+    """ACNet-like crops whose stop is computed from the input's size at run time."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 1)
+
+    def forward(self, x):
+        h, w = x.shape[-2:]
+        return self.a(x[..., : h - 2, : w - 2]) + self.b(x[:, :, 1 : h - 1, 1 : w - 1])
+
+
+class _Narrowed(nn.Module):
+    """The same crops written with ``narrow`` (a start and a fixed length)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 1)
+
+    def forward(self, x):
+        a = x.narrow(2, 0, 6).narrow(3, 0, 6)
+        b = torch.narrow(torch.narrow(x, 2, 1, 6), 3, 1, 6)
+        return self.a(a) + self.b(b)
+
+
+class _FixedWindow(nn.Module):
+    """A fixed 6×6 window taken at two offsets, the stops as plain integers."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 1)
+        self.size = 6
+
+    def forward(self, x):
+        s = self.size
+        return self.a(x[:, :, :s, :s]) + self.b(x[:, :, 1 : 1 + s, 1 : 1 + s])
+
+
+@pytest.mark.parametrize("make", [_StopFromShape, _Narrowed, _FixedWindow])
+def test_crops_in_other_styles_stay_right_at_every_size(make):
+    model = make().double().eval()
+    result = _deploy(model, 2, 3, 8, 8)
+    for shape in [(2, 3, 8, 8), (1, 3, 8, 8), (1, 3, 10, 10), (3, 3, 9, 12)]:
+        other = torch.randn(*shape, dtype=torch.float64)
+        assert reparam.relative_error(model(other), result.model(other)) <= 1e-9, shape
 
 
 # -- identity activations --------------------------------------------------------------------
