@@ -27,8 +27,12 @@ def referenced(graph: fx.Graph) -> set[str]:
 
 
 def set_attribute(owner: nn.Module, name: str, value: object | None) -> None:
-    """Set (or, with None, delete) ``owner.name``: a submodule, parameter or buffer."""
+    """Set (or, with None, delete) ``owner.name``: a submodule, parameter or buffer. An entry
+    of a ``ParameterDict`` is deleted through the dict, so its own key list stays true."""
     if value is None:
+        if isinstance(owner, nn.ParameterDict) and name in owner:
+            del owner[name]
+            return
         for table in (owner._modules, owner._parameters, owner._buffers):
             if name in table:
                 del table[name]
@@ -43,8 +47,9 @@ def _own_copy(root: nn.Module, path: str) -> nn.Module:
     module = root.get_submodule(path)
     clone = type(module).__new__(type(module))
     clone.__dict__.update(module.__dict__)
-    for table in ("_parameters", "_buffers", "_modules"):
-        clone.__dict__[table] = dict(module.__dict__[table])
+    for table in ("_parameters", "_buffers", "_modules", "_keys"):  # _keys: ParameterDict's
+        if table in module.__dict__:
+            clone.__dict__[table] = dict(module.__dict__[table])
     parent_path, _, name = path.rpartition(".")
     set_attribute(root.get_submodule(parent_path) if parent_path else root, name, clone)
     return clone
@@ -104,6 +109,8 @@ def delete_dead(
         obj = getattr(parent, name, None)
         if obj is None or id(obj) in shared:
             continue
+        if isinstance(parent, nn.ParameterList):
+            continue  # entries are found by position: taking one out would renumber the rest
         if parent_path and id(parent) not in shared:
             parent = _own_copy(root, parent_path)
         set_attribute(parent, name, None)

@@ -237,3 +237,41 @@ def test_failed_inplace_deploy_leaves_the_model_untouched(device):
     assert type(model) is DemoNet
     after = model.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+class _ScaledByContainers(nn.Module):
+    """Channel scales kept in parameter containers (a dict entry is folded away; a list entry
+    is folded too, but lists are indexed by position, so it stays)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)
+        scale, shift = torch.rand(1, 4, 1, 1) + 0.5, torch.randn(2)
+        self.p = nn.ParameterDict({"scale": nn.Parameter(scale), "shift": nn.Parameter(shift)})
+        self.q = nn.ParameterList([nn.Parameter(torch.randn(2)), nn.Parameter(torch.rand(4, 1, 1))])
+
+    def forward(self, x):
+        y = self.bn(self.conv(x)) * self.p["scale"] * self.q[1]
+        return y + self.p.shift.sum() + self.q[0].sum()
+
+
+def test_scales_in_parameter_containers_fold_and_the_containers_stay_whole():
+    torch.manual_seed(0)
+    model = _ScaledByContainers().eval()
+    x = torch.randn(2, 3, 8, 8)
+    result = reparam.deploy_with_report(model, x)
+    deployed = result.model
+    assert "conv_norm" in result.report.fired()
+    assert "p.scale" not in dict(deployed.named_parameters())
+    assert list(deployed.p.keys()) == ["shift"]
+    assert len(deployed.q) == 2 and deployed.q[1] is not None
+    repr(deployed)  # every container still lists what it holds
+    assert list(model.p.keys()) == ["scale", "shift"]  # the user's model untouched
+    for inputs in (x, torch.randn(1, 3, 5, 7)):
+        assert relerr(model(inputs), deployed(inputs)) <= 1e-5
+    buffer = io.BytesIO()
+    torch.save(deployed, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    assert relerr(model(x), loaded(x)) <= 1e-5
+    assert relerr(model(x), copy.deepcopy(deployed)(x)) <= 1e-5
