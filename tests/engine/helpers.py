@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import torch
 from torch import nn
 
@@ -19,3 +21,11 @@ def count(model: nn.Module, kind: type) -> int:
 
 def relerr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / a.abs().max())
+
+
+def reloaded(model: nn.Module) -> nn.Module:
+    """``model`` after a ``torch.save`` / ``torch.load`` round trip through memory."""
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=False)
