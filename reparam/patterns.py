@@ -446,6 +446,7 @@ def _each(
         sub = MatchState(state.view)
         sub.trail = list(state.trail)
         failed = pattern._match(value, sub, role)
+        state.visited.update(sub.visited)  # an item's own captures, but the match's visits
         if failed is not None:
             return failed
         items.append(Bindings(sub.values, sub.modules, sub.each))

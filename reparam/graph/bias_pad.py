@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch.fx import Node
 
 from reparam.convspec import ConvSpec
-from reparam.matcher import Bindings
+from reparam.matcher import Bindings, note_visits
 from reparam.patterns import CONV, Any_, AnyOf, Call, Pattern
 from reparam.verify import tolerance_for
 
@@ -126,6 +126,9 @@ def input_pad(m: BiasPad, spec: ConvSpec, ctx: RuleContext) -> tuple[tuple[int, 
 
 def fill_reason(m: BiasPad, spec: ConvSpec, ctx: RuleContext) -> str | None:
     """Why the fill ``c`` is not the conv's bias per channel (None when it is)."""
+    # the fills are evaluated from the nodes they are computed from, beyond the pattern's:
+    # the driver's memo of a try that read them depends on those too
+    note_visits(_computed_from([m.fill, m.sub.args[1]]))
     fill, fill2 = ctx.constant_value(m.fill), ctx.constant_value(m.sub.args[1])
     if fill is None or fill2 is None:
         return "the fill value depends on the input"
@@ -140,3 +143,19 @@ def fill_reason(m: BiasPad, spec: ConvSpec, ctx: RuleContext) -> str | None:
     if float((fill - b).abs().max()) > tol or float((fill2 - b).abs().max()) > tol:
         return "the fill value differs from the conv's bias: the border would differ"
     return None
+
+
+def _computed_from(values: list[object]) -> set[Node]:
+    """The nodes :meth:`~reparam.graph.scope.ScopeView.constant_value` reads to evaluate
+    ``values``: each node and, through function and method calls, the nodes it is computed
+    from."""
+    seen: set[Node] = set()
+    pending = [v for v in values if isinstance(v, Node)]
+    while pending:
+        node = pending.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        if node.op in ("call_function", "call_method"):
+            pending.extend(node.all_input_nodes)
+    return seen
