@@ -314,11 +314,14 @@ class Affine(Pattern):
     """A per-channel affine ``scale[c] * x + shift[c]`` (eval batch norm, module or functional,
     or ``x * gamma``), its input matching ``input``. A norm that is *not* affine in eval
     semantics (batch statistics) still matches and binds its :class:`Refusal`, so the rule's
-    check can say why. ``kinds`` restricts the view's kind (``batch_norm``,
-    ``functional_batch_norm``, ``channel_scale``)."""
+    check can say why; with ``eval_only`` it does not match (the refusal's reason is the
+    failure's), for a pattern that has another reading of such a node. ``kinds`` restricts
+    the view's kind (``batch_norm``, ``functional_batch_norm``, ``channel_scale``)."""
 
-    def __init__(self, input: Pattern | None = None, *, kinds: Iterable[str] = ()) -> None:
-        self.input, self.kinds = input, frozenset(kinds)
+    def __init__(
+        self, input: Pattern | None = None, *, kinds: Iterable[str] = (), eval_only: bool = False
+    ) -> None:
+        self.input, self.kinds, self.eval_only = input, frozenset(kinds), eval_only
 
     def describe(self) -> str:
         return "per-channel affine"
@@ -332,6 +335,8 @@ class Affine(Pattern):
             return _mismatch(state, role, value, "a batch norm or per-channel scale")
         assert isinstance(value, Node)
         if isinstance(view, Refusal):
+            if self.eval_only:
+                return _mismatch(state, role, value, f"an affine map ({view.reason})")
             source, label = value.args[0], describe_node(value, state.view)
         else:
             if self.kinds and view.kind not in self.kinds:
@@ -441,6 +446,7 @@ def _each(
         sub = MatchState(state.view)
         sub.trail = list(state.trail)
         failed = pattern._match(value, sub, role)
+        state.visited.update(sub.visited)  # an item's own captures, but the match's visits
         if failed is not None:
             return failed
         items.append(Bindings(sub.values, sub.modules, sub.each))

@@ -1,12 +1,20 @@
 """See a crop of the spatial dims, however it is written: ``x[:, :, a:-b, c:-d]``,
-``x[..., c:-d]``, or ``F.pad(x, [-c, -d, ...])`` (a negative constant pad)."""
+``x[..., c:-d]``, or ``F.pad(x, [-c, -d, ...])`` (a negative constant pad).
+
+:func:`crop_of` reads a crop given the rank of its shape, :func:`read_crop` with the shape
+recorded on the graph, and :data:`CROP` is that reading as a pattern (a conv on a crop is
+``Module(is_plain_conv, CROP.bind("crop"))``).
+"""
 
 from __future__ import annotations
 
 import operator
+from typing import Any
 
 import torch.nn.functional as F
 from torch.fx import Node
+
+from reparam.patterns import Given
 
 Crop = tuple[tuple[int, int], ...]  # per spatial dim, (removed at start, removed at end)
 
@@ -34,7 +42,7 @@ def crop_of(node: Node, shape: tuple[int, ...] | None) -> tuple[Node, Crop] | No
     """``(input, crop)`` when ``node`` crops only the spatial dims of a ``(N, C, *S)`` input
     whose shape is ``shape``. Only crops whose amounts are the same at every input size are
     read: starts from the start, stops negative or open."""
-    if node.op != "call_function" or not isinstance(node.args[0], Node):
+    if node.op != "call_function" or not node.args or not isinstance(node.args[0], Node):
         return None
     if shape is None or len(shape) < 3:
         return None
@@ -74,3 +82,16 @@ def crop_of(node: Node, shape: tuple[int, ...] | None) -> tuple[Node, Crop] | No
     if not any(a or b for a, b in crop):
         return None
     return node.args[0], tuple(crop)
+
+
+def read_crop(node: object, view: Any) -> tuple[Node, Crop] | None:
+    """:func:`crop_of` ``node`` against the shape recorded for it (``view.shape``, a
+    :class:`~reparam.graph.scope.ScopeView`; only its rank is read, which a crop keeps); None
+    when ``node`` is no crop or that shape is unknown."""
+    if not isinstance(node, Node):
+        return None
+    return crop_of(node, view.shape(node))
+
+
+CROP = Given(lambda node, _, view: read_crop(node, view), "a crop of the spatial dims")
+"""A crop of the spatial dims (:func:`read_crop`); binds ``(input, crop)``."""

@@ -6,8 +6,9 @@ centre kernel), a per-channel affine of ``x`` (a norm-only identity, ``x * gamma
 average pool with ``count_include_pad=True`` (a ``1/k²`` depthwise kernel), or a conv / average
 pool after another conv (DBB's 1×1 → avg-pool and 1×1 → k×k branches, ECBSR's 1×1 → Sobel /
 Laplacian branches; the two compose into one kernel, see :mod:`reparam.convspec_chain`, also
-through DBB's "pad with the 1×1's bias"), each optionally followed by a per-channel affine.
-Convolution is linear in the kernel, so
+through DBB's "pad with the 1×1's bias"), or a conv on a crop of ``x`` (ACNet; the same conv
+with less padding, :func:`reparam.transforms.crop_as_padding`), each optionally followed by a
+per-channel affine. Convolution is linear in the kernel, so
 
 .. math:: \sum_t (W_t * x + b_t) = \Big(\sum_t \operatorname{pad}(W_t)\Big) * x + \sum_t b_t
 
@@ -27,6 +28,12 @@ e.g. a lone dilated kernel expanded to a large dense one, a depthwise branch mad
 dense 1×1 beside it, or identity-like branches with no conv at all. The branches' memory
 passes (norms, adds) always go away, so an accepted merge moves fewer bytes and never raises
 the FLOP count.
+
+The terms of a sum may read different inputs: the largest set of terms of one input merges
+(ties: the one with more convs), the other terms are added to the merged conv. A term whose
+inner layer is also read elsewhere is not a branch of its input (it is an identity of
+itself). When the merge is refused because of two-layer or cropped branches, the others may
+still merge without them.
 """
 
 from __future__ import annotations
@@ -42,14 +49,63 @@ from reparam import cost
 from reparam.convspec import ConvSpec, conv_from_spec, is_plain_conv, spec_from_conv
 from reparam.convspec_chain import compose_specs, pool_spec
 from reparam.errors import Refusal
-from reparam.graph.bias_pad import bias_pad_match, fill_reason, zero_pad_args
-from reparam.graph.crop import crop_of
-from reparam.graph.views import SumView, channel_affine, is_sum_root, single_user, sum_terms
-from reparam.rules.base import Rewrite, Rule, RuleContext, absmax
+from reparam.graph.bias_pad import bias_pad_of, bias_padded, input_pad
+from reparam.graph.crop import CROP, Crop
+from reparam.graph.views import AffineView, SumView, single_user
+from reparam.patterns import Affine, AllOf, Any_, AnyOf, Bindings, Given, Module, Sum, Where
+from reparam.rules.base import PatternRule, Rewrite, RuleContext, absmax
 from reparam.transforms import avgpool_kernel, diagonal_kernel, fold_affine_after, regroup_kernel
-from reparam.transforms.align import merge_specs
+from reparam.transforms.align import crop_as_padding, merge_specs
 
 _POOLS = {1: nn.AvgPool1d, 2: nn.AvgPool2d, 3: nn.AvgPool3d}
+
+
+def _is_avgpool(module: nn.Module) -> bool:
+    return isinstance(module, tuple(_POOLS.values()))
+
+
+# -- the pattern ------------------------------------------------------------------------------
+#
+# One pattern per kind of term, tried in this order; what a term binds says its kind:
+#   second, first (input_pad)  second(first(x)), maybe through DBB's pad with first's bias
+#   conv, crop                 conv(x[crop])
+#   conv                       conv(x)
+#   pool                       avgpool(x)
+#   affine (+ one of those)    affine(...) of one of those, or affine(x) alone
+#   nothing                    x itself (the identity; also any term of another shape)
+# Every layer inside a term is read by that term only (else the term is the identity of
+# itself, and merges with nothing).
+
+_TENSOR = Where(lambda node, view: True, "a tensor")
+_FIRST = Module(is_plain_conv, _TENSOR, label="conv").bind("first")
+
+
+def _dbb_pad(add: Node, b: Bindings, view: RuleContext) -> tuple[tuple[int, int], ...] | None:
+    """DBB's pad with the 1×1 ``first``'s bias as a zero pad of its input (None if not one)."""
+    m = bias_pad_of(b, conv="first")
+    if not (single_user(m.conv) and single_user(m.sub) and single_user(m.pad)):
+        return None
+    return input_pad(m, spec_from_conv(b.module("first")), view)
+
+
+_CHAIN = Module(
+    lambda m: is_plain_conv(m) or _is_avgpool(m),
+    AnyOf(
+        AllOf(bias_padded(_FIRST), Given(_dbb_pad, "DBB's pad with the bias").bind("input_pad")),
+        _FIRST.single_user(),
+    ).single_user(),
+    label="conv or avg pool",
+).bind("second")
+_CONV_ON_CROP = Module(is_plain_conv, CROP.bind("crop").single_user(), label="conv").bind("conv")
+_CONV = Module(is_plain_conv, _TENSOR, label="conv").bind("conv")
+_POOL = Module(_is_avgpool, _TENSOR, label="avg pool").bind("pool")
+_LINEAR = AnyOf(_CHAIN, _CONV_ON_CROP, _CONV, _POOL).single_user()
+_TERM = AnyOf(
+    Affine(_LINEAR, eval_only=True).bind("affine").single_user(),
+    Affine(eval_only=True).bind("affine").single_user(),
+    _LINEAR,
+    Any_(),
+).bind("term")
 
 
 @dataclass(eq=False)
@@ -57,194 +113,50 @@ class Term:
     """One summand as an affine map of ``source``."""
 
     node: Node  # the summand node
-    source: Node  # the shared input
-    kind: str  # conv | identity | affine | pool
-    conv_node: Node | None = None  # call_module conv, when kind == conv
-    pool: nn.Module | None = None
-    affine: object | None = None  # AffineView applied last, if any
-    spec: ConvSpec | None = None  # kind == chain: the composed conv (before ``affine``)
-    layers: tuple = ()  # kind == chain: its two layers with their output shapes (for cost)
-    crop: tuple[tuple[int, int], ...] | None = None  # kind == conv on a crop of ``source``
-    reason: str = ""  # kind == chain: why the two layers do not compose (spec is None)
+    source: Node  # the input it reads
+    kind: str  # conv | chain | pool | affine | identity
+    conv_node: Node | None = None  # the conv (kind conv); the second layer if a conv (chain)
+    pool: nn.Module | None = None  # the avg pool (kind pool); the second layer if one (chain)
+    affine: AffineView | None = None  # applied last, if any
+    crop: Crop | None = None  # kind conv: it reads this crop of ``source``
+    first: Node | None = None  # kind chain: the first conv ...
+    second: Node | None = None  # ... and the layer after it
+    input_pad: tuple[tuple[int, int], ...] | None = None  # chain: DBB's pad, moved before first
+    # kind chain, set by ``_compose`` in check: the composed conv (before ``affine``) and the
+    # two layers with their output shapes (for cost), or why the two do not compose
+    spec: ConvSpec | None = None
+    layers: tuple = ()
+    reason: str = ""
 
 
-def _is_avgpool(module: nn.Module) -> bool:
-    return isinstance(module, tuple(_POOLS.values()))
-
-
-def classify(node: Node, ctx: RuleContext) -> Term:
-    """Describe summand ``node`` as an affine map of some input node."""
-    inner, affine = node, None
-    view = channel_affine(node, ctx.root)
-    if view is not None and not isinstance(view, Refusal) and single_user(node):
-        src = view.input
-        if (
-            isinstance(src, Node)
-            and src.op == "call_module"
-            and single_user(src)
-            and (is_plain_conv(ctx.module(src.target)) or _is_avgpool(ctx.module(src.target)))
-        ):
-            inner, affine = src, view
-        else:
-            return Term(node, src, "affine", affine=view)
-    if inner.op == "call_module" and (single_user(inner) or inner is not node):
-        module = ctx.module(inner.target)
-        if single_user(inner) and isinstance(inner.args[0], Node):
-            chain = _chain_term(node, inner, module, affine, ctx)
-            if chain is not None:
-                return chain
-            if is_plain_conv(module):
-                src = inner.args[0]
-                crop = crop_of(src, ctx.shape(src)) if single_user(src) else None
-                if crop is not None:
-                    return Term(node, crop[0], "conv", conv_node=inner, affine=affine, crop=crop[1])
-                return Term(node, src, "conv", conv_node=inner, affine=affine)
-            if _is_avgpool(module):
-                return Term(node, inner.args[0], "pool", pool=module, affine=affine)
-    return Term(node, node, "identity")
-
-
-def _chain_term(
-    node: Node, second: Node, module: nn.Module, affine: object, ctx: RuleContext
-) -> Term | None:
-    """``second(first(x))`` (second a conv or avg pool, first a conv, maybe with DBB's
-    pad-with-bias between them) as one composed conv term, when that composition is exact."""
-    if not (is_plain_conv(module) or _is_avgpool(module)):
-        return None
-    inner = second.args[0]
-    if not single_user(inner):
-        return None
-    bias_pad = bias_pad_match(inner, ctx)
-    first = bias_pad.conv if bias_pad is not None else inner
-    if not (first.op == "call_module" and is_plain_conv(ctx.module(first.target))):
-        return None
-    if not isinstance(first.args[0], Node) or not single_user(first):
-        return None
-    a = spec_from_conv(ctx.module(first.target))
-    extra = None
-    if bias_pad is not None:
-        if not (single_user(bias_pad.sub) and single_user(bias_pad.pad)):
-            return None
-        pads = zero_pad_args(bias_pad.pad)
-        if (
-            any(k != 1 for k in a.kernel_size)
-            or any(a.is_padded)
-            or len(pads) > 2 * a.dims
-            or len(pads) % 2
-            or any(p < 0 for p in pads)
-            or fill_reason(bias_pad, a, ctx)
-        ):
-            return None
-        extra = [(0, 0)] * a.dims
-        for i in range(len(pads) // 2):  # F.pad lists the last dim first
-            extra[a.dims - 1 - i] = (pads[2 * i], pads[2 * i + 1])
-        extra = tuple(extra)
-    if is_plain_conv(module):
-        b = spec_from_conv(module)
-    else:
-        b = pool_spec(module, a.out_channels, a.weight)
-    spec = b if isinstance(b, str) else compose_specs(a, b, extra)
-    if isinstance(spec, str):
-        return Term(node, first.args[0], "chain", affine=affine, reason=spec)
-    layers = (
-        (a, ctx.call_shapes(first)),
-        (b if is_plain_conv(module) else module, ctx.call_shapes(second)),
-    )
-    conv_node = second if is_plain_conv(module) else None
-    pool = None if conv_node is not None else module
-    return Term(
-        node,
-        first.args[0],
-        "chain",
-        conv_node=conv_node,
-        pool=pool,
-        affine=affine,
-        spec=spec,
-        layers=layers,
-    )
-
-
-def _as_spec(
-    term: Term, channels: int, dims: int, groups: int, like: torch.Tensor, ctx: RuleContext
-) -> ConvSpec | Refusal:
-    ones = (1,) * dims
-    zero_pad = tuple((0, 0) for _ in range(dims))
-    if term.kind in ("conv", "chain"):
-        spec = term.spec or spec_from_conv(ctx.module(term.conv_node.target))
-        if term.crop is not None:
-            spec = _cropped(spec, term.crop)
-            if isinstance(spec, Refusal):
-                return spec
-        weight = regroup_kernel(spec.weight, spec.groups, groups)
-        spec = ConvSpec(
-            weight, spec.bias, spec.stride, spec.padding, spec.dilation, groups, spec.padding_mode
+def _read_term(b: Bindings) -> Term:
+    """The :class:`Term` of one summand's bindings."""
+    node, affine = b["term"], b.get("affine")
+    if "first" in b:
+        second = b["second"]
+        conv = second if is_plain_conv(b.module("second")) else None
+        pool = None if conv is not None else b.module("second")
+        return Term(
+            node,
+            b["first"].args[0],
+            "chain",
+            conv_node=conv,
+            pool=pool,
+            affine=affine,
+            first=b["first"],
+            second=second,
+            input_pad=b.get("input_pad"),
         )
-    elif term.kind == "pool":
-        pool = term.pool
-        k = _tuple(pool.kernel_size, dims)
-        s = _tuple(pool.stride if pool.stride is not None else pool.kernel_size, dims)
-        p = _tuple(pool.padding, dims)
-        if pool.ceil_mode:
-            return Refusal("avg pool with ceil_mode=True has partial windows")
-        if getattr(pool, "divisor_override", None):
-            return Refusal("avg pool with divisor_override")
-        if any(p) and not pool.count_include_pad:
-            return Refusal(
-                "avg pool with count_include_pad=False divides border windows by "
-                "fewer taps: not a convolution"
-            )
-        weight = avgpool_kernel(channels, groups, k, like.dtype, like.device)
-        spec = ConvSpec(weight, None, s, tuple((q, q) for q in p), ones, groups)
-    else:
-        values = torch.zeros((channels, *ones), dtype=like.dtype, device=like.device)
-        values.fill_(1)
-        spec = ConvSpec(diagonal_kernel(values, groups), None, ones, zero_pad, ones, groups)
-    if term.affine is not None:
-        affine = term.affine
-        if not affine.fits_rank(dims + 2):
-            return Refusal("a branch's scale does not broadcast over the channel dim")
-        scale, shift = affine.scale, affine.shift
-        if affine.all_ones:  # one factor for all channels
-            scale, shift = scale.expand(spec.out_channels), shift.expand(spec.out_channels)
-        if scale.numel() != spec.out_channels:
-            return Refusal("a branch's norm disagrees with its channel count")
-        w, b = fold_affine_after(spec.weight, spec.bias, scale.to(like), shift.to(like))
-        spec = spec.with_weights(w, b)
-    return spec
-
-
-def _cropped(spec: ConvSpec, crop: tuple[tuple[int, int], ...]) -> ConvSpec | Refusal:
-    """A conv on ``x`` cropped by ``crop``: the same conv on ``x`` with padding ``-crop``
-    (its taps start ``crop`` further in), exact where the conv does not pad a cropped side;
-    otherwise it would read real pixels where the original reads its zero padding."""
-    if len(crop) != spec.dims:
-        return Refusal("the crop and the conv disagree on the spatial rank")
-    padding = []
-    for d, ((lo, hi), (left, right)) in enumerate(zip(crop, spec.padding, strict=True)):
-        if (lo and left) or (hi and right):
-            return Refusal(
-                f"the crop removes real pixels in spatial dim {d} that the conv then pads with "
-                "zeros: no padding of the uncropped input reproduces that border"
-            )
-        padding.append((left - lo, right - hi))
-    return ConvSpec(
-        spec.weight,
-        spec.bias,
-        spec.stride,
-        tuple(padding),
-        spec.dilation,
-        spec.groups,
-        spec.padding_mode,
-    )
-
-
-def _bad_crop(term: Term, ctx: RuleContext) -> bool:
-    spec = spec_from_conv(ctx.module(term.conv_node.target))
-    return isinstance(_cropped(spec, term.crop), Refusal)
-
-
-def _tuple(value, dims: int) -> tuple[int, ...]:
-    return tuple(value) if isinstance(value, (tuple, list)) else (value,) * dims
+    if "crop" in b:
+        source, crop = b["crop"]
+        return Term(node, source, "conv", conv_node=b["conv"], affine=affine, crop=crop)
+    if "conv" in b:
+        return Term(node, b["conv"].args[0], "conv", conv_node=b["conv"], affine=affine)
+    if "pool" in b:
+        return Term(node, b["pool"].args[0], "pool", pool=b.module("pool"), affine=affine)
+    if affine is not None:
+        return Term(node, affine.input, "affine", affine=affine)
+    return Term(node, node, "identity")
 
 
 @dataclass
@@ -253,6 +165,20 @@ class BranchMatch:
     source: Node
     terms: list[Term]
     others: list[Node]
+
+
+def _branches(root: Node, b: Bindings, view: RuleContext) -> BranchMatch | None:
+    """The terms of the largest set that reads one input (ties: more convs), when it has two
+    or more and not only identities; the other terms are added to the merged conv."""
+    terms = [_read_term(t) for t in b.each("sum")]
+    groups: dict[Node, list[Term]] = {}
+    for t in terms:
+        groups.setdefault(t.source, []).append(t)
+    best = max(groups.values(), key=lambda ts: (len(ts), sum(t.kind == "conv" for t in ts)))
+    if len(best) < 2 or all(t.kind == "identity" for t in best):
+        return None
+    others = [t.node for t in terms if t not in best]
+    return BranchMatch(b["sum"], best[0].source, best, others)
 
 
 @dataclass
@@ -266,7 +192,7 @@ class BranchPlan:
     detail: str
 
 
-class MergeParallelBranches(Rule):
+class MergeParallelBranches(PatternRule):
     """Replaces a sum of parallel linear branches of one input with one conv."""
 
     name = "parallel_branches"
@@ -289,24 +215,18 @@ class MergeParallelBranches(Rule):
         "a branch crops a side of the input that its conv then zero-pads",
         "the merged conv would cost more multiply-adds than the branches (unless allow_slower)",
     )
+    # every term matches some reading (the identity at worst): only the grouping can fail,
+    # quietly (a sum of unrelated terms is no near-miss)
+    graph_pattern = AllOf(
+        Sum(_TERM, whole=True).bind("sum"),
+        Given(_branches, "two or more branches of one input", quiet=True).bind("branches"),
+    )
 
-    def match(self, node: Node, ctx: RuleContext) -> BranchMatch | None:
-        if not is_sum_root(node):
-            return None
-        view = sum_terms(node)
-        if view is None:
-            return None
-        terms = [classify(t, ctx) for t in view.terms]
-        groups: dict[Node, list[Term]] = {}
-        for t in terms:
-            groups.setdefault(t.source, []).append(t)
-        best = max(groups.values(), key=lambda ts: (len(ts), sum(t.kind == "conv" for t in ts)))
-        if len(best) < 2 or all(t.kind == "identity" for t in best):
-            return None
-        others = [t.node for t in terms if t not in best]
-        return BranchMatch(view, best[0].source, best, others)
-
-    def check(self, m: BranchMatch, ctx: RuleContext) -> BranchPlan | Refusal:
+    def check(self, b: Bindings, ctx: RuleContext) -> BranchPlan | Refusal:
+        m: BranchMatch = b["branches"]
+        for t in m.terms:
+            if t.kind == "chain" and t.spec is None and not t.reason:
+                _compose(t, ctx)
         plan = self._check_terms(m, ctx)
         if not isinstance(plan, Refusal):
             return plan
@@ -380,11 +300,6 @@ class MergeParallelBranches(Rule):
             return Refusal("channels do not divide into the conv groups")
         if src_shape is not None and len(src_shape) != dims + 2:
             return Refusal(f"input of rank {len(src_shape)} to {dims}-D branches")
-        for t in m.terms:
-            if t.kind == "conv":
-                reason = ctx.exclusive_reason(t.conv_node)
-                if reason and t.conv_node is not t.node and not single_user(t.conv_node):
-                    return Refusal(reason)
         specs = []
         for t in m.terms:
             spec = _as_spec(t, cin, dims, groups, like, ctx)
@@ -455,6 +370,84 @@ class MergeParallelBranches(Rule):
             plan.absmax_before,
             absmax(plan.module.weight),
         )
+
+
+# -- each term as a conv ------------------------------------------------------------------------
+
+
+def _compose(t: Term, ctx: RuleContext) -> None:
+    """Compose a two-layer term into one conv (``t.spec``), or say why not (``t.reason``)."""
+    a = spec_from_conv(ctx.module(t.first.target))
+    module = ctx.module(t.second.target)
+    if is_plain_conv(module):
+        b = spec_from_conv(module)
+    else:
+        b = pool_spec(module, a.out_channels, a.weight)
+    spec = b if isinstance(b, str) else compose_specs(a, b, t.input_pad)
+    if isinstance(spec, str):
+        t.reason = spec
+        return
+    t.spec = spec
+    second = b if is_plain_conv(module) else module
+    t.layers = ((a, ctx.call_shapes(t.first)), (second, ctx.call_shapes(t.second)))
+
+
+def _as_spec(
+    term: Term, channels: int, dims: int, groups: int, like: torch.Tensor, ctx: RuleContext
+) -> ConvSpec | Refusal:
+    ones = (1,) * dims
+    zero_pad = tuple((0, 0) for _ in range(dims))
+    if term.kind in ("conv", "chain"):
+        spec = term.spec or spec_from_conv(ctx.module(term.conv_node.target))
+        if term.crop is not None:
+            spec = crop_as_padding(spec, term.crop)
+            if isinstance(spec, Refusal):
+                return spec
+        weight = regroup_kernel(spec.weight, spec.groups, groups)
+        spec = ConvSpec(
+            weight, spec.bias, spec.stride, spec.padding, spec.dilation, groups, spec.padding_mode
+        )
+    elif term.kind == "pool":
+        pool = term.pool
+        k = _tuple(pool.kernel_size, dims)
+        s = _tuple(pool.stride if pool.stride is not None else pool.kernel_size, dims)
+        p = _tuple(pool.padding, dims)
+        if pool.ceil_mode:
+            return Refusal("avg pool with ceil_mode=True has partial windows")
+        if getattr(pool, "divisor_override", None):
+            return Refusal("avg pool with divisor_override")
+        if any(p) and not pool.count_include_pad:
+            return Refusal(
+                "avg pool with count_include_pad=False divides border windows by "
+                "fewer taps: not a convolution"
+            )
+        weight = avgpool_kernel(channels, groups, k, like.dtype, like.device)
+        spec = ConvSpec(weight, None, s, tuple((q, q) for q in p), ones, groups)
+    else:
+        values = torch.zeros((channels, *ones), dtype=like.dtype, device=like.device)
+        values.fill_(1)
+        spec = ConvSpec(diagonal_kernel(values, groups), None, ones, zero_pad, ones, groups)
+    if term.affine is not None:
+        affine = term.affine
+        if not affine.fits_rank(dims + 2):
+            return Refusal("a branch's scale does not broadcast over the channel dim")
+        scale, shift = affine.scale, affine.shift
+        if affine.all_ones:  # one factor for all channels
+            scale, shift = scale.expand(spec.out_channels), shift.expand(spec.out_channels)
+        if scale.numel() != spec.out_channels:
+            return Refusal("a branch's norm disagrees with its channel count")
+        w, b = fold_affine_after(spec.weight, spec.bias, scale.to(like), shift.to(like))
+        spec = spec.with_weights(w, b)
+    return spec
+
+
+def _bad_crop(term: Term, ctx: RuleContext) -> bool:
+    spec = spec_from_conv(ctx.module(term.conv_node.target))
+    return isinstance(crop_as_padding(spec, term.crop), Refusal)
+
+
+def _tuple(value, dims: int) -> tuple[int, ...]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,) * dims
 
 
 def _describe(t: Term, ctx: RuleContext) -> str:

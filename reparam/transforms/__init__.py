@@ -5,7 +5,7 @@ input. See each module's docstring for the maths and its source paper.
 """
 
 from .affine import fold_affine_after, fold_affine_before, norm_to_affine, repeat_affine
-from .align import align_specs, concat_specs, merge_specs
+from .align import align_specs, concat_specs, crop_as_padding, merge_specs
 from .compose import compose_sequential
 from .concat import concat_kernels
 from .kernels import (
@@ -30,6 +30,7 @@ from .transposed import fold_affine_after_transposed
 __all__ = [
     "align_specs",
     "concat_specs",
+    "crop_as_padding",
     "merge_specs",
     "avgpool_kernel",
     "center_pad_kernel",

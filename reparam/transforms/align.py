@@ -17,11 +17,18 @@ every conv has the same stride and signature, every offset falls on the frame's 
 and every conv that pads uses the frame's padding mode (zero and reflect borders differ).
 Regrouping to the coarsest common ``groups`` is the caller's (``kernels.regroup_kernel``).
 
+A conv on a crop of ``x`` (``crop_as_padding``) is the same conv on ``x`` with its padding
+reduced by the crop (its taps start that much further in), so that it can take part: exact
+where the conv does not pad a cropped side (it would read real pixels where the original
+reads its zero padding). ACNet (arXiv:1908.03930) writes its 1×k / k×1 branches this way.
+
 Sources: RepVGG (arXiv:2101.03697, Sec. 3.3), ACNet (arXiv:1908.03930), DBB transforms II/IV/VI
 (arXiv:2103.13425), RepLKNet (arXiv:2203.06717), UniRepLKNet (arXiv:2311.15599).
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import torch
 
@@ -31,7 +38,7 @@ from reparam.errors import Refusal
 from .concat import concat_kernels
 from .kernels import dilate_kernel, pad_kernel
 
-__all__ = ["align_specs", "concat_specs", "merge_specs"]
+__all__ = ["align_specs", "concat_specs", "crop_as_padding", "merge_specs"]
 
 
 def align_specs(specs: list[ConvSpec]) -> tuple[list[torch.Tensor], ConvSpec] | Refusal:
@@ -134,3 +141,20 @@ def concat_specs(specs: list[ConvSpec]) -> ConvSpec | Refusal:
     weight, bias = concat_kernels(weights, [s.bias for s in specs])
     like = specs[0].weight
     return frame.with_weights(weight.to(like.dtype), bias.to(like.dtype))
+
+
+def crop_as_padding(spec: ConvSpec, crop: tuple[tuple[int, int], ...]) -> ConvSpec | Refusal:
+    """A conv on ``x`` cropped by ``crop`` (per spatial dim, removed at start and end) as the
+    same conv on ``x`` with padding ``padding - crop``; refused where the conv pads a side
+    that the crop removes pixels from (no padding of ``x`` reproduces that border)."""
+    if len(crop) != spec.dims:
+        return Refusal("the crop and the conv disagree on the spatial rank")
+    padding = []
+    for d, ((lo, hi), (left, right)) in enumerate(zip(crop, spec.padding, strict=True)):
+        if (lo and left) or (hi and right):
+            return Refusal(
+                f"the crop removes real pixels in spatial dim {d} that the conv then pads with "
+                "zeros: no padding of the uncropped input reproduces that border"
+            )
+        padding.append((left - lo, right - hi))
+    return replace(spec, padding=tuple(padding))

@@ -92,6 +92,18 @@ def test_training_norm_binds_its_refusal():
     assert "training mode" in bound["norm"].reason
 
 
+def test_eval_only_affine_leaves_a_norm_on_batch_statistics_to_other_readings():
+    train = _view(ConvBN().train())
+    failed = match(Affine(CONV, eval_only=True), _node(train, "bn"), train)
+    assert not failed and failed.depth == 0 and "training mode" in failed.reason
+    other = AnyOf(Affine(CONV, eval_only=True).bind("norm"), Module(nn.BatchNorm2d).bind("bn"))
+    bound = match(other, _node(train, "bn"), train)
+    assert bound and "norm" not in bound and bound["bn"] is _node(train, "bn")
+    ctx = _view(ConvBN().eval())
+    bound = match(Affine(CONV, eval_only=True).bind("norm"), _node(ctx, "bn"), ctx)
+    assert bound and isinstance(bound["norm"], AffineView)
+
+
 class Styles(nn.Module):
     """One sum and one scale written in other people's styles."""
 

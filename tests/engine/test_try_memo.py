@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.fx as fx
+import torch.nn.functional as F
 from torch import nn
 
 import reparam
 from reparam import Refusal, Rewrite, RuleContext
 from reparam.demo import randomize_batch_norms
+from reparam.matcher import recording_visits
 from reparam.patterns import Bindings, Module
 from reparam.rules.base import PatternRule
 from reparam.rules.conv_norm import FoldNormAfterConv
@@ -113,4 +116,38 @@ def test_checking_mode_catches_a_memo_that_missed_a_dependency(monkeypatch):
     monkeypatch.setenv("REPARAM_CHECK_MEMO", "0")
     result = reparam.deploy_with_report(model, x, rules=rules)
     assert result.report.fired() == {"conv_norm": 1}
+    assert reparam.relative_error(model(x), result.model(x)) <= 1e-9
+
+
+class _BiasPadBranches(nn.Module):
+    """DBB's 1×1 → pad with its bias → k×k beside a k×k, the fill computed from the bias."""
+
+    def __init__(self):
+        super().__init__()
+        self.one, self.k = nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 3)
+        self.other = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        c = self.one.bias.view(1, -1, 1, 1) * 1.0
+        return self.k(F.pad(self.one(x) - c, [1, 1, 1, 1]) + c) + self.other(x)
+
+
+def test_a_try_depends_on_the_terms_insides_and_on_what_a_fill_is_computed_from():
+    """parallel_branches matches each term of the sum deep (a conv after DBB's pad with the
+    1×1's bias), and evaluates the fill value (is it the 1×1's bias?) from the nodes it is
+    computed from, further than the pattern's own: the try depends on all of them."""
+    from reparam.rules.parallel_branches import MergeParallelBranches
+
+    model = _BiasPadBranches().double().eval()
+    ctx = RuleContext(model, fx.symbolic_trace(model).graph)
+    root = next(n for n in ctx.graph.nodes if n.op == "output").args[0]
+    with recording_visits() as seen:
+        assert MergeParallelBranches().match(root, ctx)
+    bias = next(n for n in ctx.graph.nodes if n.op == "get_attr")
+    one = next(n for n in ctx.graph.nodes if n.target == "one")
+    # the fill's own inputs, and the first conv of a term (matched inside the sum's term)
+    assert bias in seen and one in seen
+    x = torch.randn(2, 4, 7, 6, dtype=torch.float64)
+    result = reparam.deploy_with_report(model, x, rules=["parallel_branches"])
+    assert result.report.fired() == {"parallel_branches": 1}
     assert reparam.relative_error(model(x), result.model(x)) <= 1e-9
