@@ -8,7 +8,7 @@ falsy :class:`NoMatch` holding the reason of the step that failed, the steps mat
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from torch import nn
@@ -134,6 +134,15 @@ def recording_visits() -> Iterator[set[Node]]:
         yield seen
     finally:
         _RECORDERS.pop()
+
+
+def note_visits(nodes: Iterable[object]) -> None:
+    """Note graph nodes a rule read beyond what its pattern looked at (a :class:`Given` or a
+    ``check`` that walks further, to the other terms of a sum, say): the innermost
+    :func:`recording_visits` collects them as it does a match's, so the driver forgets a
+    remembered try that did not fire once one of them, or a neighbour, changes."""
+    if _RECORDERS:
+        _RECORDERS[-1].update(n for n in nodes if isinstance(n, Node))
 
 
 class MatchState:

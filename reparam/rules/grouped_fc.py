@@ -54,6 +54,7 @@ from torch.fx import Node
 
 from reparam import cost
 from reparam.errors import Refusal
+from reparam.matcher import note_visits
 from reparam.patterns import AllOf, Bindings, Given, Module
 from reparam.rules.base import PatternRule, Rewrite, RuleContext, absmax
 from reparam.runtime import GroupedPointwiseConv, grouped_pointwise_conv2d
@@ -145,6 +146,18 @@ def _macs(conv: nn.Conv2d, shape: tuple[int, ...]) -> int:
     return cost.conv_macs(conv.weight.shape, (shape[0], conv.out_channels, 1, 1))
 
 
+def _users_of_module(node: Node, ctx: RuleContext) -> list[Node]:
+    """The nodes that call or read the module ``node`` calls (what ``exclusive_reason``
+    counts besides ``node``)."""
+    target, prefix = str(node.target), f"{node.target}."
+    return [
+        n
+        for n in ctx.graph.nodes
+        if n.op in ("call_module", "get_attr")
+        and (str(n.target) == target or str(n.target).startswith(prefix))
+    ]
+
+
 #: the bound input shape of a grouped conv whose input shape is unknown (check refuses it)
 _UNKNOWN: tuple[int, ...] = ()
 
@@ -216,6 +229,9 @@ class GroupedFcAsBmm(PatternRule):
             return Refusal("the input shape is unknown; pass example_inputs")
         reason = ctx.exclusive_reason(node)
         if reason is not None:
+            # the reason reads other nodes (the module's other calls, direct reads of its
+            # weights): the driver's memo of this refusal depends on them
+            note_visits(_users_of_module(node, ctx))
             return Refusal(reason)
         if not conv.weight.is_floating_point() or conv.weight.device.type == "meta":
             return Refusal("the weights are not floating-point tensors with data")

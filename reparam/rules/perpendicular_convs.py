@@ -30,6 +30,7 @@ from reparam import cost
 from reparam.convspec import ConvSpec, conv_from_spec, is_plain_conv, spec_from_conv
 from reparam.errors import Refusal
 from reparam.graph.views import is_add, single_user, value_users
+from reparam.matcher import note_visits
 from reparam.patterns import CONV, AllOf, Bindings, Given, Module
 from reparam.rules.base import PatternRule, Rewrite, RuleContext, absmax
 from reparam.transforms.align import add_into_frame
@@ -157,7 +158,11 @@ def _absorb(
     if add is None or not is_add(add) or not all(isinstance(a, Node) for a in add.args):
         return "the pair's output is not a summand"
     x = first.args[0]
-    for partner in _summands(add):
+    summands = _summands(add)
+    # the walk reaches past the pattern's nodes (the sum's other adds and terms): the
+    # driver's memo of this try must depend on them too
+    note_visits([*summands.adds, *summands.terms])
+    for partner in summands.terms:
         if partner is second or not (
             partner.op == "call_module"
             and is_plain_conv(ctx.module(partner.target))
@@ -182,11 +187,18 @@ def _absorb(
     return "no conv summed beside it on the same input holds the merged kernel"
 
 
-def _summands(add: Node) -> list[Node]:
+@dataclass
+class _Summands:
+    adds: list[Node]  # the adds walked, up the chain and down the sum
+    terms: list[Node]
+
+
+def _summands(add: Node) -> _Summands:
     """The nodes summed with ``add``'s operands, up the chain of single-use adds."""
-    root = add
+    root, adds = add, [add]
     while len(value_users(root)) == 1 and is_add(value_users(root)[0]):
         root = value_users(root)[0]
+        adds.append(root)
     terms, pending = [], [root]
     while pending:
         n = pending.pop()
@@ -194,6 +206,7 @@ def _summands(add: Node) -> list[Node]:
             if isinstance(arg, Node):
                 if is_add(arg) and single_user(arg):
                     pending.append(arg)
+                    adds.append(arg)
                 else:
                     terms.append(arg)
-    return terms
+    return _Summands(adds, terms)
