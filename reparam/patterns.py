@@ -158,7 +158,9 @@ class Constant(Pattern):
 
 class Module(Pattern):
     """A call of a submodule that is an instance of ``kind`` (a type or tuple of types) or
-    satisfies ``kind(module)``, its arguments matching ``args`` in order (extra ones free)."""
+    satisfies ``kind(module)``, its arguments matching ``args`` in order (extra ones free).
+    A function ``kind`` is also the anchor test (:meth:`may_anchor` runs it on the module),
+    so it must be cheap and read the module only."""
 
     def __init__(
         self,
@@ -184,12 +186,12 @@ class Module(Pattern):
     def may_anchor(self, node: Node, root: nn.Module) -> bool:
         if node.op != "call_module":
             return False
-        if not isinstance(self.kind, (type, tuple)):
-            return True
         try:
-            return isinstance(root.get_submodule(str(node.target)), self.kind)
+            module = root.get_submodule(str(node.target))
         except AttributeError:
             return True
+        # sound: a match accepts the module itself (or, when opaque, tests the module itself)
+        return self._accepts(module)
 
     def _match(self, value: object, state: MatchState, role: str) -> NoMatch | None:
         if not (isinstance(value, Node) and value.op == "call_module"):

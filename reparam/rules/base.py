@@ -129,9 +129,13 @@ class Rule(ABC):
 
 class PatternRule(Rule):
     """A rule whose ``match`` is its declarative ``graph_pattern`` (:mod:`reparam.patterns`):
-    the rule file is its maths docstring, the pattern, ``check`` and ``rewrite``."""
+    the rule file is its maths docstring, the pattern, ``check`` and ``rewrite``.
 
-    graph_pattern: ClassVar[Pattern]
+    ``graph_pattern`` is usually a class attribute. A pattern that depends on the rule's
+    options (a threshold, state the rule keeps) is set per instance in ``__init__``: the
+    driver's anchor test and :meth:`match` read ``self.graph_pattern``."""
+
+    graph_pattern: Pattern
 
     def match(self, node: Node, ctx: RuleContext) -> Bindings | NoMatch:
         return match(self.graph_pattern, node, ctx)

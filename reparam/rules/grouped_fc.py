@@ -54,7 +54,9 @@ from torch.fx import Node
 
 from reparam import cost
 from reparam.errors import Refusal
-from reparam.rules.base import Rewrite, Rule, RuleContext, absmax
+from reparam.matcher import note_visits
+from reparam.patterns import AllOf, Bindings, Given, Module
+from reparam.rules.base import PatternRule, Rewrite, RuleContext, absmax
 from reparam.runtime import GroupedPointwiseConv, grouped_pointwise_conv2d
 from reparam.timing import time_interleaved
 
@@ -144,7 +146,23 @@ def _macs(conv: nn.Conv2d, shape: tuple[int, ...]) -> int:
     return cost.conv_macs(conv.weight.shape, (shape[0], conv.out_channels, 1, 1))
 
 
-class GroupedFcAsBmm(Rule):
+def _users_of_module(node: Node, ctx: RuleContext) -> list[Node]:
+    """The nodes that call or read the module ``node`` calls (what ``exclusive_reason``
+    counts besides ``node``)."""
+    target, prefix = str(node.target), f"{node.target}."
+    return [
+        n
+        for n in ctx.graph.nodes
+        if n.op in ("call_module", "get_attr")
+        and (str(n.target) == target or str(n.target).startswith(prefix))
+    ]
+
+
+#: the bound input shape of a grouped conv whose input shape is unknown (check refuses it)
+_UNKNOWN: tuple[int, ...] = ()
+
+
+class GroupedFcAsBmm(PatternRule):
     """Replaces a (grouped) 1×1 conv on 1×1 maps with the same conv computed by ``baddbmm``."""
 
     name = "grouped_fc_as_bmm"
@@ -169,6 +187,12 @@ class GroupedFcAsBmm(Rule):
         self._seen: weakref.WeakKeyDictionary[nn.Module, tuple[int, ...]] = (
             weakref.WeakKeyDictionary()
         )
+        # conv2d_1×1(x) with x of shape (N, C, 1, 1): the shape test reads min_macs and the
+        # shapes seen, so the pattern is this instance's
+        self.graph_pattern = AllOf(
+            Module(_is_grouped_pointwise, label="1×1 conv").bind("conv"),
+            Given(self._fc_input, "an FC's input (N, C, 1, 1)", quiet=True).bind("shape"),
+        )
 
     def _input_shape(self, node: Node, conv: nn.Module, ctx: RuleContext) -> tuple | None:
         shape = ctx.shape(node.args[0])
@@ -182,42 +206,42 @@ class GroupedFcAsBmm(Rule):
         """Forget the cached measurements (e.g. after changing the thread count's meaning)."""
         _TIMINGS.clear()
 
-    def match(self, node: Node, ctx: RuleContext) -> Node | None:
-        if node.op != "call_module" or len(node.args) != 1 or node.kwargs:
+    def _fc_input(self, node: Node, b: Bindings, ctx: RuleContext) -> tuple[int, ...] | None:
+        """The input shape of a conv called on one batch of 1×1 maps, large enough to time
+        (``_UNKNOWN`` for a grouped conv of unknown input); None for any other call."""
+        if len(node.args) != 1 or node.kwargs:
             return None
-        conv = ctx.module(node.target)
-        if not _is_grouped_pointwise(conv):
-            return None
-        shape = self._input_shape(node, conv, ctx)
-        if shape is None and conv.groups == 1:
-            # a dense 1×1 conv of unknown input is most likely on real maps and too common
-            # (every ResNet block) to refuse each; a grouped one is likely an FC: refused below
-            return None
-        if shape is not None and not _is_pointwise_input(shape):
-            return None  # a 1×1 conv on real maps: not an FC, nothing to say
-        if shape is not None and _macs(conv, shape) < self.min_macs:
-            return None
-        return node
-
-    def check(self, node: Node, ctx: RuleContext) -> _Plan | Refusal:
-        conv = ctx.module(node.target)
+        conv = b.module("conv")
         shape = self._input_shape(node, conv, ctx)
         if shape is None:
-            return Refusal("the input shape is unknown; pass example_inputs")
+            # a dense 1×1 conv of unknown input is most likely on real maps and too common
+            # (every ResNet block) to refuse each; a grouped one is likely an FC: refused
+            return None if conv.groups == 1 else _UNKNOWN
         if not _is_pointwise_input(shape):
-            return Refusal(f"the input {tuple(shape)} is not a batch of 1×1 maps")
+            return None  # a 1×1 conv on real maps: not an FC, nothing to say
+        if _macs(conv, shape) < self.min_macs:
+            return None
+        return shape
+
+    def check(self, m: Bindings, ctx: RuleContext) -> _Plan | Refusal:
+        node, conv, shape = m["conv"], m.module("conv"), m["shape"]
+        if shape == _UNKNOWN:
+            return Refusal("the input shape is unknown; pass example_inputs")
         reason = ctx.exclusive_reason(node)
         if reason is not None:
+            # the reason reads other nodes (the module's other calls, direct reads of its
+            # weights): the driver's memo of this refusal depends on them
+            note_visits(_users_of_module(node, ctx))
             return Refusal(reason)
         if not conv.weight.is_floating_point() or conv.weight.device.type == "meta":
             return Refusal("the weights are not floating-point tensors with data")
-        conv_s, bmm_s = self.timer(conv, tuple(shape))
+        conv_s, bmm_s = self.timer(conv, shape)
         if not bmm_s <= _MIN_GAIN * conv_s:
             return Refusal(
-                f"grouped conv {_fmt(conv_s)} vs bmm {_fmt(bmm_s)} for input {tuple(shape)}: "
+                f"grouped conv {_fmt(conv_s)} vs bmm {_fmt(bmm_s)} for input {shape}: "
                 "the batched matmul is not clearly faster here"
             )
-        return _Plan(node, conv, tuple(shape), conv_s, bmm_s)
+        return _Plan(node, conv, shape, conv_s, bmm_s)
 
     def rewrite(self, plan: _Plan, ctx: RuleContext) -> Rewrite:
         conv = plan.conv

@@ -1,9 +1,14 @@
 r"""Merge a conv followed by a conv whose kernel acts on the other axes (``k×1`` then
 ``1×k``, RepNeXt's depthwise ``1×k → k×1``, arXiv:2406.16004) into one ``k×k`` conv.
 
-The maths and exactness conditions (strides, dilations, paddings on different axes, the
-first conv's bias at the second's zero-padded border) are in
-:mod:`reparam.transforms.perpendicular`.
+With the kernels on different axes their full correlation is their outer product:
+
+.. math:: K[o, i, u, v] = \sum_m W_2[o, m, 0, v]\, W_1[m, i, u, 0],\qquad
+          b = b_2 + \textstyle\sum W_2 b_1
+
+in ``gcd(g_1, g_2)`` groups (DBB transform III, arXiv:2103.13425). The geometry and the
+exactness conditions (strides, dilations, paddings on different axes, the first conv's bias
+at the second's zero-padded border) are in :mod:`reparam.transforms.perpendicular`.
 
 Cost: one ``k_h×k_w`` conv costs ``k_h k_w`` taps per channel pair where the pair costs
 ``k_h + k_w`` (depthwise ``7×7``: 49 vs 14): merging alone is *more* multiply-adds, so it is
@@ -16,7 +21,6 @@ input whose kernel frame holds the merged kernel (RepNeXt's ``RepDWConvM``: a ``
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from torch import nn
@@ -26,8 +30,10 @@ from reparam import cost
 from reparam.convspec import ConvSpec, conv_from_spec, is_plain_conv, spec_from_conv
 from reparam.errors import Refusal
 from reparam.graph.views import is_add, single_user, value_users
-from reparam.rules.base import Rewrite, Rule, RuleContext, absmax
-from reparam.transforms import dilate_kernel, pad_kernel, regroup_kernel
+from reparam.matcher import note_visits
+from reparam.patterns import CONV, AllOf, Bindings, Given, Module
+from reparam.rules.base import PatternRule, Rewrite, RuleContext, absmax
+from reparam.transforms.align import add_into_frame
 from reparam.transforms.perpendicular import compose_perpendicular, perpendicular_geometry
 
 
@@ -43,9 +49,23 @@ class _Plan:
     detail: str = ""
 
 
+def _acts(s: ConvSpec) -> set[int]:
+    """The spatial axes a conv is not pointwise on (kernel > 1, or padded)."""
+    return {d for d in range(s.dims) if s.kernel_size[d] > 1 or s.is_padded[d]}
 
 
-class MergePerpendicularConvs(Rule):
+def _perpendicular(second: Node, b: Bindings, view: object) -> tuple[ConvSpec, ConvSpec] | None:
+    """The two convs' specs when they act on different axes (each on at least one), the
+    second called on the first's output alone; else None."""
+    if len(second.args) != 1:
+        return None
+    a, c = spec_from_conv(b.module("first")), spec_from_conv(b.module("second"))
+    if a.dims != c.dims or not _acts(a) or not _acts(c) or _acts(a) & _acts(c):
+        return None
+    return a, c
+
+
+class MergePerpendicularConvs(PatternRule):
     """Replaces conv(k×1) → conv(1×k) (any order, any rank) with one conv where exact."""
 
     name = "perpendicular_convs"
@@ -58,36 +78,18 @@ class MergePerpendicularConvs(Rule):
         "(allow_slower=True to force)",
         "the first conv's output is used elsewhere",
     )
+    # conv2(conv1(x)), the kernels on different axes (a pair on one axis is sequential_convs:
+    # no near-miss here)
+    graph_pattern = AllOf(
+        Module(is_plain_conv, CONV.bind("first"), label="conv").bind("second"),
+        Given(_perpendicular, "convs acting on different axes", quiet=True).bind("specs"),
+    )
 
-    def match(self, node: Node, ctx: RuleContext) -> tuple[Node, Node] | None:
-        if node.op != "call_module" or not is_plain_conv(ctx.module(node.target)):
-            return None
-        first = node.args[0]
-        if not (
-            len(node.args) == 1
-            and isinstance(first, Node)
-            and first.op == "call_module"
-            and is_plain_conv(ctx.module(first.target))
-        ):
-            return None
-        a = spec_from_conv(ctx.module(first.target))
-        b = spec_from_conv(ctx.module(node.target))
-        if a.dims != b.dims:
-            return None
-
-        def acts(s: ConvSpec) -> set[int]:
-            return {d for d in range(s.dims) if s.kernel_size[d] > 1 or s.is_padded[d]}
-
-        if not acts(a) or not acts(b) or acts(a) & acts(b):
-            return None
-        return first, node
-
-    def check(self, m: tuple[Node, Node], ctx: RuleContext) -> _Plan | Refusal:
-        first, second = m
+    def check(self, m: Bindings, ctx: RuleContext) -> _Plan | Refusal:
+        first, second = m["first"], m["second"]
         if not single_user(first):
             return Refusal(f"output of '{ctx.qualified(first.target)}' is used elsewhere")
-        a = spec_from_conv(ctx.module(first.target))
-        b = spec_from_conv(ctx.module(second.target))
+        a, b = m["specs"]
         try:
             stride, padding, dilation, mode = perpendicular_geometry(
                 a.kernel_size, a.stride, a.padding, a.dilation, a.padding_mode,
@@ -121,25 +123,22 @@ class MergePerpendicularConvs(Rule):
     def rewrite(self, plan: _Plan, ctx: RuleContext) -> Rewrite:
         site = ctx.site_name(plan.second)
         old = [ctx.module(plan.first.target).weight, ctx.module(plan.second.target).weight]
-        if plan.partner is None:
-            target, node = plan.second, plan.second
-        else:
-            target, node = plan.partner, plan.partner
+        target = plan.second if plan.partner is None else plan.partner
+        if plan.partner is not None:
             old.append(ctx.module(plan.partner.target).weight)
-        if ctx.exclusive_reason(target) is None:
-            path = target.target
-        else:
-            path = ctx.fresh_path(ctx.owner_path(target), "reparam_conv")
-        ctx.set_module(path, plan.module)
-        node.target = path
-        if plan.partner is None:
-            plan.second.args = (plan.first.args[0],)
-            ctx.erase_unused([plan.first])
-        else:
+        exclusive = ctx.exclusive_reason(target) is None
+        ctx.tx.substitute(
+            target, plan.module, stem="reparam_conv", exclusive=exclusive,
+            near=ctx.owner_path(target),
+        )
+        if plan.partner is None:  # the merged conv reads the pair's input
+            ctx.tx.set_input(plan.second, 0, plan.first.args[0])
+            ctx.tx.erase_unused([plan.first])
+        else:  # the partner computes the pair too: the add drops the pair's term
             add = plan.add
             other = add.args[1] if add.args[0] is plan.second else add.args[0]
-            add.replace_all_uses_with(other)
-            ctx.erase_unused([add])
+            ctx.tx.redirect(add, other)
+            ctx.tx.erase_unused([add])
         return Rewrite(
             self.name, site, plan.detail, plan.before, plan.after, absmax(*old),
             absmax(plan.module.weight),
@@ -159,7 +158,11 @@ def _absorb(
     if add is None or not is_add(add) or not all(isinstance(a, Node) for a in add.args):
         return "the pair's output is not a summand"
     x = first.args[0]
-    for partner in _summands(add):
+    summands = _summands(add)
+    # the walk reaches past the pattern's nodes (the sum's other adds and terms): the
+    # driver's memo of this try must depend on them too
+    note_visits([*summands.adds, *summands.terms])
+    for partner in summands.terms:
         if partner is second or not (
             partner.op == "call_module"
             and is_plain_conv(ctx.module(partner.target))
@@ -168,20 +171,9 @@ def _absorb(
         ):
             continue
         p = spec_from_conv(ctx.module(partner.target))
-        reason = _fits(merged, p)
-        if reason:
+        spec = add_into_frame(p, merged)
+        if isinstance(spec, Refusal):
             continue
-        groups = math.gcd(p.groups, merged.groups)
-        dense = dilate_kernel(merged.weight, merged.dilation)
-        offset = [pl - ml for (pl, _), (ml, _) in zip(p.padding, merged.padding, strict=True)]
-        weight = regroup_kernel(p.weight, p.groups, groups).double() + pad_kernel(
-            regroup_kernel(dense, merged.groups, groups), p.kernel_size, offset
-        ).double()
-        bias = merged.bias.double() + (0 if p.bias is None else p.bias.double())
-        spec = ConvSpec(
-            weight.to(p.weight.dtype), bias.to(p.weight.dtype), p.stride, p.padding,
-            p.dilation, groups, p.padding_mode,
-        )
         before, after, _ = cost.compare(
             [*pair, (p, ctx.call_shapes(partner))], [(spec, ctx.call_shapes(partner))]
         )
@@ -195,11 +187,18 @@ def _absorb(
     return "no conv summed beside it on the same input holds the merged kernel"
 
 
-def _summands(add: Node) -> list[Node]:
+@dataclass
+class _Summands:
+    adds: list[Node]  # the adds walked, up the chain and down the sum
+    terms: list[Node]
+
+
+def _summands(add: Node) -> _Summands:
     """The nodes summed with ``add``'s operands, up the chain of single-use adds."""
-    root = add
+    root, adds = add, [add]
     while len(value_users(root)) == 1 and is_add(value_users(root)[0]):
         root = value_users(root)[0]
+        adds.append(root)
     terms, pending = [], [root]
     while pending:
         n = pending.pop()
@@ -207,23 +206,7 @@ def _summands(add: Node) -> list[Node]:
             if isinstance(arg, Node):
                 if is_add(arg) and single_user(arg):
                     pending.append(arg)
+                    adds.append(arg)
                 else:
                     terms.append(arg)
-    return terms
-
-
-def _fits(merged: ConvSpec, p: ConvSpec) -> str:
-    if any(d != 1 for d in p.dilation):
-        return "the parallel conv is dilated"
-    if p.stride != merged.stride or p.size_signature() != merged.size_signature():
-        return "other stride or output grid"
-    if p.out_channels != merged.out_channels or p.in_channels != merged.in_channels:
-        return "other channels"
-    ext = [d * (k - 1) + 1 for d, k in zip(merged.dilation, merged.kernel_size, strict=True)]
-    for (pl, _), (ml, _), k, e in zip(p.padding, merged.padding, p.kernel_size, ext, strict=True):
-        off = pl - ml
-        if off < 0 or off + e > k:
-            return "the merged kernel does not fit in the parallel conv's frame"
-    if any(merged.is_padded) and merged.padding_mode != p.padding_mode:
-        return "other padding mode"  # an unpadded merged kernel reads the same pixels
-    return ""
+    return _Summands(adds, terms)

@@ -22,12 +22,18 @@ reduced by the crop (its taps start that much further in), so that it can take p
 where the conv does not pad a cropped side (it would read real pixels where the original
 reads its zero padding). ACNet (arXiv:1908.03930) writes its 1×k / k×1 branches this way.
 
+:func:`add_into_frame` is the case where one conv's frame already holds the other's kernel
+(RepVGG's 3×3 absorbing a 1×1, RepNeXt's 7×7 absorbing its ``1×7 → 7×1`` pair): the sum
+keeps the larger conv's geometry, and the smaller kernel (made dense if dilated, regrouped
+to ``gcd`` of the groups) is added at the offset ``p_frame - p_small`` per dim.
+
 Sources: RepVGG (arXiv:2101.03697, Sec. 3.3), ACNet (arXiv:1908.03930), DBB transforms II/IV/VI
 (arXiv:2103.13425), RepLKNet (arXiv:2203.06717), UniRepLKNet (arXiv:2311.15599).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import torch
@@ -36,9 +42,9 @@ from reparam.convspec import ConvSpec
 from reparam.errors import Refusal
 
 from .concat import concat_kernels
-from .kernels import dilate_kernel, pad_kernel
+from .kernels import dilate_kernel, pad_kernel, regroup_kernel
 
-__all__ = ["align_specs", "concat_specs", "crop_as_padding", "merge_specs"]
+__all__ = ["add_into_frame", "align_specs", "concat_specs", "crop_as_padding", "merge_specs"]
 
 
 def align_specs(specs: list[ConvSpec]) -> tuple[list[torch.Tensor], ConvSpec] | Refusal:
@@ -158,3 +164,43 @@ def crop_as_padding(spec: ConvSpec, crop: tuple[tuple[int, int], ...]) -> ConvSp
             )
         padding.append((left - lo, right - hi))
     return replace(spec, padding=tuple(padding))
+
+
+def add_into_frame(frame: ConvSpec, spec: ConvSpec) -> ConvSpec | Refusal:
+    """The one conv that computes ``frame + spec`` (both reading one input) in ``frame``'s
+    geometry, when ``frame`` is undilated and ``spec``'s kernel fits in its frame at the
+    offsets that line their borders up; a :class:`Refusal` saying why not otherwise."""
+    if any(d != 1 for d in frame.dilation):
+        return Refusal("the larger conv is dilated")
+    if frame.stride != spec.stride or frame.size_signature() != spec.size_signature():
+        return Refusal("other stride or output grid")
+    if frame.out_channels != spec.out_channels or frame.in_channels != spec.in_channels:
+        return Refusal("other channels")
+    for (fl, _), (sl, _), k, e in zip(
+        frame.padding, spec.padding, frame.kernel_size, spec.extent, strict=True
+    ):
+        if fl - sl < 0 or fl - sl + e > k:
+            return Refusal("the kernel does not fit in the larger conv's frame")
+    if any(spec.is_padded) and spec.padding_mode != frame.padding_mode:
+        return Refusal("other padding mode")  # an unpadded kernel reads the same pixels
+    groups = math.gcd(frame.groups, spec.groups)
+    dense = dilate_kernel(spec.weight, spec.dilation)
+    offset = [fl - sl for (fl, _), (sl, _) in zip(frame.padding, spec.padding, strict=True)]
+    weight = (
+        regroup_kernel(frame.weight, frame.groups, groups).double()
+        + pad_kernel(regroup_kernel(dense, spec.groups, groups), frame.kernel_size, offset).double()
+    )
+    bias = None
+    for b in (spec.bias, frame.bias):
+        if b is not None:
+            bias = b.double() if bias is None else bias + b.double()
+    like = frame.weight
+    return ConvSpec(
+        weight.to(like.dtype),
+        None if bias is None else bias.to(like.dtype),
+        frame.stride,
+        frame.padding,
+        frame.dilation,
+        groups,
+        frame.padding_mode,
+    )

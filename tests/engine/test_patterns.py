@@ -383,3 +383,47 @@ def test_may_anchor_never_hides_a_match_a_refusal_or_a_near_miss() -> None:
                     seen += 1
                     assert rule.graph_pattern.may_anchor(node, ctx.root), (name, rule, node)
     assert seen > 20
+
+
+def test_module_anchor_runs_a_function_kind_on_the_module() -> None:
+    """``Module(fn)``: the driver's cheap anchor test already rejects a module ``fn`` rejects
+    (a hooked module too: the match would test that same module)."""
+    model = ConvBN().eval()
+    ctx = _view(model)
+    pointwise = Module(lambda m: isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1))
+    assert not pointwise.may_anchor(_node(ctx, "conv"), ctx.root)  # a 3×3 conv
+    assert CONV.may_anchor(_node(ctx, "conv"), ctx.root)
+    assert not CONV.may_anchor(_node(ctx, "bn"), ctx.root)
+    model.conv.register_forward_hook(lambda m, i, o: o)
+    assert CONV.may_anchor(_node(ctx, "conv"), ctx.root)
+    refusing = Module(is_plain_conv, label="conv", refuse_opaque=True)
+    assert match(refusing, _node(ctx, "conv"), ctx).refusal
+
+
+def test_a_pattern_rule_may_build_its_pattern_from_its_options() -> None:
+    """A ``graph_pattern`` set per instance (it depends on the rule's options): ``match`` and
+    the driver's anchor test read the instance's."""
+    from reparam.rules.base import PatternRule
+
+    class RefuseKind(PatternRule):
+        name = "refuse_kind"
+        summary = pattern = "kind(x)"
+
+        def __init__(self, kind: type[nn.Module]) -> None:
+            self.graph_pattern = Module(kind, Any_()).bind("layer")
+
+        def check(self, m, ctx):
+            return Refusal(f"a {type(m.module('layer')).__name__}")
+
+        def rewrite(self, plan, ctx):
+            raise AssertionError("never")
+
+    model = nn.Sequential(nn.Tanh(), nn.ReLU()).eval()
+    ctx = _view(model)
+    assert RefuseKind(nn.ReLU).match(_node(ctx, "_1"), ctx)
+    assert not RefuseKind(nn.Tanh).match(_node(ctx, "_1"), ctx)
+    assert not RefuseKind(nn.Tanh).graph_pattern.may_anchor(_node(ctx, "_1"), ctx.root)
+    x = torch.randn(2, 3)
+    for kind, site in [(nn.ReLU, "1"), (nn.Tanh, "0")]:
+        report = reparam.deploy_with_report(model, x, rules=[RefuseKind(kind)]).report
+        assert [(o.site, o.reason) for o in report.refusals] == [(site, f"a {kind.__name__}")]

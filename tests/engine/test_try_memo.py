@@ -4,6 +4,8 @@ caught in checking mode (which the whole suite runs in, see conftest.py)."""
 
 from __future__ import annotations
 
+import operator
+
 import pytest
 import torch
 import torch.fx as fx
@@ -14,7 +16,7 @@ import reparam
 from reparam import Refusal, Rewrite, RuleContext
 from reparam.demo import randomize_batch_norms
 from reparam.matcher import recording_visits
-from reparam.patterns import Bindings, Module
+from reparam.patterns import Any_, Bindings, Call, Module
 from reparam.rules.base import PatternRule
 from reparam.rules.conv_norm import FoldNormAfterConv
 from reparam.try_memo import StaleMemoError
@@ -151,3 +153,96 @@ def test_a_try_depends_on_the_terms_insides_and_on_what_a_fill_is_computed_from(
     result = reparam.deploy_with_report(model, x, rules=["parallel_branches"])
     assert result.report.fired() == {"parallel_branches": 1}
     assert reparam.relative_error(model(x), result.model(x)) <= 1e-9
+
+
+class _DropTimesOne(PatternRule):
+    """``x * 1`` → ``x`` (a rewrite far from the perpendicular pair, in the same sum)."""
+
+    name = "drop_times_one"
+    summary = "test rule"
+    pattern = "x * 1"
+    graph_pattern = Call(operator.mul, Any_(), Any_()).bind("mul")
+
+    def check(self, m: Bindings, ctx: RuleContext):
+        return m["mul"] if m["mul"].args[1] == 1 else Refusal("not * 1")
+
+    def rewrite(self, node, ctx: RuleContext) -> Rewrite:
+        ctx.tx.redirect(node, node.args[0])
+        ctx.tx.erase_unused([node])
+        return Rewrite(self.name, ctx.site_name(node), "dropped * 1")
+
+
+class _PairBesideConv(nn.Module):
+    """RepNeXt-like: a depthwise 3×1 → 1×3 pair (slower merged alone) summed beside a
+    depthwise 3×3 of the same input, two adds away and behind a ``* 1`` at first."""
+
+    def __init__(self, c: int = 4):
+        super().__init__()
+        self.a = nn.Conv2d(c, c, (3, 1), padding=(1, 0), groups=c, bias=False)
+        self.b = nn.Conv2d(c, c, (1, 3), padding=(0, 1), groups=c)
+        self.k = nn.Conv2d(c, c, 3, padding=1, groups=c)
+
+    def forward(self, x):
+        return (self.b(self.a(x)) + torch.relu(x)) + self.k(x) * 1
+
+
+@pytest.mark.parametrize("check", ["1", "0"])
+def test_a_check_that_walks_the_sum_depends_on_it(monkeypatch, check):
+    """perpendicular_convs looks for a partner conv among the sum's other terms, beyond its
+    pattern's nodes: those count for the memo, so the pair is tried again once the ``* 1``
+    in front of the partner is gone (and absorbed into it)."""
+    from reparam.rules.perpendicular_convs import MergePerpendicularConvs
+
+    model = _PairBesideConv().double().eval()
+    x = torch.randn(2, 4, 8, 8, dtype=torch.float64)
+    monkeypatch.setenv("REPARAM_CHECK_MEMO", check)
+    rules = [MergePerpendicularConvs(), _DropTimesOne()]
+    result = reparam.deploy_with_report(model, x, rules=rules)
+    assert result.report.fired() == {"drop_times_one": 1, "perpendicular_convs": 1}
+    assert reparam.relative_error(model(x), result.model(x)) <= 1e-9
+
+
+class _DropTimesZero(PatternRule):
+    """``a + b * 0`` → ``a`` (erasing what only fed ``b``)."""
+
+    name = "drop_times_zero"
+    summary = "test rule"
+    pattern = "a + b * 0"
+    graph_pattern = Call(
+        operator.add, Any_().bind("a"), Call(operator.mul, Any_(), Any_()).bind("mul")
+    ).bind("add")
+
+    def check(self, m: Bindings, ctx: RuleContext):
+        return m if m["mul"].args[1] == 0 else Refusal("not * 0")
+
+    def rewrite(self, m: Bindings, ctx: RuleContext) -> Rewrite:
+        ctx.tx.redirect(m["add"], m["a"])
+        ctx.tx.erase_unused([m["add"]])
+        return Rewrite(self.name, ctx.site_name(m["add"]), "dropped + b * 0")
+
+
+class _FcCalledTwice(nn.Module):
+    """A grouped FC called twice, once in a term that another rule drops."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Conv2d(8, 8, 1, groups=2)
+
+    def forward(self, x, other):
+        return torch.sigmoid(torch.relu(self.fc(x))) + self.fc(other) * 0
+
+
+@pytest.mark.parametrize("check", ["1", "0"])
+def test_a_refusal_for_a_module_called_twice_depends_on_the_other_call(monkeypatch, check):
+    """grouped_fc_as_bmm refuses a module called more than once: when the other call goes
+    (far from this one), the remembered refusal is forgotten and the FC is a site again."""
+    from reparam.rules.grouped_fc import GroupedFcAsBmm
+
+    model = _FcCalledTwice().double().eval()
+    x = torch.randn(2, 8, 1, 1, dtype=torch.float64)
+    monkeypatch.setenv("REPARAM_CHECK_MEMO", check)
+    fast = GroupedFcAsBmm(timer=lambda conv, shape: (1.0, 0.1), min_macs=0)
+    result = reparam.deploy_with_report(model, (x, 2 * x), rules=[fast, _DropTimesZero()])
+    assert result.report.fired() == {"drop_times_zero": 1, "grouped_fc_as_bmm": 1}
+    assert not result.report.refusals
+    assert reparam.relative_error(model(x, 2 * x), result.model(x, 2 * x)) <= 1e-9

@@ -102,6 +102,22 @@ def test_perpendicular_bias_at_a_zero_padded_border_is_refused():
     assert "carries the first conv's bias" in _reasons(result)
 
 
+def test_a_conv_called_by_keyword_is_read_without_error():
+    """``conv(input=x)``: perpendicular_convs read ``node.args[0]`` before checking there was
+    one (IndexError in deploy)."""
+
+    class Keyword(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(4, 4, 1)
+
+        def forward(self, x):
+            return self.conv(input=x)
+
+    _, result = _deploy(Keyword(), _x(2, 4, 3, 3))
+    assert result.report.fired() == {}
+
+
 # -- Locality Injection in any style ----------------------------------------------------------
 def test_repmlpnet_block_official_style():
     model, result = _deploy(P.RepMLPNetStyleBlock(), _x(2, 4, 6, 9), _x(1, 4, 9, 3))

@@ -10,6 +10,7 @@ from torch import nn
 from reparam.convspec import conv_from_spec, spec_from_conv
 from reparam.errors import Refusal
 from reparam.transforms import concat_specs, inject_convs, merge_specs
+from reparam.transforms.align import add_into_frame
 
 F64 = torch.float64
 
@@ -45,6 +46,44 @@ def test_concat_specs_stacks_channels() -> None:
     torch.testing.assert_close(
         conv_from_spec(merged)(x), torch.cat([c(x) for c in convs], 1), rtol=1e-12, atol=1e-12
     )
+
+
+@pytest.mark.parametrize(
+    "small",
+    [
+        dict(kernel_size=(1, 5), padding=(0, 2), groups=2),
+        dict(kernel_size=(3, 1), padding=(2, 0), dilation=2, bias=False),
+        dict(kernel_size=3, padding=0),  # unpadded: reads the frame's inner taps
+    ],
+)
+def test_add_into_frame_is_the_sum_in_the_larger_conv(small: dict) -> None:
+    torch.manual_seed(2)
+    frame = nn.Conv2d(4, 6, 5, padding=2, groups=2, dtype=F64, padding_mode="reflect")
+    if small.get("padding") == 0:
+        frame = nn.Conv2d(4, 6, 5, padding=1, dtype=F64)  # same grid as the unpadded 3×3
+    conv = nn.Conv2d(4, 6, dtype=F64, padding_mode=frame.padding_mode, **small)
+    merged = add_into_frame(spec_from_conv(frame), spec_from_conv(conv))
+    assert not isinstance(merged, Refusal)
+    assert merged.kernel_size == (5, 5) and merged.padding == spec_from_conv(frame).padding
+    x = torch.randn(2, 4, 7, 8, dtype=F64)
+    torch.testing.assert_close(conv_from_spec(merged)(x), frame(x) + conv(x), rtol=1e-12,
+                               atol=1e-12)
+
+
+def test_add_into_frame_refuses_what_the_frame_does_not_hold() -> None:
+    frame = spec_from_conv(nn.Conv2d(4, 6, 3, padding=1))
+    cases = [
+        (nn.Conv2d(4, 6, 5, padding=2), "does not fit"),
+        (nn.Conv2d(4, 6, 1, stride=2), "stride or output grid"),
+        (nn.Conv2d(4, 4, 1), "channels"),
+        (nn.Conv2d(4, 6, 3, padding=1, padding_mode="circular"), "padding mode"),
+    ]
+    for conv, words in cases:
+        refused = add_into_frame(frame, spec_from_conv(conv))
+        assert isinstance(refused, Refusal) and words in refused.reason, (conv, refused)
+    dilated = spec_from_conv(nn.Conv2d(4, 6, 3, padding=2, dilation=2))
+    refused = add_into_frame(dilated, spec_from_conv(nn.Conv2d(4, 6, 1)))
+    assert isinstance(refused, Refusal) and "dilated" in refused.reason
 
 
 @pytest.mark.parametrize("fc_groups, conv_groups", [(1, 1), (2, 2), (2, 4)])
