@@ -298,11 +298,10 @@ class _Scope:
         graph = ctx.graph
         for index, rule in enumerate(self.rules):
             pattern = getattr(rule, "graph_pattern", None)
-            for node in list(graph.nodes):
+            # the nodes of the kind the pattern starts at, from the memo's index
+            for node in memo.candidates(index, pattern):
                 if getattr(node, "_erased", False):
                     continue
-                if pattern is not None and not memo.may_anchor(index, pattern, node):
-                    continue  # the pattern's anchor is not this kind of node
                 key = (index, node)
                 known = remembers[index] and memo.knows(key)
                 if known and not memo.check:

@@ -32,8 +32,12 @@ from torch.fx import Node
 
 from reparam.convspec import is_plain_conv
 from reparam.errors import Refusal
+from reparam.graph import anchors
+from reparam.graph.anchors import MODULE_CALL, AnchorKeys
 from reparam.graph.scope import OpaqueModule
 from reparam.graph.views import (
+    ADD_KEYS,
+    AFFINE_KEYS,
     channel_affine,
     could_be_channel_affine,
     is_add,
@@ -42,6 +46,7 @@ from reparam.graph.views import (
     value_users,
 )
 from reparam.matcher import Bindings, GraphView, MatchState, NoMatch, describe_node, match
+from reparam.try_memo import StaleMemoError, checking
 
 # -- patterns -------------------------------------------------------------------------------
 
@@ -87,6 +92,12 @@ class Pattern:
         """A cheap look at ``node`` alone: False when this pattern cannot match there (the
         driver then does not try the rule at that node). True means "maybe"."""
         return True
+
+    def anchor_keys(self) -> AnchorKeys:
+        """The keys (:func:`reparam.graph.anchors.node_key`) of every node :meth:`may_anchor`
+        can accept, for the driver's index; None: any node. A pattern that overrides
+        :meth:`may_anchor` to turn nodes down overrides this too."""
+        return None
 
     def _match(self, value: object, state: MatchState, role: str) -> NoMatch | None:
         raise NotImplementedError
@@ -147,6 +158,9 @@ class Constant(Pattern):
     def may_anchor(self, node: Node, root: nn.Module) -> bool:
         return False
 
+    def anchor_keys(self) -> AnchorKeys:
+        return frozenset()
+
     def _match(self, value: object, state: MatchState, role: str) -> NoMatch | None:
         is_bool = isinstance(value, bool) and bool not in self.types
         if isinstance(value, Node) or is_bool or not isinstance(value, self.types):
@@ -192,6 +206,9 @@ class Module(Pattern):
             return True
         # sound: a match accepts the module itself (or, when opaque, tests the module itself)
         return self._accepts(module)
+
+    def anchor_keys(self) -> AnchorKeys:
+        return frozenset({MODULE_CALL})
 
     def _match(self, value: object, state: MatchState, role: str) -> NoMatch | None:
         if not (isinstance(value, Node) and value.op == "call_module"):
@@ -251,6 +268,9 @@ class Call(Pattern):
     def may_anchor(self, node: Node, root: nn.Module) -> bool:
         return self.accepts(node)
 
+    def anchor_keys(self) -> AnchorKeys:
+        return anchors.function_keys(self.functions, self.names)
+
     def _match(self, value: object, state: MatchState, role: str) -> NoMatch | None:
         if not (isinstance(value, Node) and self.accepts(value)):
             return _mismatch(state, role, value, f"a call of {self.label}")
@@ -263,17 +283,38 @@ class Call(Pattern):
 
 
 class Where(Pattern):
-    """A node satisfying ``predicate(node, view)``; ``label`` says what that means."""
+    """A node satisfying ``predicate(node, view)``; ``label`` says what that means.
+    ``keys``: the anchor keys (:func:`reparam.graph.anchors.function_keys`) of every node
+    ``predicate`` can accept, so that the driver offers a rule anchored here only those
+    (checked at every match in the suite's checking mode, ``REPARAM_CHECK_MEMO=1``)."""
 
-    def __init__(self, predicate: Callable[[Node, Any], bool], label: str) -> None:
+    def __init__(
+        self,
+        predicate: Callable[[Node, Any], bool],
+        label: str,
+        *,
+        keys: Iterable[anchors.Key] | None = None,
+    ) -> None:
         self.predicate, self.label = predicate, label
+        self.keys = None if keys is None else frozenset(keys)
 
     def describe(self) -> str:
         return self.label
 
+    def may_anchor(self, node: Node, root: nn.Module) -> bool:
+        return self.keys is None or anchors.node_key(node) in self.keys
+
+    def anchor_keys(self) -> AnchorKeys:
+        return self.keys
+
     def _match(self, value: object, state: MatchState, role: str) -> NoMatch | None:
         if not (isinstance(value, Node) and self.predicate(value, state.view)):
             return _mismatch(state, role, value, self.label)
+        if self.keys is not None and anchors.node_key(value) not in self.keys and checking():
+            raise StaleMemoError(
+                f"Where({self.label!r}) accepted '{value.name}', whose anchor key "
+                f"{anchors.node_key(value)} is not among its keys"
+            )
         state.accept(self, value, describe_node(value, state.view))
         return None
 
@@ -331,6 +372,9 @@ class Affine(Pattern):
     def may_anchor(self, node: Node, root: nn.Module) -> bool:
         return could_be_channel_affine(node, root)
 
+    def anchor_keys(self) -> AnchorKeys:
+        return AFFINE_KEYS
+
     def _match(self, value: object, state: MatchState, role: str) -> NoMatch | None:
         view = channel_affine(value, state.view.root) if isinstance(value, Node) else None
         if view is None:
@@ -379,6 +423,9 @@ class Sum(Pattern):
 
     def may_anchor(self, node: Node, root: nn.Module) -> bool:
         return is_add(node)
+
+    def anchor_keys(self) -> AnchorKeys:
+        return ADD_KEYS
 
     def _match(self, value: object, state: MatchState, role: str) -> NoMatch | None:
         view = sum_terms(value) if isinstance(value, Node) else None
@@ -468,6 +515,9 @@ class AnyOf(Pattern):
     def may_anchor(self, node: Node, root: nn.Module) -> bool:
         return any(a.may_anchor(node, root) for a in self.alternatives)
 
+    def anchor_keys(self) -> AnchorKeys:
+        return anchors.union(a.anchor_keys() for a in self.alternatives)
+
     def _match(self, value: object, state: MatchState, role: str) -> NoMatch | None:
         best: NoMatch | None = None
         for alternative in self.alternatives:
@@ -496,6 +546,9 @@ class AllOf(Pattern):
     def may_anchor(self, node: Node, root: nn.Module) -> bool:
         return all(p.may_anchor(node, root) for p in self.patterns)
 
+    def anchor_keys(self) -> AnchorKeys:
+        return anchors.intersection(p.anchor_keys() for p in self.patterns)
+
     def _match(self, value: object, state: MatchState, role: str) -> NoMatch | None:
         for pattern in self.patterns:
             failed = pattern._match(value, state, role)
@@ -520,6 +573,9 @@ class Users(Pattern):
 
     def may_anchor(self, node: Node, root: nn.Module) -> bool:
         return self.inner.may_anchor(node, root)
+
+    def anchor_keys(self) -> AnchorKeys:
+        return self.inner.anchor_keys()
 
     def _match(self, value: object, state: MatchState, role: str) -> NoMatch | None:
         failed = self.inner._match(value, state, role)
@@ -576,6 +632,11 @@ class Through(Pattern):
         skip = self.skip.may_anchor(node, root)
         return skip or (self.min_steps == 0 and self.then.may_anchor(node, root))
 
+    def anchor_keys(self) -> AnchorKeys:
+        if self.min_steps > 0:
+            return self.skip.anchor_keys()
+        return anchors.union([self.skip.anchor_keys(), self.then.anchor_keys()])
+
     def _match(self, value: object, state: MatchState, role: str) -> NoMatch | None:
         skipped: list[Node] = []
         while isinstance(value, Node) and self._skips(value, state, not skipped) and value.args:
@@ -618,6 +679,9 @@ class Into(Pattern):
 
     def may_anchor(self, node: Node, root: nn.Module) -> bool:
         return self.source.may_anchor(node, root)
+
+    def anchor_keys(self) -> AnchorKeys:
+        return self.source.anchor_keys()
 
     def _match(self, value: object, state: MatchState, role: str) -> NoMatch | None:
         failed = self.source._match(value, state, role)

@@ -12,8 +12,10 @@ would give the same answer. So the driver fires exactly the rewrites, in exactly
 that trying everything again would.
 
 Only :class:`~reparam.rules.base.PatternRule` tries are remembered (a hand-written ``match``
-reports no visited nodes). Each rule's anchor test (``may_anchor``, a look at one node) is
-likewise asked once per node version. A memory that missed a dependency could only skip a
+reports no visited nodes). A pattern rule is only offered the nodes its pattern's anchor keys
+name (:class:`~reparam.graph.anchors.AnchorIndex`, one per graph version: a rule anchored at a
+conv never looks at an add), and its anchor test (``may_anchor``, a look at one node) is asked
+once per node version. A memory that missed a dependency could only skip a
 rewrite, never make one: every rewrite still goes through its full match and check. The test
 suite runs with ``REPARAM_CHECK_MEMO=1``, which tries every remembered pair and asks every
 remembered anchor test again, and fails loudly if an answer differs.
@@ -30,6 +32,7 @@ import torch.fx as fx
 from torch import nn
 from torch.fx import Node
 
+from reparam.graph.anchors import AnchorIndex
 from reparam.graph.views import resolve_attr
 
 Key = tuple[int, Node]  # (rule index, anchor node)
@@ -73,9 +76,32 @@ class TryMemo:
         self.graph, self.root = graph, root
         self._deps: dict[Key, frozenset[Node]] = {}
         self._by_dep: dict[Node, set[Key]] = defaultdict(set)
-        self._signatures = {n: _signature(n, root) for n in graph.nodes}
+        self.index = AnchorIndex(graph)
+        self._signatures = {n: _signature(n, root) for n in self.index.nodes}
         self._anchors: dict[Node, dict[int, bool]] = defaultdict(dict)
+        self._keys: dict[int, Any] = {}
         self.check = checking()
+
+    def candidates(self, index: int, pattern: Any) -> list[Node]:
+        """The nodes rule ``index`` (its pattern ``pattern``; None for a hand-written match)
+        may anchor at, in graph order: those its pattern's anchor keys name and whose anchor
+        test passes. In checking mode, every other node is asked too, and one that the
+        keys left out but the test accepts is an error."""
+        if pattern is None:
+            return self.index.nodes
+        keys = self._keys.get(index)
+        if keys is None and index not in self._keys:
+            keys = self._keys[index] = pattern.anchor_keys()
+        offered = self.index.candidates(keys)
+        if self.check and keys is not None:
+            chosen = set(offered)
+            for node in self.index.nodes:
+                if node not in chosen and pattern.may_anchor(node, self.root):
+                    raise StaleMemoError(
+                        f"{pattern!r} may anchor at '{node.name}', which its anchor keys "
+                        f"{sorted(keys)} leave out"
+                    )
+        return [n for n in offered if self.may_anchor(index, pattern, n)]
 
     def may_anchor(self, index: int, pattern: Any, node: Node) -> bool:
         """``pattern.may_anchor`` at ``node`` for rule ``index``, asked once per node version."""
@@ -116,7 +142,8 @@ class TryMemo:
         if graph is not None and graph is not self.graph:
             self.graph = graph
             self.forget_all()
-        current = {n: _signature(n, self.root) for n in self.graph.nodes}
+        self.index = AnchorIndex(self.graph)
+        current = {n: _signature(n, self.root) for n in self.index.nodes}
         changed = [n for n in self._signatures if n not in current]
         for node, sig in current.items():
             old = self._signatures.get(node)

@@ -21,11 +21,17 @@ from torch import nn
 from torch.fx import Node
 
 from reparam.errors import Refusal
+from reparam.graph.anchors import MODULE_CALL, function_keys
 from reparam.graph.trust import untrusted_reason
 from reparam.transforms import norm_to_affine
 
 _ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
 _MUL_FUNCTIONS = {operator.mul, operator.imul, torch.mul}
+_NORM_FUNCTIONS = (F.batch_norm, torch.batch_norm)
+#: anchor keys (:mod:`reparam.graph.anchors`) of the nodes :func:`is_add` may accept
+ADD_KEYS = function_keys(_ADD_FUNCTIONS, methods=["add"])
+#: anchor keys of the nodes :func:`could_be_channel_affine` may accept
+AFFINE_KEYS = function_keys([*_NORM_FUNCTIONS, *_MUL_FUNCTIONS], methods=["mul"]) | {MODULE_CALL}
 _DROPOUT_FUNCTIONS = {
     F.dropout,
     F.dropout1d,
@@ -284,7 +290,7 @@ def could_be_channel_affine(node: Node, root: nn.Module) -> bool:
             return True
         return isinstance(module, nn.modules.batchnorm._BatchNorm)
     if node.op == "call_function":
-        return node.target in (F.batch_norm, torch.batch_norm) or node.target in _MUL_FUNCTIONS
+        return node.target in _NORM_FUNCTIONS or node.target in _MUL_FUNCTIONS
     return node.op == "call_method" and node.target == "mul"
 
 
@@ -296,7 +302,7 @@ def channel_affine(node: Node, root: nn.Module) -> AffineView | Refusal | None:
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             return _norm_module_affine(node, module)
         return None
-    if node.op == "call_function" and node.target in (F.batch_norm, torch.batch_norm):
+    if node.op == "call_function" and node.target in _NORM_FUNCTIONS:
         if node.target is torch.batch_norm:
             return Refusal("aten-level torch.batch_norm is not recognised; use F.batch_norm")
         return _functional_norm_affine(node, root)

@@ -103,9 +103,6 @@ class Rule(ABC):
     # pattern steps a NoMatch must have passed to be a near-miss: the anchor and one more
     near_miss_depth: ClassVar[int] = 2
 
-    def candidates(self, graph: fx.Graph) -> Iterable[Node]:
-        return list(graph.nodes)
-
     @abstractmethod
     def match(self, node: Node, ctx: RuleContext) -> Any | None: ...
 

@@ -23,6 +23,7 @@ from torch import nn
 from torch.fx import Node
 
 from reparam.errors import Refusal
+from reparam.graph.anchors import function_keys
 from reparam.graph.scope import ScopeView
 from reparam.graph.views import single_user, value_users
 from reparam.patterns import AllOf, AnyOf, Bindings, Given, Module, Sum, Through, Where, match
@@ -124,7 +125,11 @@ def _factor(nodes: tuple[Node, ...]) -> float:
 
 
 #: zero or more scalar factors; every node below the first is read once
-_FACTORS = Where(_scaled, "a scalar factor (x * c, x / c, -x)")
+_FACTORS = Where(
+    _scaled,
+    "a scalar factor (x * c, x / c, -x)",
+    keys=function_keys([operator.neg, *_MULS, *_DIVS], methods=["mul", "div"]),
+)
 _SCALED_LINEAR = Through(
     _FACTORS,
     Module(nn.Linear, Where(lambda n, v: True, "a tensor").bind("x")).bind("linear"),
@@ -197,7 +202,11 @@ class MergeParallelLinears(PatternRule):
         Through(
             _FACTORS,
             AnyOf(
-                Where(_is_stack_mean, "torch.stack([...], 0).mean(0) / .sum(0)"),
+                Where(
+                    _is_stack_mean,
+                    "torch.stack([...], 0).mean(0) / .sum(0)",
+                    keys=function_keys([torch.mean, torch.sum], methods=["mean", "sum"]),
+                ),
                 Sum(whole=True).bind("sum"),
             ).bind("summands"),
             exclusive="below",

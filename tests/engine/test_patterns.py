@@ -3,6 +3,8 @@ explain(); the transaction's rollback."""
 
 from __future__ import annotations
 
+import operator
+
 import pytest
 import torch
 import torch.fx as fx
@@ -12,6 +14,7 @@ from torch import nn
 import reparam
 from reparam.convspec import is_plain_conv
 from reparam.errors import Refusal, ReparamError
+from reparam.graph.anchors import node_key
 from reparam.graph.views import AffineView, SumView, channel_affine, is_sum_root
 from reparam.patterns import (
     Affine,
@@ -377,12 +380,96 @@ def test_may_anchor_never_hides_a_match_a_refusal_or_a_near_miss() -> None:
             for rule in rules:
                 result = rule.match(node, ctx)
                 found = bool(result) or (
-                    isinstance(result, NoMatch) and (result.refusal or result.depth >= 1)
+                    isinstance(result, NoMatch)
+                    and (result.refusal or result.depth >= rule.near_miss_depth)
                 )
                 if found:
                     seen += 1
                     assert rule.graph_pattern.may_anchor(node, ctx.root), (name, rule, node)
+                    keys = rule.graph_pattern.anchor_keys()
+                    assert keys is None or node_key(node) in keys, (name, rule, node)
     assert seen > 20
+
+
+def test_anchor_keys_hold_every_node_the_anchor_test_accepts() -> None:
+    """The driver offers a rule only the nodes its pattern's keys name: every node the
+    pattern's anchor test accepts has one of them (so the index hides no try), and a rule
+    anchored at a conv is not offered the adds."""
+    from reparam.graph.anchors import AnchorIndex
+    from reparam.graph.capture import capture
+    from reparam.rules import default_registry
+
+    rules = [r for r in default_registry() if getattr(r, "graph_pattern", None) is not None]
+    keyed = [r for r in rules if r.graph_pattern.anchor_keys() is not None]
+    assert len(keyed) == len(rules)  # every built-in rule is indexed
+    offered = total = 0
+    for name, model in _zoo_models():
+        try:
+            graph = capture(model).graph
+        except Exception:  # noqa: BLE001 - needs example inputs to trace
+            continue
+        index = AnchorIndex(graph)
+        for rule in keyed:
+            chosen = set(index.candidates(rule.graph_pattern.anchor_keys()))
+            offered += len(chosen)
+            total += len(index.nodes)
+            for node in index.nodes:
+                if rule.graph_pattern.may_anchor(node, model):
+                    assert node in chosen, (name, rule.name, node.name)
+    assert offered < total / 3  # the index narrows the search
+
+
+def test_anchor_index_keeps_graph_order_and_keys_functions_by_name() -> None:
+    class Net(nn.Module):
+        def forward(self, x):
+            y = torch.add(x, 1)
+            z = y.add(2)
+            w = y * z
+            return operator.add(w, z).relu()
+
+    graph = fx.symbolic_trace(Net()).graph
+    from reparam.graph.anchors import AnchorIndex, function_keys
+
+    index = AnchorIndex(graph)
+    adds = index.candidates(function_keys([torch.add], methods=["add"]))
+    assert [n.name for n in adds] == ["add", "add_1", "add_2"]
+    by_name = index.candidates(function_keys(names=["add"]))
+    assert by_name == adds
+    assert Sum().anchor_keys() >= {node_key(n) for n in adds}
+    assert [n.name for n in index.candidates(Affine().anchor_keys())] == ["mul"]
+    assert index.candidates(frozenset()) == []
+    assert index.candidates(None) == index.nodes
+
+
+def test_checking_mode_catches_anchor_keys_that_leave_a_node_out(monkeypatch) -> None:
+    """A custom pattern whose keys miss a node its anchor test accepts would hide tries:
+    the suite's checking mode (REPARAM_CHECK_MEMO=1) says so instead."""
+    from reparam.rules.base import PatternRule
+    from reparam.try_memo import StaleMemoError
+
+    class OnlyAdds(Module):
+        def anchor_keys(self):
+            return Sum().anchor_keys()  # wrong: the anchor is a module call
+
+    class Refuser(PatternRule):
+        name = "refuser"
+        summary = pattern = "conv(x)"
+        graph_pattern = OnlyAdds(nn.Conv2d).bind("conv")
+
+        def check(self, m, ctx):
+            return Refusal("never")
+
+        def rewrite(self, plan, ctx):
+            raise AssertionError("never")
+
+    monkeypatch.setenv("REPARAM_CHECK_MEMO", "1")
+    with pytest.raises(StaleMemoError, match="anchor keys"):
+        reparam.deploy(ConvBN().eval(), torch.randn(1, 3, 8, 8), rules=[Refuser()])
+    monkeypatch.setenv("REPARAM_CHECK_MEMO", "0")
+    report = reparam.deploy_with_report(
+        ConvBN().eval(), torch.randn(1, 3, 8, 8), rules=[Refuser()]
+    ).report
+    assert not report.refusals  # the unsound keys hid the conv from the rule
 
 
 def test_module_anchor_runs_a_function_kind_on_the_module() -> None:
