@@ -21,6 +21,7 @@ from torch import nn
 
 from reparam.cost import MacCounter
 from reparam.errors import Refusal, ReparamError
+from reparam.gc_freeze import frozen_heap
 from reparam.graph.capture import CallPattern, capture, describe_trace_failure
 from reparam.graph.fx_dispatch import shared_module_hooks
 from reparam.graph.inplace import functionalize
@@ -451,6 +452,31 @@ def deploy_with_report(
     progress: bool | ProgressCallback = False,
 ) -> DeployResult:
     """Deploy ``model`` and say what was done. See :func:`deploy`."""
+    # the objects alive before (torch, the model) are not walked by collections inside
+    with frozen_heap():
+        return _deploy_with_report(
+            model,
+            example_inputs,
+            inplace=inplace,
+            rules=rules,
+            verify=verify,
+            allow_slower=allow_slower,
+            check=check,
+            progress=progress,
+        )
+
+
+def _deploy_with_report(
+    model: nn.Module,
+    example_inputs: Any,
+    *,
+    inplace: bool,
+    rules: RuleRegistry | Iterable[str] | None,
+    verify: bool,
+    allow_slower: bool,
+    check: bool,
+    progress: bool | ProgressCallback,
+) -> DeployResult:
     start = time.perf_counter()
     model = _validate(model)
     check_model(model)
