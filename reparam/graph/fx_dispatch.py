@@ -13,12 +13,16 @@ do (a module call goes to ``tracer.call_module``, a parameter read to ``tracer.g
 otherwise they call the original methods. The dispatchers carry fx's own "already patched"
 mark, so ``Tracer.trace`` leaves ``nn.Module`` alone. If a torch release drops that mark,
 fx simply patches over the dispatchers during each trace: slower, never different. The same
-block makes fx build its wrapper of each ``torch.fx.wrap``-registered function once.
+block makes fx build its wrapper of each ``torch.fx.wrap``-registered function once, and puts
+those wrappers and fx's wrappers of the ``math`` functions in place once for the block
+instead of once per trace (timm registers about ninety functions; ``math`` has about sixty:
+two dictionary writes each per trace, a tenth of a small module's trace).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -45,11 +49,16 @@ def _module_call(mod: nn.Module, *args: Any, **kwargs: Any) -> Any:
 
 
 _autowrap_names: dict[int, tuple[dict[str, Any], int, set[int], tuple[str, ...]]] = {}
+_originals: dict[int, int] = {}  # id of a wrapper put in place by the block -> its function's
 
 
 def _autowrap(patcher: Any, fn_globals: dict[str, Any], function_ids: set[int]) -> None:
     """fx's autowrap (``math.sqrt`` and friends called on proxies become nodes) for a callee's
     globals, with the names to wrap found once per globals dict instead of once per trace."""
+    if _originals:
+        # a tracer made inside the block listed fx's wrappers in ``math``: the functions a
+        # forward imported from ``math`` are the originals
+        function_ids = function_ids | {_originals.get(i, i) for i in function_ids}
     entry = _autowrap_names.get(id(fn_globals))
     if (
         entry is None
@@ -68,6 +77,13 @@ def _autowrap(patcher: Any, fn_globals: dict[str, Any], function_ids: set[int]) 
         patcher.patch(fn_globals, name, st._create_wrapped_func(fn_globals[name]))
 
 
+def _autowrap_check(patcher: Any, frame_dict: dict[str, Any], function_ids: set[int]) -> None:
+    """fx's ``_autowrap_check`` (run on the traced forward's globals and on ``math`` at every
+    trace) with :func:`_autowrap`'s names found once per dict."""
+    if patcher.visit_once(frame_dict):
+        _autowrap(patcher, frame_dict, function_ids)
+
+
 def _module_getattr(mod: nn.Module, attr: str) -> Any:
     value = st._orig_module_getattr(mod, attr)
     if not _tracers:
@@ -76,18 +92,28 @@ def _module_getattr(mod: nn.Module, attr: str) -> Any:
     return tracer.getattr(attr, value, tracer.parameter_proxies)
 
 
-for _fn in (_module_call, _module_getattr):
-    _fn.__dict__["__fx_already_patched"] = True  # fx's mark: Tracer.trace then skips it
+def _mark(patched: bool) -> None:
+    """fx's "already patched" mark on the dispatchers: while one of our tracers traces,
+    ``Tracer.trace`` then leaves ``nn.Module`` alone; otherwise any other fx trace (a user's
+    ``symbolic_trace`` inside the block) patches its own wrappers over them, as it would
+    without the block, and puts the dispatchers back when it ends."""
+    for fn in (_module_call, _module_getattr):
+        fn.__dict__["__fx_already_patched"] = patched
+
+
+_mark(False)
 
 
 @contextlib.contextmanager
 def tracing_with(tracer: Any) -> Iterator[None]:
     """Route module calls and attribute reads to ``tracer`` while it traces."""
     _tracers.append(tracer)
+    _mark(True)
     try:
         yield
     finally:
         _tracers.remove(tracer)
+        _mark(bool(_tracers))
 
 
 _wrappers: dict[int, tuple[Any, Any]] = {}
@@ -106,12 +132,43 @@ def _wrapped_func(orig_fn: Any) -> Any:
 
 
 _fx_create_wrapped_func = st._create_wrapped_func
+_fx_autowrap_check = st._autowrap_check
+
+
+def _prewrap() -> list[tuple[dict[str, Any], str, Any]]:
+    """Put fx's wrappers in place for the whole block, marked as fx's own patches, so that
+    no trace patches and unpatches them again: the ``torch.fx.wrap``-registered functions
+    (fx's ``patcher.patch`` finds them already patched) and the ``math`` functions fx
+    autowraps (its autowrap check then finds no function of its list in ``math``: the
+    wrappers are not on it). A wrapper calls the original function unless a proxy is among
+    the arguments, which only a trace makes. Returns what to put back."""
+    saved: list[tuple[dict[str, Any], str, Any]] = []
+    targets: list[tuple[dict[str, Any], str]] = [
+        (frame_dict, name)
+        for (_, name), frame_dict in st._wrapped_fns_to_patch.copy().items()
+        if name in frame_dict  # fx patches a builtin into the dict; leave those to fx
+    ]
+    targets += [
+        (math.__dict__, name)
+        for name, value in list(math.__dict__.items())
+        if not name.startswith("_") and callable(value)
+    ]
+    for frame_dict, name in targets:
+        original = frame_dict[name]
+        if getattr(original, "__fx_already_patched", False):
+            continue
+        wrapper = _wrapped_func(original)
+        wrapper.__dict__["__fx_already_patched"] = True
+        saved.append((frame_dict, name, original))
+        frame_dict[name] = wrapper
+        _originals[id(wrapper)] = id(original)
+    return saved
 
 
 @contextlib.contextmanager
 def shared_module_hooks() -> Iterator[None]:
-    """Install the two dispatchers on ``nn.Module`` (and fx's wrapper cache) for the
-    duration of the block."""
+    """Install the two dispatchers on ``nn.Module``, fx's wrapper cache and fx's wrappers of
+    the functions it patches at every trace, for the duration of the block."""
     saved = nn.Module.__dict__["__call__"], nn.Module.__dict__["__getattr__"]
     if saved == (_module_call, _module_getattr):
         yield  # already installed by an enclosing block
@@ -119,8 +176,15 @@ def shared_module_hooks() -> Iterator[None]:
     nn.Module.__call__ = _module_call  # type: ignore[method-assign]
     nn.Module.__getattr__ = _module_getattr  # type: ignore[method-assign]
     st._create_wrapped_func = _wrapped_func
+    st._autowrap_check = _autowrap_check
+    wrapped: list[tuple[dict[str, Any], str, Any]] = []
     try:
+        wrapped = _prewrap()
         yield
     finally:
+        for frame_dict, name, original in reversed(wrapped):
+            frame_dict[name] = original
+        _originals.clear()
         nn.Module.__call__, nn.Module.__getattr__ = saved  # type: ignore[method-assign]
         st._create_wrapped_func = _fx_create_wrapped_func
+        st._autowrap_check = _fx_autowrap_check
