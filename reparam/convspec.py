@@ -141,7 +141,9 @@ def conv_from_spec(spec: ConvSpec) -> nn.Module:
     else:
         raise ValueError(f"asymmetric padding {pads} cannot be expressed by a ConvNd")
     cls = CONV_TYPES[spec.dims]
-    conv = cls(
+    # skip_init: no random initialization of weights that are overwritten below
+    conv = torch.nn.utils.skip_init(
+        cls,
         spec.in_channels,
         spec.out_channels,
         spec.kernel_size,

@@ -10,17 +10,24 @@ conversion.
 :func:`shared_module_hooks` installs two dispatchers once. While a
 :class:`~reparam.graph.capture.ConcreteTracer` traces, they do what fx's per-trace wrappers
 do (a module call goes to ``tracer.call_module``, a parameter read to ``tracer.getattr``);
-otherwise they call the original methods. The dispatchers carry fx's own "already patched"
-mark, so ``Tracer.trace`` leaves ``nn.Module`` alone. If a torch release drops that mark,
-fx simply patches over the dispatchers during each trace: slower, never different. The same
-block makes fx build its wrapper of each ``torch.fx.wrap``-registered function once, and puts
-those wrappers and fx's wrappers of the ``math`` functions in place once for the block
-instead of once per trace (timm registers about ninety functions; ``math`` has about sixty:
-two dictionary writes each per trace, a tenth of a small module's trace).
+otherwise they call the original methods. While one of our tracers traces, the dispatchers
+carry fx's own "already patched" mark, so ``Tracer.trace`` leaves ``nn.Module`` alone; any
+other fx trace in the block patches over them as it would without the block. If a torch
+release drops that mark, fx simply patches over the dispatchers during each trace: slower,
+never different.
+
+The same block makes fx build its wrapper of each ``torch.fx.wrap``-registered function once,
+and puts those wrappers and fx's wrappers of the ``math`` functions in place once for the
+block instead of once per trace (timm registers about ninety functions, ``math`` has about
+sixty: a patch and an unpatch of each, and a scan of ``math`` and of the forward's globals, at
+every trace, were a tenth of a small module's trace). A wrapper calls its function unless a
+proxy is among the arguments, which only a trace makes. These use fx's private helpers; where
+a torch release lacks one, the block leaves that part to fx.
 """
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import math
 from collections.abc import Iterator
@@ -84,6 +91,23 @@ def _autowrap_check(patcher: Any, frame_dict: dict[str, Any], function_ids: set[
         _autowrap(patcher, frame_dict, function_ids)
 
 
+def _patch_wrapped_functions(patcher: Any) -> None:
+    """fx's ``_patch_wrapped_functions`` (run at every trace), minus the functions whose fx
+    wrapper the block already put in place (fx's ``patch`` would find each of them patched
+    and do nothing; about ninety with timm imported)."""
+    for (_, name), frame_dict in st._wrapped_fns_to_patch.copy().items():
+        current = frame_dict.get(name)
+        if current is not None and id(current) in _originals:
+            continue
+        if name not in frame_dict and hasattr(builtins, name):
+            original = getattr(builtins, name)
+        else:
+            original = frame_dict[name]
+        patcher.patch(frame_dict, name, st._create_wrapped_func(original))
+    for cls, name in st._wrapped_methods_to_patch:
+        patcher.patch_method(cls, name, st._create_wrapped_method(cls, name))
+
+
 def _module_getattr(mod: nn.Module, attr: str) -> Any:
     value = st._orig_module_getattr(mod, attr)
     if not _tracers:
@@ -132,7 +156,19 @@ def _wrapped_func(orig_fn: Any) -> Any:
 
 
 _fx_create_wrapped_func = st._create_wrapped_func
-_fx_autowrap_check = st._autowrap_check
+#: fx's private helpers the block replaces or reads (all there since torch 2.1)
+_FX_HELPERS = all(
+    hasattr(st, name)
+    for name in (
+        "_autowrap_check",
+        "_patch_wrapped_functions",
+        "_wrapped_fns_to_patch",
+        "_wrapped_methods_to_patch",
+        "_create_wrapped_method",
+    )
+)
+_fx_autowrap_check = getattr(st, "_autowrap_check", None)
+_fx_patch_wrapped_functions = getattr(st, "_patch_wrapped_functions", None)
 
 
 def _prewrap() -> list[tuple[dict[str, Any], str, Any]]:
@@ -176,10 +212,14 @@ def shared_module_hooks() -> Iterator[None]:
     nn.Module.__call__ = _module_call  # type: ignore[method-assign]
     nn.Module.__getattr__ = _module_getattr  # type: ignore[method-assign]
     st._create_wrapped_func = _wrapped_func
-    st._autowrap_check = _autowrap_check
+    helpers = _FX_HELPERS
+    if helpers:
+        st._autowrap_check = _autowrap_check
+        st._patch_wrapped_functions = _patch_wrapped_functions
     wrapped: list[tuple[dict[str, Any], str, Any]] = []
     try:
-        wrapped = _prewrap()
+        if helpers:
+            wrapped = _prewrap()
         yield
     finally:
         for frame_dict, name, original in reversed(wrapped):
@@ -187,4 +227,6 @@ def shared_module_hooks() -> Iterator[None]:
         _originals.clear()
         nn.Module.__call__, nn.Module.__getattr__ = saved  # type: ignore[method-assign]
         st._create_wrapped_func = _fx_create_wrapped_func
-        st._autowrap_check = _fx_autowrap_check
+        if helpers:
+            st._autowrap_check = _fx_autowrap_check
+            st._patch_wrapped_functions = _fx_patch_wrapped_functions

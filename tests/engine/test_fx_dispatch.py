@@ -22,6 +22,9 @@ def flip_if_negative(x: torch.Tensor) -> torch.Tensor:
     return -x if x.sum() < 0 else x
 
 
+torch.fx.wrap("len")  # a builtin registered by name: fx patches it into this module's globals
+
+
 class Scaled(nn.Module):
     """conv → BN, then scaled by a math function of a learned scalar (a traced value, as in
     CLIP's ``logit_scale.exp()`` written with ``math``), or passed through a wrapped function."""
@@ -39,6 +42,8 @@ class Scaled(nn.Module):
             return y * math.exp(self.log_scale)
         if self.style == "imported":
             return y * sqrt(self.log_scale)
+        if self.style == "builtin":
+            return y * len(x)
         return flip_if_negative(y)
 
 
@@ -102,7 +107,7 @@ def test_the_block_puts_everything_back() -> None:
 
 def test_a_plain_fx_trace_inside_the_block_is_a_plain_fx_trace() -> None:
     describe = lambda g: [(n.op, str(n.target)) for n in g.graph.nodes]  # noqa: E731
-    for style, name in (("module", "exp"), ("imported", "sqrt")):
+    for style, name in (("module", "exp"), ("imported", "sqrt"), ("builtin", "len")):
         model = Scaled(style)
         outside = fx.symbolic_trace(model)
         with shared_module_hooks():
