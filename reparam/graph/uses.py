@@ -21,6 +21,7 @@ reads; nothing is added to the user's modules.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,12 +129,24 @@ class _Recorder(TorchFunctionMode):
         kwargs = kwargs or {}
         if self.stack:
             current = self.stack[-1]
-            flat, _ = tree_flatten((args, kwargs))
-            for t in flat:
-                owner = self.owners.get(id(t)) if isinstance(t, torch.Tensor) else None
+            for t in _tensors((args, kwargs)):
+                owner = self.owners.get(id(t))
                 if owner is not None and owner != current:
                     self.picture.readers[owner].add(current)
         return func(*args, **kwargs)
+
+
+def _tensors(value: object) -> Iterator[torch.Tensor]:
+    """The tensors in ``value``, through tuples, lists and dict values at any depth (a
+    plain walk: torch's pytree flattening cost a third of the recorded forward's overhead)."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            yield from _tensors(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _tensors(item)
 
 
 def record_uses(

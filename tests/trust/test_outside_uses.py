@@ -40,6 +40,19 @@ class ReadsGrandchildWeight(nn.Module):
         return self.block(x) * gate
 
 
+class ReadsGrandchildWeightsInAList(nn.Module):
+    """The child's norm weight reaches an op inside a list, and its conv bias by keyword."""
+
+    def __init__(self):
+        super().__init__()
+        self.block = Block()
+
+    def forward(self, x):
+        both = torch.cat([self.block.bn.weight, torch.ones(4, dtype=x.dtype)])
+        shift = torch.add(input=torch.zeros(4, dtype=x.dtype), other=self.block.conv.bias)
+        return self.block(x) * both[:4].view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
+
+
 def _check(model, x, *others):
     model = prepared(model)
     deployed = reparam.deploy(model, x)
@@ -56,6 +69,14 @@ def test_parent_reads_the_childs_norm_weight():
     x = torch.randn(2, 4, 6, 6, dtype=torch.float64)
     deployed = _check(ReadsGrandchildWeight(), x, torch.randn(3, 4, 4, 4, dtype=torch.float64))
     assert deployed.block.bn.weight is not None
+
+
+def test_parent_reads_the_childs_tensors_inside_a_list_and_by_keyword():
+    x = torch.randn(2, 4, 6, 6, dtype=torch.float64)
+    model = ReadsGrandchildWeightsInAList()
+    deployed = _check(model, x, torch.randn(3, 4, 4, 4, dtype=torch.float64))
+    assert deployed.block.bn.weight is not None  # read from outside the block: kept
+    assert deployed.block.conv.bias is not None
 
 
 def test_instance_level_forward_is_respected():
