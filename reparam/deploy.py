@@ -300,7 +300,10 @@ class _Scope:
         for index, rule in enumerate(self.rules):
             pattern = getattr(rule, "graph_pattern", None)
             # the nodes of the kind the pattern starts at, from the memo's index
-            for node in memo.candidates(index, pattern):
+            candidates = memo.candidates(index, pattern)
+            if memo.check and pattern is not None:
+                _check_left_out(rule, memo.left_out(index, pattern), ctx)
+            for node in candidates:
                 if getattr(node, "_erased", False):
                     continue
                 key = (index, node)
@@ -392,6 +395,23 @@ class _Scope:
             self.report.unfolded_norms = [
                 (s, r) for s, r in self.report.unfolded_norms if s != site
             ] + [(site, reason)]
+
+
+def _check_left_out(rule: Rule, nodes: list[fx.Node], ctx: RuleContext) -> None:
+    """Checking mode: the rule, matched at nodes its anchor keys left out, finds nothing the
+    driver would act on or report (else the keys hid it: a bug in the pattern's keys)."""
+    for node in nodes:
+        result = rule.match(node, ctx)
+        if result is None:
+            continue
+        if not isinstance(result, NoMatch) or result.refusal or (
+            result.depth >= rule.near_miss_depth
+        ):
+            found = "a match" if not isinstance(result, NoMatch) else f"'{result}'"
+            raise StaleMemoError(
+                f"rule {rule.name} finds {found} at '{node.name}', which its pattern's "
+                "anchor keys leave out"
+            )
 
 
 def _remembers(rule: Rule) -> bool:

@@ -8,12 +8,14 @@ with ``gc.callbacks`` around ``deploy(timm mobileone_s0, check=False)``: one gen
 collection, 0.33 s of 2.1 s). :func:`frozen_heap` moves the objects alive at its start into
 CPython's permanent generation (:func:`gc.freeze`) for the duration of the block, so
 collections during the deploy only walk what the deploy allocated; at the end
-:func:`gc.unfreeze` returns them to the oldest generation, as they were. Nothing is kept
-alive that would have been freed: reference counting frees as always, and garbage cycles
-among the frozen objects are collected by the first full collection after the block.
+:func:`gc.unfreeze` puts them in the oldest generation (where a long-lived object is anyway).
+Nothing is kept alive that would have been freed: reference counting frees as always, and
+garbage cycles among the frozen objects are collected by the first full collection after the
+block.
 
 A process that froze objects itself (``gc.get_freeze_count() > 0``, a pre-fork server) is
-left as it is: unfreezing would also unfreeze its objects.
+left as it is: unfreezing would also unfreeze its objects. The freeze is process-wide: another
+thread that calls :func:`gc.freeze` during a deploy has its freeze undone at the deploy's end.
 """
 
 from __future__ import annotations

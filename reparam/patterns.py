@@ -57,8 +57,13 @@ class Pattern:
     name: str | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
-        # every pattern notes the node it is asked about (the driver's memo depends on them)
         super().__init_subclass__(**kwargs)
+        # a subclass that changes what it accepts, and not its anchor keys, may anchor at
+        # nodes its base's keys leave out: it is offered every node
+        changes = {"_match", "may_anchor", "accepts", "predicate"} & set(cls.__dict__)
+        if changes and "anchor_keys" not in cls.__dict__ and cls.__module__ != __name__:
+            cls.anchor_keys = Pattern.anchor_keys  # type: ignore[method-assign]
+        # every pattern notes the node it is asked about (the driver's memo depends on them)
         inner = cls.__dict__.get("_match")
         if inner is None or getattr(inner, "_notes_visits", False):
             return

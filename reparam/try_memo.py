@@ -78,7 +78,7 @@ class TryMemo:
         self._by_dep: dict[Node, set[Key]] = defaultdict(set)
         self.index = AnchorIndex(graph)
         self._signatures = {n: _signature(n, root) for n in self.index.nodes}
-        self._anchors: dict[Node, dict[int, bool]] = defaultdict(dict)
+        self._anchors: dict[Node, dict[Any, bool]] = defaultdict(dict)
         self._keys: dict[int, Any] = {}
         self.check = checking()
 
@@ -102,6 +102,21 @@ class TryMemo:
                         f"{sorted(keys)} leave out"
                     )
         return [n for n in offered if self.may_anchor(index, pattern, n)]
+
+    def left_out(self, index: int, pattern: Any) -> list[Node]:
+        """The nodes rule ``index``'s anchor keys leave out, each once per node version (for
+        checking mode: the driver matches the rule there and fails if anything turns up)."""
+        keys = self._keys.get(index)
+        if keys is None:
+            return []
+        chosen = set(self.index.candidates(keys))
+        found = []
+        for node in self.index.nodes:
+            seen = self._anchors[node]
+            if node not in chosen and ("left out", index) not in seen:
+                seen[("left out", index)] = True  # type: ignore[index]
+                found.append(node)
+        return found
 
     def may_anchor(self, index: int, pattern: Any, node: Node) -> bool:
         """``pattern.may_anchor`` at ``node`` for rule ``index``, asked once per node version."""

@@ -16,20 +16,19 @@ other fx trace in the block patches over them as it would without the block. If 
 release drops that mark, fx simply patches over the dispatchers during each trace: slower,
 never different.
 
-The same block makes fx build its wrapper of each ``torch.fx.wrap``-registered function once,
-and puts those wrappers and fx's wrappers of the ``math`` functions in place once for the
-block instead of once per trace (timm registers about ninety functions, ``math`` has about
-sixty: a patch and an unpatch of each, and a scan of ``math`` and of the forward's globals, at
-every trace, were a tenth of a small module's trace). A wrapper calls its function unless a
-proxy is among the arguments, which only a trace makes. These use fx's private helpers; where
-a torch release lacks one, the block leaves that part to fx.
+The same block makes fx build its wrapper of each ``torch.fx.wrap``-registered function once
+(timm registers about ninety, and fx builds them all, with ``functools.wraps``, at every
+trace), and finds the names fx autowraps (``math`` functions) once per globals dict instead
+of scanning the dict at every trace. fx still patches and unpatches those functions around
+each trace: putting its wrappers in place for a whole deploy instead made them visible to
+everything that ran meanwhile (a function looked up during the deploy kept fx's wrapper, which
+does not pickle). These use fx's private helpers; where a torch release lacks one, the block
+leaves that part to fx.
 """
 
 from __future__ import annotations
 
-import builtins
 import contextlib
-import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -56,16 +55,11 @@ def _module_call(mod: nn.Module, *args: Any, **kwargs: Any) -> Any:
 
 
 _autowrap_names: dict[int, tuple[dict[str, Any], int, set[int], tuple[str, ...]]] = {}
-_originals: dict[int, int] = {}  # id of a wrapper put in place by the block -> its function's
 
 
 def _autowrap(patcher: Any, fn_globals: dict[str, Any], function_ids: set[int]) -> None:
     """fx's autowrap (``math.sqrt`` and friends called on proxies become nodes) for a callee's
     globals, with the names to wrap found once per globals dict instead of once per trace."""
-    if _originals:
-        # a tracer made inside the block listed fx's wrappers in ``math``: the functions a
-        # forward imported from ``math`` are the originals
-        function_ids = function_ids | {_originals.get(i, i) for i in function_ids}
     entry = _autowrap_names.get(id(fn_globals))
     if (
         entry is None
@@ -89,23 +83,6 @@ def _autowrap_check(patcher: Any, frame_dict: dict[str, Any], function_ids: set[
     trace) with :func:`_autowrap`'s names found once per dict."""
     if patcher.visit_once(frame_dict):
         _autowrap(patcher, frame_dict, function_ids)
-
-
-def _patch_wrapped_functions(patcher: Any) -> None:
-    """fx's ``_patch_wrapped_functions`` (run at every trace), minus the functions whose fx
-    wrapper the block already put in place (fx's ``patch`` would find each of them patched
-    and do nothing; about ninety with timm imported)."""
-    for (_, name), frame_dict in st._wrapped_fns_to_patch.copy().items():
-        current = frame_dict.get(name)
-        if current is not None and id(current) in _originals:
-            continue
-        if name not in frame_dict and hasattr(builtins, name):
-            original = getattr(builtins, name)
-        else:
-            original = frame_dict[name]
-        patcher.patch(frame_dict, name, st._create_wrapped_func(original))
-    for cls, name in st._wrapped_methods_to_patch:
-        patcher.patch_method(cls, name, st._create_wrapped_method(cls, name))
 
 
 def _module_getattr(mod: nn.Module, attr: str) -> Any:
@@ -156,55 +133,14 @@ def _wrapped_func(orig_fn: Any) -> Any:
 
 
 _fx_create_wrapped_func = st._create_wrapped_func
-#: fx's private helpers the block replaces or reads (all there since torch 2.1)
-_FX_HELPERS = all(
-    hasattr(st, name)
-    for name in (
-        "_autowrap_check",
-        "_patch_wrapped_functions",
-        "_wrapped_fns_to_patch",
-        "_wrapped_methods_to_patch",
-        "_create_wrapped_method",
-    )
-)
+#: fx's autowrap check, which the block replaces where this torch release has it
 _fx_autowrap_check = getattr(st, "_autowrap_check", None)
-_fx_patch_wrapped_functions = getattr(st, "_patch_wrapped_functions", None)
-
-
-def _prewrap() -> list[tuple[dict[str, Any], str, Any]]:
-    """Put fx's wrappers in place for the whole block, marked as fx's own patches, so that
-    no trace patches and unpatches them again: the ``torch.fx.wrap``-registered functions
-    (fx's ``patcher.patch`` finds them already patched) and the ``math`` functions fx
-    autowraps (its autowrap check then finds no function of its list in ``math``: the
-    wrappers are not on it). A wrapper calls the original function unless a proxy is among
-    the arguments, which only a trace makes. Returns what to put back."""
-    saved: list[tuple[dict[str, Any], str, Any]] = []
-    targets: list[tuple[dict[str, Any], str]] = [
-        (frame_dict, name)
-        for (_, name), frame_dict in st._wrapped_fns_to_patch.copy().items()
-        if name in frame_dict  # fx patches a builtin into the dict; leave those to fx
-    ]
-    targets += [
-        (math.__dict__, name)
-        for name, value in list(math.__dict__.items())
-        if not name.startswith("_") and callable(value)
-    ]
-    for frame_dict, name in targets:
-        original = frame_dict[name]
-        if getattr(original, "__fx_already_patched", False):
-            continue
-        wrapper = _wrapped_func(original)
-        wrapper.__dict__["__fx_already_patched"] = True
-        saved.append((frame_dict, name, original))
-        frame_dict[name] = wrapper
-        _originals[id(wrapper)] = id(original)
-    return saved
 
 
 @contextlib.contextmanager
 def shared_module_hooks() -> Iterator[None]:
-    """Install the two dispatchers on ``nn.Module``, fx's wrapper cache and fx's wrappers of
-    the functions it patches at every trace, for the duration of the block."""
+    """Install the two dispatchers on ``nn.Module``, fx's wrapper cache and the cached
+    autowrap check for the duration of the block."""
     saved = nn.Module.__dict__["__call__"], nn.Module.__dict__["__getattr__"]
     if saved == (_module_call, _module_getattr):
         yield  # already installed by an enclosing block
@@ -212,21 +148,12 @@ def shared_module_hooks() -> Iterator[None]:
     nn.Module.__call__ = _module_call  # type: ignore[method-assign]
     nn.Module.__getattr__ = _module_getattr  # type: ignore[method-assign]
     st._create_wrapped_func = _wrapped_func
-    helpers = _FX_HELPERS
-    if helpers:
+    if _fx_autowrap_check is not None:
         st._autowrap_check = _autowrap_check
-        st._patch_wrapped_functions = _patch_wrapped_functions
-    wrapped: list[tuple[dict[str, Any], str, Any]] = []
     try:
-        if helpers:
-            wrapped = _prewrap()
         yield
     finally:
-        for frame_dict, name, original in reversed(wrapped):
-            frame_dict[name] = original
-        _originals.clear()
         nn.Module.__call__, nn.Module.__getattr__ = saved  # type: ignore[method-assign]
         st._create_wrapped_func = _fx_create_wrapped_func
-        if helpers:
+        if _fx_autowrap_check is not None:
             st._autowrap_check = _fx_autowrap_check
-            st._patch_wrapped_functions = _fx_patch_wrapped_functions

@@ -441,6 +441,74 @@ def test_anchor_index_keeps_graph_order_and_keys_functions_by_name() -> None:
     assert index.candidates(None) == index.nodes
 
 
+def _refuser(shape):
+    from reparam.rules.base import PatternRule
+
+    class Refuser(PatternRule):
+        name = "refuser"
+        summary = pattern = "refuses wherever its pattern matches"
+        graph_pattern = shape
+
+        def check(self, m, ctx):
+            return Refusal("found")
+
+        def rewrite(self, plan, ctx):
+            raise AssertionError("never")
+
+    return Refuser()
+
+
+class _ReluLike(Call):
+    """A user's Call that also accepts ``x.clamp_min(0)``: it changes what it accepts and
+    not its anchor keys."""
+
+    def accepts(self, node):
+        if node.op == "call_method" and node.target == "clamp_min" and node.args[1:] == (0,):
+            return True
+        return super().accepts(node)
+
+
+def test_a_subclass_that_accepts_more_is_offered_every_node(monkeypatch) -> None:
+    class Clamped(nn.Module):
+        def forward(self, x):
+            return x.clamp_min(0) * 2
+
+    monkeypatch.setenv("REPARAM_CHECK_MEMO", "0")  # the index alone must not hide the node
+    rule = _refuser(_ReluLike(torch.relu).bind("act"))
+    assert rule.graph_pattern.anchor_keys() is None
+    report = reparam.deploy_with_report(Clamped(), torch.randn(2, 3), rules=[rule]).report
+    assert [(o.site, o.reason) for o in report.refusals] == [("<model>:clamp_min", "found")]
+
+
+def test_checking_mode_catches_where_keys_that_leave_a_node_out(monkeypatch) -> None:
+    """A ``Where`` whose keys miss nodes its predicate accepts: at the anchor, and as the
+    skip of a ``Through`` that must take a step."""
+    from reparam.graph.anchors import function_keys
+    from reparam.try_memo import StaleMemoError
+
+    class Scaled(nn.Module):
+        def forward(self, x):
+            return torch.mul(x, 3.0).relu()
+
+    is_mul = Where(lambda n, v: n.op == "call_function" and n.target is torch.mul, "a mul")
+    wrong = function_keys(methods=["mul"])  # torch.mul is a call_function
+    patterns = [
+        Where(is_mul.predicate, "a mul", keys=wrong).bind("mul"),
+        Through(Where(is_mul.predicate, "a mul", keys=wrong), Any_(), min_steps=1),
+    ]
+    for pattern in patterns:
+        monkeypatch.setenv("REPARAM_CHECK_MEMO", "1")
+        with pytest.raises(StaleMemoError, match="anchor key"):
+            reparam.deploy(Scaled(), torch.randn(2, 3), rules=[_refuser(pattern)])
+        # right keys: found, and no error
+        right = function_keys([torch.mul])
+        fixed = Where(is_mul.predicate, "a mul", keys=right).bind("mul")
+        report = reparam.deploy_with_report(
+            Scaled(), torch.randn(2, 3), rules=[_refuser(fixed)]
+        ).report
+        assert [o.reason for o in report.refusals] == ["found"]
+
+
 def test_checking_mode_catches_anchor_keys_that_leave_a_node_out(monkeypatch) -> None:
     """A custom pattern whose keys miss a node its anchor test accepts would hide tries:
     the suite's checking mode (REPARAM_CHECK_MEMO=1) says so instead."""
