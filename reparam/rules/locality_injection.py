@@ -10,12 +10,13 @@ A stride-1 "same" conv on an ``h×w`` map is a linear map of the flattened map, 
 
 where ``A = (s, t)`` are the per-feature affines after the FC (a BatchNorm1d over ``O·h·w``
 features, or a BatchNorm2d over the ``(N', O, h, w)`` view whose values repeat over the
-``h·w`` positions) and ``M_k`` is the conv's matrix, obtained by pushing the one-hot basis
-through the conv (:func:`reparam.transforms.conv_to_fc`), ``β_k`` its bias repeated over
-positions. The FC may be a grouped 1×1 conv over ``C·h·w`` channels (the paper's form; the
-conv's groups must refine the FC's) or an ``nn.Linear``. Exact for any ``C ≠ O``, any groups,
-any dtype: each partition is convolved as its own zero-padded image, which is exactly what
-the matrix reproduces. An identity branch (``P`` itself) adds the identity matrix.
+``h·w`` positions) and ``M_k`` is the conv's matrix, the conv's response to the one-hot
+basis, written entry by entry from its taps (:func:`reparam.transforms.conv_to_fc`), ``β_k``
+its bias repeated over positions. The FC may be a grouped 1×1 conv over ``C·h·w`` channels
+(the paper's form; the conv's groups must refine the FC's) or an ``nn.Linear``. Exact for
+any ``C ≠ O``, any groups, any dtype: each partition is convolved as its own zero-padded
+image, which is exactly what the matrix reproduces. An identity branch (``P`` itself) adds
+the identity matrix.
 """
 
 from __future__ import annotations

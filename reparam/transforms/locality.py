@@ -10,10 +10,14 @@ matrix acting on the flattened map. Group ``j`` maps its ``I_g h w`` inputs to i
 
 .. math:: \mathrm{FC}_j[(o, y, x), (i, y', x')] = \mathrm{conv}_j(e_{(i, y', x')})[o, y, x],
 
-the response to the one-hot basis ``e``. Pushing the identity basis (a batch of
-``I_g h w`` one-hot maps) through the conv in float64 gives every column at once; the
-conv bias becomes ``b_o`` repeated over the ``h w`` positions. A ``groups``-group conv is a
-block-diagonal FC with ``groups`` blocks.
+the response to the one-hot basis ``e``. The papers push the identity basis (a batch of
+``I_g h w`` one-hot maps) through the conv; the response is known in closed form, so
+:func:`conv_to_fc` writes it directly: output ``(o, y, x)`` reads input
+``(i, y + k_y d_y - p_y, x + k_x d_x - p_x)`` with weight ``W_j[o, i, k_y, k_x]`` for every tap
+``(k_y, k_x)`` whose input lies on the map (the other entries are zero, the padding). That is
+the same matrix, entry for entry, without running ``I_g h w`` convs (``h w`` times fewer
+operations). The conv bias becomes ``b_o`` repeated over the ``h w`` positions. A
+``groups``-group conv is a block-diagonal FC with ``groups`` blocks.
 
 **Injection.** Convs ``k`` and ``n`` identities on the partitions ``P`` that the FC reads
 flattened, summed with the FC's output, are one FC:
@@ -31,7 +35,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ._common import (
@@ -68,8 +71,11 @@ def conv_to_fc(
     """A stride-1 "same" 2-D conv on an ``h x w`` map as grouped FC blocks.
 
     Returns ``fc_weight`` of shape ``(groups, O_g*h*w, I_g*h*w)`` (rows ``(o, y, x)``,
-    columns ``(i, y', x')`` within the group) and ``fc_bias`` of shape ``(O*h*w,)``.
-    The basis is pushed through in chunks of about ``chunk_elements`` float64 values.
+    columns ``(i, y', x')`` within the group) and ``fc_bias`` of shape ``(O*h*w,)``. Each
+    tap's weights are written on the entries it connects (module docstring), so every entry
+    is a weight of the conv or zero. ``chunk_elements`` (a positive int) is accepted for
+    callers of the earlier version, which pushed the basis through the conv in chunks of
+    that many values; the construction needs no chunks.
     """
     check_tensor("weight", weight, ndim=4, floating=True)
     check_int("h", h)
@@ -89,18 +95,23 @@ def conv_to_fc(
             )
     if bias is not None:
         check_vector("bias", bias, out_channels, weight)
-    n, rows = in_per_group * h * w, (out_channels // groups) * h * w
-    w64 = work(weight)
-    fc = weight.new_empty((groups, rows, n))
-    step = max(1, chunk_elements // max(n, out_channels * h * w))
-    for start in range(0, n, step):
-        stop = min(n, start + step)
-        cols = torch.arange(start, stop, dtype=torch.long, device=weight.device)
-        basis = w64.new_zeros((stop - start, n))
-        basis[cols - start, cols] = 1.0
-        # groups=1 on purpose: every output channel sees the basis as its own group's input.
-        response = F.conv2d(basis.reshape(-1, in_per_group, h, w), w64, None, 1, pad, dil, 1)
-        fc[:, :, start:stop] = response.reshape(-1, groups, rows).permute(1, 2, 0)
+    out_per_group = out_channels // groups
+    taps = work(weight).reshape(groups, out_per_group, in_per_group, *kernel)
+    # fc[j, o, i, y, x, y', x']: output (o, y, x) of group j reading input (i, y', x')
+    fc = taps.new_zeros((groups, out_per_group, in_per_group, h, w, h, w))
+    for ky in range(kernel[0]):
+        dy = ky * dil[0] - pad[0]
+        y0, y1 = max(0, -dy), min(h, h - dy)  # the rows whose input row y + dy is on the map
+        for kx in range(kernel[1]):
+            dx = kx * dil[1] - pad[1]
+            x0, x1 = max(0, -dx), min(w, w - dx)
+            if y0 >= y1 or x0 >= x1:
+                continue  # this tap reads only padding
+            y = torch.arange(y0, y1, device=weight.device)[:, None]
+            x = torch.arange(x0, x1, device=weight.device)[None, :]
+            fc[:, :, :, y, x, y + dy, x + dx] = taps[:, :, :, ky, kx, None, None]
+    rows, cols = out_per_group * h * w, in_per_group * h * w
+    fc = fc.permute(0, 1, 3, 4, 2, 5, 6).reshape(groups, rows, cols).to(weight.dtype)
     if bias is None:
         fc_bias = weight.new_zeros(out_channels * h * w)
     else:
