@@ -97,8 +97,9 @@ def conv_to_fc(
         check_vector("bias", bias, out_channels, weight)
     out_per_group = out_channels // groups
     taps = work(weight).reshape(groups, out_per_group, in_per_group, *kernel)
-    # fc[j, o, i, y, x, y', x']: output (o, y, x) of group j reading input (i, y', x')
-    fc = taps.new_zeros((groups, out_per_group, in_per_group, h, w, h, w))
+    # fc[j, o, y, x, i, y', x']: output (o, y, x) of group j reading input (i, y', x'), laid
+    # out as the returned (groups, rows, cols)
+    fc = taps.new_zeros((groups, out_per_group, h, w, in_per_group, h, w))
     for ky in range(kernel[0]):
         dy = ky * dil[0] - pad[0]
         y0, y1 = max(0, -dy), min(h, h - dy)  # the rows whose input row y + dy is on the map
@@ -109,9 +110,10 @@ def conv_to_fc(
                 continue  # this tap reads only padding
             y = torch.arange(y0, y1, device=weight.device)[:, None]
             x = torch.arange(x0, x1, device=weight.device)[None, :]
-            fc[:, :, :, y, x, y + dy, x + dx] = taps[:, :, :, ky, kx, None, None]
+            # the indexed positions come first: (rows of y, cols of x, groups, O_g, I_g)
+            fc[:, :, y, x, :, y + dy, x + dx] = taps[:, :, :, ky, kx]
     rows, cols = out_per_group * h * w, in_per_group * h * w
-    fc = fc.permute(0, 1, 3, 4, 2, 5, 6).reshape(groups, rows, cols).to(weight.dtype)
+    fc = fc.reshape(groups, rows, cols).to(weight.dtype)
     if bias is None:
         fc_bias = weight.new_zeros(out_channels * h * w)
     else:
