@@ -460,6 +460,8 @@ def _post_order(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return list(reversed(list(model.named_modules())))
 
 
+# the objects alive before (torch, the model) are not walked by collections inside
+@frozen_heap()
 def deploy_with_report(
     model: nn.Module,
     example_inputs: Any = None,
@@ -472,31 +474,6 @@ def deploy_with_report(
     progress: bool | ProgressCallback = False,
 ) -> DeployResult:
     """Deploy ``model`` and say what was done. See :func:`deploy`."""
-    # the objects alive before (torch, the model) are not walked by collections inside
-    with frozen_heap():
-        return _deploy_with_report(
-            model,
-            example_inputs,
-            inplace=inplace,
-            rules=rules,
-            verify=verify,
-            allow_slower=allow_slower,
-            check=check,
-            progress=progress,
-        )
-
-
-def _deploy_with_report(
-    model: nn.Module,
-    example_inputs: Any,
-    *,
-    inplace: bool,
-    rules: RuleRegistry | Iterable[str] | None,
-    verify: bool,
-    allow_slower: bool,
-    check: bool,
-    progress: bool | ProgressCallback,
-) -> DeployResult:
     start = time.perf_counter()
     model = _validate(model)
     check_model(model)

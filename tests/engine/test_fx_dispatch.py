@@ -76,8 +76,9 @@ def test_a_math_call_on_a_traced_value_is_a_node_of_the_capture() -> None:
         assert any(n.target is flip_if_negative for n in graph.nodes)
 
 
-def test_the_block_puts_everything_back() -> None:
-    before = (
+def _patchable() -> tuple:
+    """What fx patches, and what the block replaces, as it is now."""
+    return (
         nn.Module.__dict__["__call__"],
         nn.Module.__dict__["__getattr__"],
         math.sqrt,
@@ -86,21 +87,16 @@ def test_the_block_puts_everything_back() -> None:
         st._create_wrapped_func,
         globals()["flip_if_negative"],
     )
+
+
+def test_the_block_puts_everything_back() -> None:
+    before = _patchable()
     with shared_module_hooks():
         # outside a trace, everything else sees the functions themselves (a function looked
         # up now, by an import or a pickle, must be the module-level one)
         assert math.sqrt is before[2] and math.floor is before[3]
         assert globals()["flip_if_negative"] is before[6]
-    after = (
-        nn.Module.__dict__["__call__"],
-        nn.Module.__dict__["__getattr__"],
-        math.sqrt,
-        math.floor,
-        st._autowrap_check,
-        st._create_wrapped_func,
-        globals()["flip_if_negative"],
-    )
-    assert all(a is b for a, b in zip(before, after, strict=True))
+    assert all(a is b for a, b in zip(before, _patchable(), strict=True))
 
 
 def test_a_plain_fx_trace_inside_the_block_is_a_plain_fx_trace() -> None:
