@@ -55,7 +55,7 @@ from reparam.verify import (
     model_dtype,
     relative_error,
     run,
-    to_float64,
+    run_in_float64,
     tolerance_for,
 )
 
@@ -369,15 +369,14 @@ class _Scope:
         return rewrite
 
     def _reference(self, graph: fx.Graph) -> Any:
-        m, xs = to_float64(fx.GraphModule(self.module, graph), self.inputs)
         with float64_default():
-            return run(m, xs)
+            return run_in_float64(fx.GraphModule(self.module, graph), self.inputs)
 
     def _error(self, graph: fx.Graph, reference: Any) -> float:
         try:
-            m, xs = to_float64(fx.GraphModule(self.module, graph), self.inputs)
             with float64_default():
-                return relative_error(reference, run(m, xs))
+                candidate = run_in_float64(fx.GraphModule(self.module, graph), self.inputs)
+            return relative_error(reference, candidate)
         except Exception:  # noqa: BLE001 - a rewrite that breaks the forward is not exact
             return float("inf")
 
@@ -446,10 +445,10 @@ def _final_unfolded_norms(model: nn.Module, report: DeployReport) -> None:
 
 
 def _pristine(model: nn.Module) -> nn.Module:
-    """The checks' reference: an untouched eval copy of the model, in float64 once (each check
-    then converts only the rewritten side)."""
-    pristine = copy_model(model).eval()
-    return pristine.double() if model_dtype(pristine).is_floating_point else pristine
+    """The checks' reference: an eval copy of the model's modules that borrows the user's
+    floating weights (no second copy of them). Each check reads them cast to float64 call by
+    call (:mod:`reparam.float64_run`), so the user's tensors are never handed to a forward."""
+    return copy_model(model, borrow=True).eval()
 
 
 def _trusted_ids(model: nn.Module) -> set[int]:

@@ -23,11 +23,15 @@ def fc_like(fc: nn.Linear | nn.Conv2d, weight: Tensor, bias: Tensor, groups: int
     ``fc``, always with a bias, holding ``weight`` (any shape with the same elements) and
     ``bias`` cast to ``fc``'s dtype."""
     dtype, device = fc.weight.dtype, fc.weight.device
+    # skip_init: no random initialization of weights that are overwritten below
     if isinstance(fc, nn.Linear):
-        new: nn.Module = nn.Linear(fc.in_features, fc.out_features, device=device, dtype=dtype)
+        new: nn.Module = nn.utils.skip_init(
+            nn.Linear, fc.in_features, fc.out_features, device=device, dtype=dtype
+        )
     else:
-        new = nn.Conv2d(
-            fc.in_channels, fc.out_channels, 1, groups=groups, device=device, dtype=dtype
+        new = nn.utils.skip_init(
+            nn.Conv2d, fc.in_channels, fc.out_channels, 1, groups=groups, device=device,
+            dtype=dtype,
         )
     with torch.no_grad():
         new.weight.copy_(weight.reshape(new.weight.shape))

@@ -61,10 +61,29 @@ def _derived_tensors(model: nn.Module) -> dict[int, torch.Tensor]:
     return memo
 
 
-def copy_model(model: nn.Module) -> nn.Module:
-    """A deep copy to work on; names the submodule that cannot be copied."""
+def _borrowable(model: nn.Module) -> dict[int, torch.Tensor]:
+    """The floating parameters and buffers that :mod:`reparam.float64_run` never hands to a
+    forward (it reads them cast to float64): not float64 already."""
+    return {
+        id(t): t
+        for t in [*model.parameters(), *model.buffers()]
+        if t.is_floating_point() and t.dtype != torch.float64
+    }
+
+
+def copy_model(model: nn.Module, *, borrow: bool = False) -> nn.Module:
+    """A deep copy to work on; names the submodule that cannot be copied.
+
+    ``borrow`` copies the modules but keeps the model's own floating (not float64) parameters
+    and buffers in them, uncopied: such a copy must only run under
+    :class:`reparam.float64_run.float64_reads`, which reads those tensors cast to float64 and
+    writes only to the casts. The checks' reference is such a copy (no second set of weights).
+    """
+    memo = _derived_tensors(model)
+    if borrow:
+        memo.update(_borrowable(model))
     try:
-        return copy.deepcopy(model, _derived_tensors(model))
+        return copy.deepcopy(model, memo)
     except Exception as exc:  # noqa: BLE001 - find the culprit for the message
         culprit = "the model"
         for path, m in model.named_modules():

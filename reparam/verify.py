@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from reparam.errors import NotEquivalentError
+from reparam.float64_run import float64_reads, sees_whole_forward
 
 RELATIVE_TOLERANCE: dict[torch.dtype, float] = {
     torch.float64: 1e-9,
@@ -119,34 +120,41 @@ class float64_default:  # noqa: N801 - used like a function
         torch.set_default_dtype(self._saved)
 
 
-def _float64_view(model: nn.Module, inputs: Sequence[Any]) -> tuple[nn.Module, tuple[Any, ...]]:
-    """``model`` itself when all its floating tensors are float64 already (no copy), else a
-    float64 deep copy; the inputs cast (and so copied) at every nesting level."""
+def run_in_float64(model: nn.Module, inputs: Sequence[Any]) -> Any:
+    """``model``'s output in float64 on float64 copies of ``inputs``, without a float64 copy
+    of the model where it can (:mod:`reparam.float64_run`): call under
+    :class:`float64_default`."""
+    xs = tuple(_map_tensors(x, _to_double) for x in inputs)
     tensors = [*model.parameters(), *model.buffers()]
     if all(t.dtype == torch.float64 for t in tensors if t.is_floating_point()):
-        return model, tuple(_map_tensors(x, _to_double) for x in inputs)
-    return to_float64(model, inputs)
+        return run(model, xs)
+    if sees_whole_forward(model):
+        with float64_reads(model):
+            return run(model, xs)
+    m, xs = to_float64(model, inputs)
+    return run(m, xs)
 
 
 def float64_error(reference: nn.Module, candidate: nn.Module, inputs: Sequence[Any]) -> float:
-    """Relative error between two modules run in float64 on copies of ``inputs`` (modules that
-    are float64 already run as they are)."""
-    a, xs = _float64_view(reference, inputs)
-    b, ys = _float64_view(candidate, inputs)
+    """Relative error between two modules run in float64 on copies of ``inputs``, each reading
+    its weights cast to float64 call by call (no float64 copy of either module)."""
     with float64_default():
         try:
-            expected = run(a, xs)
+            expected = run_in_float64(reference, inputs)
         except Exception:  # noqa: BLE001 - the forward only runs in its own dtype
-            a, b, xs = reference, candidate, clone_inputs(inputs)
-            ys = clone_inputs(inputs)
             expected = None
         if expected is not None:
             try:
-                return relative_error(expected, run(b, ys))
+                return relative_error(expected, run_in_float64(candidate, inputs))
             except Exception:  # noqa: BLE001 - a rewrite that breaks the forward is not exact
                 return float("inf")
     try:
-        return relative_error(run(a, xs), run(b, ys))
+        # a copy: the reference may borrow tensors that no forward may be handed (a check's
+        # reference borrows the user's weights: reparam.inputs.copy_model)
+        reference = copy.deepcopy(reference)
+        return relative_error(
+            run(reference, clone_inputs(inputs)), run(candidate, clone_inputs(inputs))
+        )
     except Exception:  # noqa: BLE001
         return float("inf")
 

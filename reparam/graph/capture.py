@@ -454,6 +454,44 @@ def _restore(saved) -> None:
         m.__dict__.update(state)
 
 
+_TensorStates = list[tuple[str, nn.Module, dict[str, tuple[Any, int]]]]
+
+
+def _tensor_states(module: nn.Module) -> _TensorStates:
+    """Every module's parameters and buffers with their version counters: a forward that
+    writes one for real (``self.calls += 1`` on a buffer the tracer did not proxy) leaves no
+    node in the graph, only a changed counter or a rebound name."""
+    states = []
+    for path, m in module.named_modules():
+        entries = {}
+        for table in (m._parameters, m._buffers):
+            for name, t in table.items():
+                entries[name] = (t, t._version if t is not None else 0)
+        states.append((path, m, entries))
+    return states
+
+
+def _tensor_writes(states: _TensorStates, skip: Callable[[str], bool]) -> list[str]:
+    """Parameters and buffers the trace wrote or rebound (leaves ran for real: skipped);
+    rebound names are put back."""
+    found = []
+    for path, m, entries in states:
+        if skip(path):
+            continue
+        for table in (m._parameters, m._buffers):
+            for name in list(table):
+                if name not in entries:
+                    del table[name]
+                    found.append(f"{path}.{name}" if path else f"self.{name}")
+        for name, (t, version) in entries.items():
+            table = m._parameters if name in m._parameters else m._buffers
+            current = table.get(name)
+            if current is not t or (t is not None and t._version != version):
+                found.append(f"{path}.{name}" if path else f"self.{name}")
+                table[name] = t
+    return found
+
+
 class _NoAutocast:
     """While tracing, opening a torch.autocast region is a capture error (fx cannot record
     it: the region would silently vanish from the rewritten forward)."""
@@ -609,8 +647,13 @@ def capture(
         concrete, values = _concrete_args(pattern)
     tracer = ConcreteTracer(is_opaque, values)
     saved = _snapshot(module)
+    tensors = _tensor_states(module)
     before = set(module.__dict__)
     leaves: list[str] = []
+
+    def ran_for_real(path: str) -> bool:  # a leaf: its own caches may change in the shadow run
+        return any(path == leaf or path.startswith(leaf + ".") for leaf in leaves)
+
     flags = _FlagReads(module, skip=lambda p: bool(p) and is_opaque(module.get_submodule(p), p))
     try:
         with _NoAutocast(), flags:
@@ -621,11 +664,9 @@ def capture(
             for k, v in module.__dict__.items()
             if k not in before and isinstance(v, torch.Tensor)
         }
-        effects = _side_effects(
-            saved,
-            skip=lambda p: any(p == leaf or p.startswith(leaf + ".") for leaf in leaves),
-        )
+        effects = _side_effects(saved, skip=ran_for_real)
         effects = [e for e in effects if e.split(".")[-1] not in constants]
+        effects += _tensor_writes(tensors, skip=ran_for_real)
     finally:
         _restore(saved)
     if effects:

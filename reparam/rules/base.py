@@ -149,5 +149,11 @@ class SiteOutcome:
 
 
 def absmax(*tensors: torch.Tensor | None) -> float:
-    values = [float(t.detach().abs().max()) for t in tensors if t is not None and t.numel()]
+    """The largest ``|value|`` over the tensors (0 for none): two reductions per tensor, no
+    temporary ``|t|`` as large as the tensor."""
+    values = []
+    for t in tensors:
+        if t is not None and t.numel():
+            low, high = t.detach().aminmax()
+            values.append(max(-float(low), float(high)))
     return max(values, default=0.0)

@@ -198,19 +198,19 @@ class LocalityInjection(PatternRule):
                 return Refusal(f"conv groups {spec.groups} do not refine the FC's {groups} groups")
         if m.identity and cin != cout:
             return Refusal("an identity branch needs C == O")
+        before = absmax(fc.weight, *(ctx.module(c.target).weight for c in m.convs))
         blocks, total_bias = inject_convs(
             weight.reshape(groups, cout * h * w // groups, -1), bias, specs, h, w, len(m.identity)
         )
-        merged = blocks.reshape(cout * h * w, -1).to(weight.dtype)
-        total_bias = total_bias.to(weight.dtype)
-        new = fc_like(fc, merged, total_bias, groups)
+        del weight  # the FC's (folded) weight: only the float64 merge is needed now
+        new = fc_like(fc, blocks, total_bias, groups)  # rounded once to the FC's dtype
+        del blocks
         kinds = [f"conv{'×'.join(map(str, ctx.module(c.target).kernel_size))}" for c in m.convs]
         kinds += ["identity"] * len(m.identity)
         detail = (
             f"{len(kinds)} branch(es) ({', '.join(kinds)}) and {len(m.affines)} "
             f"norm(s) injected into the FC on {h}×{w} partitions"
         )
-        before = absmax(fc.weight, *(ctx.module(c.target).weight for c in m.convs))
         return _Plan(m, new, detail, before)
 
     def rewrite(self, plan: _Plan, ctx: RuleContext) -> Rewrite:

@@ -93,7 +93,10 @@ def fold_affine_after(
     check_vector("scale", scale, out_channels, weight)
     check_vector("shift", shift, out_channels, weight)
     s, t = work(scale), work(shift)
-    new_weight = work(weight) * spatial_view(s, weight.dim() - 1)
+    new_weight = work(weight)
+    scale = spatial_view(s, weight.dim() - 1)
+    # in place on the working copy when work() made one (one float64 copy alive, not two)
+    new_weight = new_weight * scale if new_weight is weight else new_weight.mul_(scale)
     new_bias = t if bias is None else s * work(bias) + t
     return new_weight.to(weight.dtype), new_bias.to(weight.dtype)
 

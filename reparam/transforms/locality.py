@@ -77,14 +77,40 @@ def conv_to_fc(
     callers of the earlier version, which pushed the basis through the conv in chunks of
     that many values; the construction needs no chunks.
     """
-    check_tensor("weight", weight, ndim=4, floating=True)
     check_int("h", h)
     check_int("w", w)
-    check_int("groups", groups)
     check_int("chunk_elements", chunk_elements)
+    pad, dil = _check_same_conv(weight, bias, padding, groups, dilation)
+    out_channels, in_per_group, *kernel = weight.shape
+    out_per_group = out_channels // groups
+    taps = work(weight).reshape(groups, out_per_group, in_per_group, *kernel)
+    # fc[j, o, y, x, i, y', x']: output (o, y, x) of group j reading input (i, y', x'), laid
+    # out as the returned (groups, rows, cols)
+    fc = taps.new_zeros((groups, out_per_group, h, w, in_per_group, h, w))
+    _write_taps(fc, taps, pad, dil, accumulate=False)
+    rows, cols = out_per_group * h * w, in_per_group * h * w
+    fc = fc.reshape(groups, rows, cols).to(weight.dtype)
+    if bias is None:
+        fc_bias = weight.new_zeros(out_channels * h * w)
+    else:
+        fc_bias = bias.to(weight.dtype).repeat_interleave(h * w)
+    return fc, fc_bias
+
+
+def _check_same_conv(
+    weight: Tensor,
+    bias: Tensor | None,
+    padding: Sequence[int],
+    groups: int,
+    dilation: Sequence[int],
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``ValueError`` unless the conv is a 2-D stride-1 conv that keeps the map size
+    (``2 p = d (k - 1)``); returns its padding and dilation."""
+    check_tensor("weight", weight, ndim=4, floating=True)
+    check_int("groups", groups)
     pad = check_sizes("padding", padding, 2, minimum=0)
     dil = check_sizes("dilation", dilation, 2, minimum=1)
-    out_channels, in_per_group, *kernel = weight.shape
+    out_channels, _, *kernel = weight.shape
     if out_channels % groups:
         raise ValueError(f"out channels {out_channels} not divisible by groups {groups}")
     for dim, (p, d, k) in enumerate(zip(pad, dil, kernel, strict=True)):
@@ -95,11 +121,17 @@ def conv_to_fc(
             )
     if bias is not None:
         check_vector("bias", bias, out_channels, weight)
-    out_per_group = out_channels // groups
-    taps = work(weight).reshape(groups, out_per_group, in_per_group, *kernel)
-    # fc[j, o, y, x, i, y', x']: output (o, y, x) of group j reading input (i, y', x'), laid
-    # out as the returned (groups, rows, cols)
-    fc = taps.new_zeros((groups, out_per_group, h, w, in_per_group, h, w))
+    return pad, dil
+
+
+def _write_taps(
+    fc: Tensor, taps: Tensor, pad: Sequence[int], dil: Sequence[int], *, accumulate: bool
+) -> None:
+    """Write (or add) each tap's weights ``taps[..., o, i, k_y, k_x]`` on the entries
+    ``fc[..., o, y, x, i, y + k_y d_y - p_y, x + k_x d_x - p_x]`` whose input lies on the map.
+    ``fc`` may be a strided view (its base is written); the entries of two taps never meet."""
+    *_, h, w = fc.shape
+    kernel = taps.shape[-2:]
     for ky in range(kernel[0]):
         dy = ky * dil[0] - pad[0]
         y0, y1 = max(0, -dy), min(h, h - dy)  # the rows whose input row y + dy is on the map
@@ -108,17 +140,14 @@ def conv_to_fc(
             x0, x1 = max(0, -dx), min(w, w - dx)
             if y0 >= y1 or x0 >= x1:
                 continue  # this tap reads only padding
-            y = torch.arange(y0, y1, device=weight.device)[:, None]
-            x = torch.arange(x0, x1, device=weight.device)[None, :]
-            # the indexed positions come first: (rows of y, cols of x, groups, O_g, I_g)
-            fc[:, :, y, x, :, y + dy, x + dx] = taps[:, :, :, ky, kx]
-    rows, cols = out_per_group * h * w, in_per_group * h * w
-    fc = fc.reshape(groups, rows, cols).to(weight.dtype)
-    if bias is None:
-        fc_bias = weight.new_zeros(out_channels * h * w)
-    else:
-        fc_bias = bias.to(weight.dtype).repeat_interleave(h * w)
-    return fc, fc_bias
+            y = torch.arange(y0, y1, device=fc.device)[:, None]
+            x = torch.arange(x0, x1, device=fc.device)[None, :]
+            # the indexed positions come first: (rows of y, cols of x, *lead, O_g, I_g)
+            index = (..., y, x, slice(None), y + dy, x + dx)
+            if accumulate:
+                fc[index] += taps[..., ky, kx]
+            else:
+                fc[index] = taps[..., ky, kx]
 
 
 def grouped_fc_to_dense(blocks: Tensor) -> Tensor:
@@ -180,7 +209,9 @@ def inject_convs(
     """
     check_tensor("blocks", blocks, ndim=3, floating=True)
     groups, rows, cols = blocks.shape
-    out = work(blocks).clone()
+    out = work(blocks)
+    if out is blocks:
+        out = out.clone()
     total = out.new_zeros(groups * rows) if bias is None else work(bias).clone()
     if total.shape != (groups * rows,):
         raise ValueError(f"bias has shape {tuple(total.shape)}, expected ({groups * rows},)")
@@ -189,19 +220,20 @@ def inject_convs(
             raise ValueError(f"conv groups {spec.groups} do not refine the FC's {groups} groups")
         if spec.out_channels * h * w != groups * rows or spec.in_channels * h * w != groups * cols:
             raise ValueError("a conv's channels differ from the FC's partitions")
-        conv_blocks, conv_bias = conv_to_fc(
-            work(spec.weight),
-            None if spec.bias is None else work(spec.bias),
-            h,
-            w,
-            [left for left, _ in spec.padding],
-            spec.groups,
-            spec.dilation,
+        pad, dil = _check_same_conv(
+            spec.weight, spec.bias, [left for left, _ in spec.padding], spec.groups, spec.dilation
         )
+        # each FC block j holds r = g_k / g conv groups on its diagonal: view those diagonal
+        # blocks as (g, r, O_k, h, w, I_k, h, w) and add the conv's taps into them in place
+        # (no dense copy of the conv's matrix)
         r = spec.groups // groups
-        for j in range(groups):
-            out[j] += torch.block_diag(*conv_blocks[j * r : (j + 1) * r])
-        total += conv_bias
+        o_k, i_k = spec.out_channels // spec.groups, spec.in_channels // spec.groups
+        diagonal = out.view(groups, r, o_k * h * w, r, i_k * h * w).diagonal(dim1=1, dim2=3)
+        diagonal = diagonal.movedim(-1, 1).unflatten(2, (o_k, h, w)).unflatten(5, (i_k, h, w))
+        taps = work(spec.weight).reshape(groups, r, o_k, i_k, *spec.weight.shape[-2:])
+        _write_taps(diagonal, taps, pad, dil, accumulate=True)
+        if spec.bias is not None:
+            total += work(spec.bias).repeat_interleave(h * w)
     if identities:
         if rows != cols:
             raise ValueError("an identity branch needs as many FC outputs as inputs")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -75,3 +76,66 @@ def test_autocast_region_is_kept():
     assert "autocast" in skipped(result.report, "")
     with torch.no_grad():
         torch.testing.assert_close(result.model(x), model(x))
+
+
+class BufferCounter(nn.Module):
+    """Counts calls in a tensor buffer, written the ways people write it."""
+
+    def __init__(self, style: str) -> None:
+        super().__init__()
+        self.style = style
+        self.register_buffer("calls", torch.zeros(()))
+
+    def forward(self, x):
+        if self.style == "iadd":
+            self.calls += 1  # in place, then the buffer name rebound to the same tensor
+        elif self.style == "add_":
+            self.calls.add_(1)
+        elif self.style == "rebind":
+            self.calls = self.calls + 1
+        else:
+            self.calls.data.fill_(float(self.calls) + 1)
+        return x
+
+
+class CountedConvNorm(nn.Module):
+    def __init__(self, style: str, c: int = 4) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(c)
+        self.counter = BufferCounter(style)
+
+    def forward(self, x):
+        return self.counter(self.bn(self.conv(x)))
+
+
+@pytest.mark.parametrize(
+    "style",
+    [
+        "iadd",
+        "add_",
+        "rebind",
+        pytest.param(
+            "data",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="known limit: a write through .data bumps no version counter of the "
+                "buffer, so the capture cannot see it",
+            ),
+        ),
+    ],
+)
+def test_a_buffer_counter_written_with_constants_keeps_counting(style):
+    """The write reads no traced value, so no graph node records it: the capture sees the
+    buffer's changed version (or its rebound name) and keeps the module as a call."""
+    model = prepared(CountedConvNorm(style))
+    x = torch.randn(2, 4, 5, 5, dtype=torch.float64)
+    result = reparam.deploy_with_report(model, x)
+    assert "writes module attributes (self.calls)" in skipped(result.report, "counter")
+    assert count(result.model, nn.BatchNorm2d) == 0  # the block around it still merges
+    deployed = result.model
+    calls = float(deployed.counter.calls)
+    deployed(x)
+    assert float(deployed.counter.calls) == calls + 1
+    assert deployed.counter.calls.dtype == torch.float64
+    outputs_agree(model, deployed, x, torch.randn(1, 4, 8, 8, dtype=torch.float64))
