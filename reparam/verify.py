@@ -176,18 +176,20 @@ def assert_equivalent(
 ) -> float:
     """Raise :class:`NotEquivalentError` unless both models give the same outputs.
 
-    ``rtol`` defaults to the tolerance of the reference's dtype. ``in_float64`` runs deep
-    copies of both models in float64 (the check then measures the maths, not the rounding).
-    Returns the relative error.
+    ``rtol`` defaults to the tolerance of the reference's dtype. ``in_float64`` runs both
+    models as their float64 copies would run (the check then measures the maths, not the
+    rounding), reading their weights cast call by call (:mod:`reparam.float64_run`): no float64
+    copy of either model, and both are left as they were. Returns the relative error.
     """
     inputs = as_inputs(example_inputs)
     tol = rtol if rtol is not None else tolerance_for(model_dtype(reference))
     if in_float64:
-        reference, ref_inputs = to_float64(reference, inputs)
-        candidate, cand_inputs = to_float64(candidate, inputs)
+        with float64_default():
+            err = relative_error(
+                run_in_float64(reference, inputs), run_in_float64(candidate, inputs)
+            )
     else:
-        ref_inputs = cand_inputs = inputs
-    err = relative_error(run(reference, ref_inputs), run(candidate, cand_inputs))
+        err = relative_error(run(reference, inputs), run(candidate, inputs))
     if not err <= tol:
         raise NotEquivalentError(f"relative error {err:.3e} exceeds {tol:.1e}")
     return err
