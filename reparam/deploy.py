@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -21,12 +21,14 @@ from torch import nn
 
 from reparam.cost import MacCounter
 from reparam.errors import Refusal, ReparamError
+from reparam.float64_run import Places
 from reparam.gc_freeze import frozen_heap
 from reparam.graph.capture import CallPattern, capture, describe_trace_failure
 from reparam.graph.fx_dispatch import shared_module_hooks
 from reparam.graph.inplace import functionalize
 from reparam.graph.realize import graph_of, install_forward, is_rewritten
 from reparam.graph.shapes import propagate_shapes
+from reparam.graph.state_watch import StateWatch
 from reparam.graph.sweep import delete_dead, referenced, set_attribute
 from reparam.graph.trust import is_trusted_leaf, opaque_reason
 from reparam.graph.uses import UsePicture, record_uses, static_uses
@@ -120,6 +122,8 @@ class _Deployment:
     opaque: dict[int, str]
     static_picture: UsePicture | None = None  # without example inputs: from own-level traces
     pristine: nn.Module | None = None  # an untouched eval copy: the checks' reference
+    pristine_places: Places = field(default_factory=Places)  # where the copy holds tensors
+    watch: StateWatch | None = None  # where the working copy holds its tensors
 
 
 def _propagate_at(module: nn.Module, inputs: tuple[Any, ...], graph: fx.Graph, key: str) -> bool:
@@ -199,6 +203,7 @@ class _Scope:
                 node.meta["shape"] = tuple(value.shape)
         for name, value in captured.constants.items():
             self.module.register_buffer(name, value, persistent=False)
+        rewrites_before = len(self.report.rewrites)
         try:
             self._rewrite(graph, captured.guards)
         finally:
@@ -206,6 +211,11 @@ class _Scope:
             for name in captured.constants:
                 if name not in after:
                     set_attribute(self.module, name, None)
+            watch = self.deployment.watch
+            if watch is not None and (
+                captured.constants or len(self.report.rewrites) != rewrites_before
+            ):
+                watch.refresh(self.path)  # tensors added, replaced or deleted on purpose
 
     def _rewrite(self, graph: fx.Graph, guards: list[str]) -> None:
         before_refs = referenced(graph)
@@ -256,8 +266,18 @@ class _Scope:
     def _check(self, original: nn.Module, rewrites: list[Rewrite]) -> None:
         """The rewritten scope against the same module in an untouched copy of the model, in
         float64, on the inputs it received (positional as recorded, the rest by keyword)."""
+        # every tensor of either model is read as a copy, also one the forward reaches
+        # outside the checked module (a sibling held without registering it): the user's
+        # model and the deployed one are as they were
+        watch = self.deployment.watch
         err = max(
-            float64_error(original, self.module, inputs)
+            float64_error(
+                original,
+                self.module,
+                inputs,
+                reference_also=self.deployment.pristine_places,
+                candidate_also=watch.places() if watch is not None else Places(),
+            )
             for inputs in [self.inputs, *self.other_inputs]
         )
         self.report.checked_scopes += 1
@@ -368,14 +388,21 @@ class _Scope:
         outcomes[key] = SiteOutcome(rule.name, site, True)
         return rewrite
 
-    def _reference(self, graph: fx.Graph) -> Any:
+    def _run_float64(self, graph: fx.Graph) -> Any:
+        watch = self.deployment.watch
         with float64_default():
-            return run_in_float64(fx.GraphModule(self.module, graph), self.inputs)
+            return run_in_float64(
+                fx.GraphModule(self.module, graph),
+                self.inputs,
+                also=watch.places() if watch is not None else Places(),
+            )
+
+    def _reference(self, graph: fx.Graph) -> Any:
+        return self._run_float64(graph)
 
     def _error(self, graph: fx.Graph, reference: Any) -> float:
         try:
-            with float64_default():
-                candidate = run_in_float64(fx.GraphModule(self.module, graph), self.inputs)
+            candidate = self._run_float64(graph)
             return relative_error(reference, candidate)
         except Exception:  # noqa: BLE001 - a rewrite that breaks the forward is not exact
             return float("inf")
@@ -543,6 +570,10 @@ def deploy_with_report(
         # its children's rewrites too); no copy per scope
         pristine=_pristine(model) if inputs and check else None,
     )
+    if deployment.pristine is not None:
+        # read as copies in every check: the user's weights it borrows are never written
+        deployment.pristine_places = StateWatch(deployment.pristine).places()
+    deployment.watch = StateWatch(target)
     order, layers_before = NetworkOrder.of(target), layer_absmax(target)
     scopes = [(p, m) for p, m in _post_order(target) if not is_trusted_leaf(m)]
     with shared_module_hooks(), ScopeReporter(len(scopes), progress, start=start) as reporter:

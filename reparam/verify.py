@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from reparam.errors import NotEquivalentError
-from reparam.float64_run import float64_reads, sees_whole_forward
+from reparam.float64_run import NOWHERE, Places, float64_reads, sees_whole_forward
 
 RELATIVE_TOLERANCE: dict[torch.dtype, float] = {
     torch.float64: 1e-9,
@@ -120,32 +120,43 @@ class float64_default:  # noqa: N801 - used like a function
         torch.set_default_dtype(self._saved)
 
 
-def run_in_float64(model: nn.Module, inputs: Sequence[Any]) -> Any:
+def run_in_float64(model: nn.Module, inputs: Sequence[Any], *, also: Places = NOWHERE) -> Any:
     """``model``'s output in float64 on float64 copies of ``inputs``, without a float64 copy
-    of the model where it can (:mod:`reparam.float64_run`): call under
-    :class:`float64_default`."""
+    of the model where it can (:mod:`reparam.float64_run`; ``also``: more tensors its forward
+    may reach, read as copies too): call under :class:`float64_default`."""
     xs = tuple(_map_tensors(x, _to_double) for x in inputs)
     tensors = [*model.parameters(), *model.buffers()]
-    if all(t.dtype == torch.float64 for t in tensors if t.is_floating_point()):
-        return run(model, xs)
+    if all(t.dtype == torch.float64 for t in tensors if t.is_floating_point()) and not also.by_id:
+        return run(model, xs)  # a float64 model runs as it is
     if sees_whole_forward(model):
-        with float64_reads(model):
+        with float64_reads(model, also=also):
             return run(model, xs)
     m, xs = to_float64(model, inputs)
     return run(m, xs)
 
 
-def float64_error(reference: nn.Module, candidate: nn.Module, inputs: Sequence[Any]) -> float:
+def float64_error(
+    reference: nn.Module,
+    candidate: nn.Module,
+    inputs: Sequence[Any],
+    *,
+    reference_also: Places = NOWHERE,
+    candidate_also: Places = NOWHERE,
+) -> float:
     """Relative error between two modules run in float64 on copies of ``inputs``, each reading
-    its weights cast to float64 call by call (no float64 copy of either module)."""
+    its weights cast to float64 call by call (no float64 copy of either module).
+    ``reference_also`` / ``candidate_also``: more tensors each forward may reach (see
+    :func:`run_in_float64`)."""
     with float64_default():
         try:
-            expected = run_in_float64(reference, inputs)
+            expected = run_in_float64(reference, inputs, also=reference_also)
         except Exception:  # noqa: BLE001 - the forward only runs in its own dtype
             expected = None
         if expected is not None:
             try:
-                return relative_error(expected, run_in_float64(candidate, inputs))
+                return relative_error(
+                    expected, run_in_float64(candidate, inputs, also=candidate_also)
+                )
             except Exception:  # noqa: BLE001 - a rewrite that breaks the forward is not exact
                 return float("inf")
     try:

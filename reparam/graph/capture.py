@@ -41,6 +41,7 @@ from torch.fx.proxy import TraceError
 
 from reparam.graph.fx_dispatch import tracing_with
 from reparam.graph.guards import guard_equal, guard_len
+from reparam.graph.state_watch import Snapshot, attribute_entry, state_writes
 from reparam.graph.trust import is_trusted_leaf, opaque_reason
 from reparam.runtime import LEAF_MODULES
 
@@ -206,6 +207,9 @@ class ConcreteTracer(fx.Tracer):
         self._real = 0  # > 0 while a real value is computed: module calls run, not recorded
         self._tensor_names: dict[int, str] | None = None
         self.parameter_proxies: dict[str, fx.Proxy] = {}
+        self.watched: Snapshot | None = None  # the tensors the forward can write
+        self._watched_ids: set[int] = set()
+        self.leaf_written: set[int] = set()  # their indices a user's leaf wrote in its run
 
     def trace(self, root, concrete_args=None):  # noqa: ANN001
         self.parameter_proxies = {}
@@ -306,11 +310,41 @@ class ConcreteTracer(fx.Tracer):
                 elif node.op == "call_method":
                     result = getattr(args[0], node.target)(*args[1:], **kwargs)
                 else:
-                    with self.real_values():
-                        result = self.root.get_submodule(str(node.target))(*args, **kwargs)
+                    module = self.root.get_submodule(str(node.target))
+                    with self.real_values(), self._leaf_writes(module):
+                        result = module(*args, **kwargs)
         except Exception:  # noqa: BLE001 - no value: questions about this node stay unanswered
             return
         self.values[node] = result
+
+    def watch(self, snapshot: Snapshot) -> None:
+        self.watched = snapshot
+        self._watched_ids = {id(e.tensor) for e in snapshot.entries}
+
+    def note_attribute(self, module: nn.Module, name: str, value: Any) -> None:
+        """A module attribute the forward read: a parameter or buffer held outside the traced
+        module (a sibling held unregistered) is watched from now on."""
+        if self.watched is None or self._real or not isinstance(value, torch.Tensor):
+            return  # inside a leaf's real run: the leaf's own business
+        if id(value) in self._watched_ids:
+            return
+        entry = attribute_entry(module, name, value)
+        if entry is not None:
+            self._watched_ids.add(id(value))
+            self.watched.extend([entry])
+
+    @contextlib.contextmanager
+    def _leaf_writes(self, module: nn.Module) -> Iterator[None]:
+        """A user's leaf module runs for real and stays a call in the graph: what it writes
+        anywhere in the model (``watched``) is its own side effect, kept, not the trace's."""
+        if self.watched is None or isinstance(module, LEAF_MODULES) or is_trusted_leaf(module):
+            yield
+            return
+        before = self.watched.again()
+        try:
+            yield
+        finally:
+            self.leaf_written.update(before.changed())
 
     @contextlib.contextmanager
     def real_values(self) -> Iterator[None]:
@@ -454,44 +488,6 @@ def _restore(saved) -> None:
         m.__dict__.update(state)
 
 
-_TensorStates = list[tuple[str, nn.Module, dict[str, tuple[Any, int]]]]
-
-
-def _tensor_states(module: nn.Module) -> _TensorStates:
-    """Every module's parameters and buffers with their version counters: a forward that
-    writes one for real (``self.calls += 1`` on a buffer the tracer did not proxy) leaves no
-    node in the graph, only a changed counter or a rebound name."""
-    states = []
-    for path, m in module.named_modules():
-        entries = {}
-        for table in (m._parameters, m._buffers):
-            for name, t in table.items():
-                entries[name] = (t, t._version if t is not None else 0)
-        states.append((path, m, entries))
-    return states
-
-
-def _tensor_writes(states: _TensorStates, skip: Callable[[str], bool]) -> list[str]:
-    """Parameters and buffers the trace wrote or rebound (leaves ran for real: skipped);
-    rebound names are put back."""
-    found = []
-    for path, m, entries in states:
-        if skip(path):
-            continue
-        for table in (m._parameters, m._buffers):
-            for name in list(table):
-                if name not in entries:
-                    del table[name]
-                    found.append(f"{path}.{name}" if path else f"self.{name}")
-        for name, (t, version) in entries.items():
-            table = m._parameters if name in m._parameters else m._buffers
-            current = table.get(name)
-            if current is not t or (t is not None and t._version != version):
-                found.append(f"{path}.{name}" if path else f"self.{name}")
-                table[name] = t
-    return found
-
-
 class _NoAutocast:
     """While tracing, opening a torch.autocast region is a capture error (fx cannot record
     it: the region would silently vanish from the rewritten forward)."""
@@ -629,6 +625,9 @@ def capture(
 
     ``opaque(m, path)`` names more modules to keep as calls; ``pattern`` is a recorded call
     (real values) that drives the shadow run and the call-pattern specialization.
+    A write the trace cannot see (a constant written into a parameter or buffer of the
+    module, or of another module it reads one from) fails the capture
+    (:mod:`reparam.graph.state_watch`).
     Tracing runs the user's forward on proxies: every module's plain attributes are restored
     afterwards, so no proxy is left behind in the model; a forward that changed any of them
     has side effects a graph would drop, and the capture fails saying which. Tensor constants
@@ -647,7 +646,11 @@ def capture(
         concrete, values = _concrete_args(pattern)
     tracer = ConcreteTracer(is_opaque, values)
     saved = _snapshot(module)
-    tensors = _tensor_states(module)
+    # ``watch`` lists the whole model (``module`` at ``path`` in it): writes anywhere count
+    # what the forward can write: its module's tensors, and those it reads elsewhere
+    tensors = Snapshot.of(module)
+    written: list[int] | None = None
+    tracer.watch(tensors)
     before = set(module.__dict__)
     leaves: list[str] = []
 
@@ -666,12 +669,14 @@ def capture(
         }
         effects = _side_effects(saved, skip=ran_for_real)
         effects = [e for e in effects if e.split(".")[-1] not in constants]
-        effects += _tensor_writes(tensors, skip=ran_for_real)
+        written = tensors.changed()
+        effects += state_writes(tensors, written, ran_for_real, excused=tracer.leaf_written)
     finally:
         _restore(saved)
+        tensors.put_back(written if written is not None else tensors.changed())
     if effects:
         raise CaptureError(
-            f"the forward writes module attributes ({', '.join(sorted(effects)[:3])}): a "
+            f"the forward writes module attributes ({', '.join(sorted(set(effects))[:3])}): a "
             "rewritten forward would drop that side effect"
         )
     if concrete:

@@ -32,6 +32,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+import torch
 from torch import nn
 from torch.fx import _symbolic_trace as st
 
@@ -90,6 +91,8 @@ def _module_getattr(mod: nn.Module, attr: str) -> Any:
     if not _tracers:
         return value
     tracer = _tracers[-1]
+    if isinstance(value, torch.Tensor):
+        tracer.note_attribute(mod, attr, value)
     return tracer.getattr(attr, value, tracer.parameter_proxies)
 
 

@@ -153,7 +153,11 @@ def absmax(*tensors: torch.Tensor | None) -> float:
     temporary ``|t|`` as large as the tensor."""
     values = []
     for t in tensors:
-        if t is not None and t.numel():
+        if t is None or not t.numel():
+            continue
+        if t.is_complex():
+            values.append(float(t.detach().abs().max()))
+        else:
             low, high = t.detach().aminmax()
             values.append(max(-float(low), float(high)))
     return max(values, default=0.0)

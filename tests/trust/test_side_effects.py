@@ -139,3 +139,46 @@ def test_a_buffer_counter_written_with_constants_keeps_counting(style):
     assert float(deployed.counter.calls) == calls + 1
     assert deployed.counter.calls.dtype == torch.float64
     outputs_agree(model, deployed, x, torch.randn(1, 4, 8, 8, dtype=torch.float64))
+
+
+class Usage(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("count", torch.zeros(4, dtype=torch.float64))
+
+
+class CountsIntoSibling(nn.Module):
+    """Writes, with a constant, into a sibling it holds without registering it."""
+
+    def __init__(self, usage: Usage) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(4)
+        object.__setattr__(self, "usage", usage)
+
+    def forward(self, x):
+        self.usage.count += 1
+        return self.bn(self.conv(x))
+
+
+class SiblingNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.usage = Usage()
+        self.block = CountsIntoSibling(self.usage)
+
+    def forward(self, x):
+        return self.block(x)
+
+
+def test_a_write_into_an_unregistered_sibling_is_seen_and_kept():
+    model = prepared(SiblingNet())
+    x = torch.randn(2, 4, 5, 5, dtype=torch.float64)
+    result = reparam.deploy_with_report(model, x)
+    assert "Usage.count (held elsewhere in the model)" in skipped(result.report, "block")
+    deployed = result.model
+    count = float(deployed.usage.count[0])
+    deployed(x)
+    assert float(deployed.usage.count[0]) == count + 1
+    assert float(model.usage.count[0]) == 0.0  # the user's model is not run by deploy
+    outputs_agree(model, deployed, x)
