@@ -100,11 +100,13 @@ class float64_reads(TorchFunctionMode):  # noqa: N801 - used like a function
         self._cache_bytes = cache_bytes
         self._written: dict[int, torch.Tensor] = {}  # owned id -> its copy, written this run
         self._recent: OrderedDict[int, torch.Tensor] = OrderedDict()  # owned id -> its copy
+        self._recent_bytes = 0
         self._saved: list[tuple[nn.Module, dict[str, Any], list[tuple[Any, Any]]]] = []
 
     def __enter__(self) -> float64_reads:
         self._saved = [_save(m) for m in _distinct_modules(self._roots)]
         self._written, self._recent, self._read_elsewhere = {}, OrderedDict(), set()
+        self._recent_bytes = 0
         return super().__enter__()
 
     def __exit__(self, *exc: object) -> None:
@@ -120,6 +122,7 @@ class float64_reads(TorchFunctionMode):  # noqa: N801 - used like a function
                     table[name] = tensor
         self._read_elsewhere = set()
         self._saved, self._written, self._recent = [], {}, OrderedDict()
+        self._recent_bytes = 0
 
     def _read(self, t: torch.Tensor) -> torch.Tensor:
         key = id(t)
@@ -134,10 +137,10 @@ class float64_reads(TorchFunctionMode):  # noqa: N801 - used like a function
             copy = t.detach().clone()
         if copy.nbytes <= self._cache_bytes:
             self._recent[key] = copy
-            total = sum(c.nbytes for c in self._recent.values())
-            while total > self._cache_bytes:
+            self._recent_bytes += copy.nbytes
+            while self._recent_bytes > self._cache_bytes:  # the oldest copies go first
                 _, dropped = self._recent.popitem(last=False)
-                total -= dropped.nbytes
+                self._recent_bytes -= dropped.nbytes
         return copy
 
     def _is_owned(self, value: object) -> bool:

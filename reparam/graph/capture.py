@@ -646,7 +646,6 @@ def capture(
         concrete, values = _concrete_args(pattern)
     tracer = ConcreteTracer(is_opaque, values)
     saved = _snapshot(module)
-    # ``watch`` lists the whole model (``module`` at ``path`` in it): writes anywhere count
     # what the forward can write: its module's tensors, and those it reads elsewhere
     tensors = Snapshot.of(module)
     written: list[int] | None = None
