@@ -261,6 +261,8 @@ class _Scope:
                     f"{'; '.join(sorted(set(guards))[:3])} (checked at every call)"
                 )
         if original is not None:
+            if self.deployment.watch is not None:
+                self.deployment.watch.refresh(self.path)  # the merged modules, not the old
             self._check(original, rewrites)
 
     def _check(self, original: nn.Module, rewrites: list[Rewrite]) -> None:

@@ -96,6 +96,10 @@ class float64_reads(TorchFunctionMode):  # noqa: N801 - used like a function
         for module in modules:
             for t in [*module.parameters(), *module.buffers()]:
                 self._owned[id(t)] = t
+            for m in module.modules():  # plain tensor attributes (``self.steps = ...``) too
+                for value in m.__dict__.values():
+                    if isinstance(value, torch.Tensor):
+                        self._owned[id(value)] = value
         self._read_elsewhere: set[int] = set()  # ids in ``also`` read (copied) this run
         self._cache_bytes = cache_bytes
         self._written: dict[int, torch.Tensor] = {}  # owned id -> its copy, written this run

@@ -209,7 +209,6 @@ class ConcreteTracer(fx.Tracer):
         self.parameter_proxies: dict[str, fx.Proxy] = {}
         self.watched: Snapshot | None = None  # the tensors the forward can write
         self._watched_ids: set[int] = set()
-        self.leaf_written: set[int] = set()  # their indices a user's leaf wrote in its run
 
     def trace(self, root, concrete_args=None):  # noqa: ANN001
         self.parameter_proxies = {}
@@ -340,11 +339,11 @@ class ConcreteTracer(fx.Tracer):
         if self.watched is None or isinstance(module, LEAF_MODULES) or is_trusted_leaf(module):
             yield
             return
-        before = self.watched.again()
+        before, names_before = self.watched.again(), self.watched.name_keys()
         try:
             yield
         finally:
-            self.leaf_written.update(before.changed())
+            self.watched.absorb(before, names_before)
 
     @contextlib.contextmanager
     def real_values(self) -> Iterator[None]:
@@ -648,7 +647,6 @@ def capture(
     saved = _snapshot(module)
     # what the forward can write: its module's tensors, and those it reads elsewhere
     tensors = Snapshot.of(module)
-    written: list[int] | None = None
     tracer.watch(tensors)
     before = set(module.__dict__)
     leaves: list[str] = []
@@ -669,10 +667,10 @@ def capture(
         effects = _side_effects(saved, skip=ran_for_real)
         effects = [e for e in effects if e.split(".")[-1] not in constants]
         written = tensors.changed()
-        effects += state_writes(tensors, written, ran_for_real, excused=tracer.leaf_written)
+        effects += state_writes(tensors, written, ran_for_real)
     finally:
         _restore(saved)
-        tensors.put_back(written if written is not None else tensors.changed())
+        tensors.put_back()
     if effects:
         raise CaptureError(
             f"the forward writes module attributes ({', '.join(sorted(set(effects))[:3])}): a "

@@ -33,7 +33,7 @@ class _Entry:
     module: nn.Module
     name: str
     is_parameter: bool
-    tensor: torch.Tensor
+    tensor: torch.Tensor | None
 
 
 def _python_modules(root: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
@@ -55,7 +55,6 @@ def _entries_of(path: str | None, m: nn.Module) -> list[_Entry]:
         _Entry(path, m, name, is_parameter, t)
         for is_parameter, table in ((True, m._parameters), (False, m._buffers))
         for name, t in table.items()
-        if t is not None
     ]
 
 
@@ -68,77 +67,160 @@ def attribute_entry(module: nn.Module, name: str, value: object) -> _Entry | Non
     return None
 
 
-class Snapshot:
-    """The bindings and version counters of some parameters and buffers at one moment."""
+def _versions(tensors: list) -> list[int]:
+    if None in tensors:
+        return [t._version if t is not None else -1 for t in tensors]
+    return list(map(_version, tensors))
 
-    def __init__(self, entries: list[_Entry]) -> None:
+
+class Snapshot:
+    """The bindings and version counters of some parameters and buffers at one moment, and
+    the names each watched module's tables hold (a forward that registers a new one, or fills
+    a ``None`` one, changed them too)."""
+
+    def __init__(
+        self,
+        entries: list[_Entry],
+        modules: list[tuple[str, nn.Module]] = (),
+        plain: list[tuple[str, str, torch.Tensor]] = (),
+    ) -> None:
         self.entries = entries
         self._tables = [e.module._parameters if e.is_parameter else e.module._buffers
                         for e in entries]
         self._names = [e.name for e in entries]
-        self._tensors = [e.tensor for e in entries]
-        self._versions = list(map(_version, self._tensors))
+        self._bound = list(map(dict.get, self._tables, self._names))  # the baseline
+        self._versions = _versions(self._bound)
+        self._modules = list(modules)
+        self._sizes = [(len(m._parameters), len(m._buffers)) for _, m in self._modules]
+        self._excused: set[tuple[int, bool, str]] = set()  # names a user's leaf registered
+        # plain tensor attributes (``self.steps = torch.zeros(())``): their versions
+        self.plain = list(plain)
+        self._plain_versions = [t._version for _, _, t in self.plain]
 
     @classmethod
     def of(cls, module: nn.Module) -> Snapshot:
         """Every parameter and buffer of ``module`` and its submodules."""
-        return cls([e for path, m in _python_modules(module) for e in _entries_of(path, m)])
+        modules = _python_modules(module)
+        plain = [
+            (path, name, value)
+            for path, m in modules
+            for name, value in m.__dict__.items()
+            if isinstance(value, torch.Tensor)
+        ]
+        return cls([e for path, m in modules for e in _entries_of(path, m)], modules, plain)
+
+    def plain_written(self) -> list[str]:
+        """The plain tensor attributes written in place since (as ``path.name``)."""
+        return [
+            f"{path}.{name}" if path else f"self.{name}"
+            for (path, name, t), version in zip(self.plain, self._plain_versions, strict=True)
+            if t._version != version
+        ]
 
     def extend(self, entries: list[_Entry]) -> None:
         """More entries, their versions as of now."""
         self.entries = self.entries + entries
         for e in entries:
-            self._tables.append(e.module._parameters if e.is_parameter else e.module._buffers)
+            table = e.module._parameters if e.is_parameter else e.module._buffers
+            self._tables.append(table)
             self._names.append(e.name)
-            self._tensors.append(e.tensor)
-            self._versions.append(e.tensor._version)
+            bound = table.get(e.name)
+            self._bound.append(bound)
+            self._versions.append(bound._version if bound is not None else -1)
 
     def again(self) -> Snapshot:
-        """The same tensors, their versions as of now."""
-        return Snapshot(self.entries)
+        """The same places, as they are now."""
+        return Snapshot(self.entries, self._modules)
 
     def changed(self) -> list[int]:
-        """Indices of the entries rebound, removed or written in place since."""
+        """Indices of the entries rebound, removed or written in place since the baseline."""
         bound = list(map(dict.get, self._tables, self._names))
-        versions = list(map(_version, self._tensors))
-        if all(map(operator.is_, bound, self._tensors)) and versions == self._versions:
+        if all(map(operator.is_, bound, self._bound)) and _versions(bound) == self._versions:
             return []
+        versions = _versions(bound)
         return [
             i
             for i, (now, then, v, w) in enumerate(
-                zip(bound, self._tensors, versions, self._versions, strict=True)
+                zip(bound, self._bound, versions, self._versions, strict=True)
             )
             if now is not then or v != w
         ]
 
-    def put_back(self, indices: list[int]) -> None:
-        """The entries at ``indices`` bound to their tensors again, in their own tables (a
-        value written in place stays written)."""
-        for i in indices:
-            e = self.entries[i]
+    def absorb(self, before: Snapshot, names_before: set[tuple[int, bool, str]]) -> None:
+        """Take into the baseline what changed since ``before`` and ``names_before`` (taken,
+        with :meth:`again` and :meth:`name_keys`, when a user's leaf began its real run: the
+        leaf's own effects): a write the traced forward made before or makes after it still
+        counts."""
+        now = before.again()
+        for i in before.changed():
+            untouched_before = (
+                self._bound[i] is before._bound[i] and self._versions[i] == before._versions[i]
+            )
+            if untouched_before:  # the leaf's change alone: the new baseline
+                self._bound[i], self._versions[i] = now._bound[i], now._versions[i]
+            elif self._bound[i] is before._bound[i] is now._bound[i]:
+                # the traced forward wrote it before: keep that difference, drop the leaf's
+                self._versions[i] += now._versions[i] - before._versions[i]
+        self._excused |= self.name_keys() - names_before
+
+    def name_keys(self) -> set[tuple[int, bool, str]]:
+        """The names registered in watched modules since the baseline, as keys."""
+        return {(id(m), is_parameter, name) for _, m, is_parameter, name in self._new_names()}
+
+    def _new_names(self) -> list[tuple[str, nn.Module, bool, str]]:
+        sizes = [(len(m._parameters), len(m._buffers)) for _, m in self._modules]
+        if sizes == self._sizes:
+            return []
+        known = {(id(e.module), e.is_parameter, e.name) for e in self.entries}
+        return [
+            (path, m, is_parameter, name)
+            for path, m in self._modules
+            for is_parameter, table in ((True, m._parameters), (False, m._buffers))
+            for name in table
+            if (id(m), is_parameter, name) not in known
+        ]
+
+    def new_names(self) -> list[tuple[str, nn.Module, bool, str]]:
+        """Names registered in a watched module's tables since the baseline (by the traced
+        forward: not those a user's leaf registered)."""
+        return [
+            (path, m, is_parameter, name)
+            for path, m, is_parameter, name in self._new_names()
+            if (id(m), is_parameter, name) not in self._excused
+        ]
+
+    def put_back(self) -> None:
+        """Every entry bound to the tensor it held when listed, in its own table (a value
+        written in place stays written), and names registered since removed: a trace leaves
+        no binding behind, the traced forward's or a leaf's."""
+        bound = list(map(dict.get, self._tables, self._names))
+        originals = [e.tensor for e in self.entries]
+        if all(map(operator.is_, bound, originals)) and not self._new_names():
+            return
+        for e, now in zip(self.entries, bound, strict=True):
             own, other = (
                 (e.module._parameters, e.module._buffers)
                 if e.is_parameter
                 else (e.module._buffers, e.module._parameters)
             )
-            other.pop(e.name, None)  # a parameter the forward re-made as a buffer, or back
-            if own.get(e.name) is not e.tensor:
+            if now is not e.tensor or e.name in other or e.name not in own:
+                other.pop(e.name, None)  # a parameter the forward re-made as a buffer
                 own[e.name] = e.tensor
+        for _, m, is_parameter, name in self._new_names():
+            (m._parameters if is_parameter else m._buffers).pop(name, None)
+
+
+_MISSING = object()
 
 
 def state_writes(
-    snapshot: Snapshot,
-    changed: list[int],
-    ran_for_real: Callable[[str], bool],
-    excused: set[int] = frozenset(),  # type: ignore[assignment]
+    snapshot: Snapshot, changed: list[int], ran_for_real: Callable[[str], bool]
 ) -> list[str]:
-    """The changed entries named as the traced forward reads them. Left out: those inside a
-    leaf that ran for real (``ran_for_real(path)``), and the ``excused`` indices that such a
-    leaf wrote elsewhere: a leaf stays a call, its writes with it."""
+    """The changed entries, and the names registered since, as the traced forward reads
+    them. Left out: those inside a leaf that ran for real (``ran_for_real(path)``); what a
+    user's leaf wrote elsewhere is in the baseline already (:meth:`Snapshot.absorb`)."""
     found = []
     for i in changed:
-        if i in excused:
-            continue
         e = snapshot.entries[i]
         if e.path is None:
             found.append(f"{type(e.module).__name__}.{e.name} (held elsewhere in the model)")
@@ -146,6 +228,13 @@ def state_writes(
             continue
         else:
             found.append(f"{e.path}.{e.name}" if e.path else f"self.{e.name}")
+    for path, _, _, name in snapshot.new_names():
+        if not (path and ran_for_real(path)):
+            found.append(f"{path}.{name}" if path else f"self.{name}")
+    for written in snapshot.plain_written():
+        path = written.rsplit(".", 1)[0] if not written.startswith("self.") else ""
+        if not (path and ran_for_real(path)):
+            found.append(written)
     return found
 
 
@@ -164,7 +253,9 @@ class StateWatch:
         for table in (m._parameters, m._buffers):
             for name, t in table.items():
                 if t is not None:
-                    self._by_id.setdefault(id(t), (t, []))[1].append((table, name))
+                    places = self._by_id.setdefault(id(t), (t, []))[1]
+                    if not any(tb is table and n == name for tb, n in places):
+                        places.append((table, name))  # a module at two paths: listed once
                     held.append((id(t), table, name))
         self._groups[path] = held  # type: ignore[index]
 
@@ -178,9 +269,12 @@ class StateWatch:
         prefix = under + "."
         for path in [p for p in self._groups if p == under or p.startswith(prefix)]:
             for key, table, name in self._groups.pop(path):
-                tensor, places = self._by_id[key]
+                listed = self._by_id.get(key)
+                if listed is None:  # a module at two paths: its other path removed it
+                    continue
+                places = listed[1]
                 places[:] = [(t, n) for t, n in places if not (t is table and n == name)]
-                if not places:  # held nowhere else (a tensor shared elsewhere stays listed)
+                if not places:
                     del self._by_id[key]
         for path, m in _python_modules(self.root.get_submodule(under), prefix=under):
             self._add(path, m)

@@ -182,3 +182,128 @@ def test_a_write_into_an_unregistered_sibling_is_seen_and_kept():
     assert float(deployed.usage.count[0]) == count + 1
     assert float(model.usage.count[0]) == 0.0  # the user's model is not run by deploy
     outputs_agree(model, deployed, x)
+
+
+class Tally(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("n", torch.zeros((), dtype=torch.float64))
+
+
+class TallyingLeaf(nn.Module):
+    """A leaf kept as a call (its Python reads tensor data) that writes a sibling's buffer."""
+
+    def __init__(self, tally: Tally) -> None:
+        super().__init__()
+        object.__setattr__(self, "tally", tally)
+
+    def forward(self, x):
+        self.tally.n.add_(1)
+        return x if x.sum() > -1e9 else -x
+
+
+class AlsoTallies(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(4)
+        self.tally = Tally()
+        self.leaf = TallyingLeaf(self.tally)
+
+    def forward(self, x):
+        y = self.leaf(self.bn(self.conv(x)))
+        self.tally.n = self.tally.n + 10  # the forward's own write, after the leaf's
+        return y
+
+
+def test_a_leafs_write_does_not_hide_the_forwards_own_write_to_the_same_buffer():
+    model = prepared(nn.Sequential(AlsoTallies()))
+    x = torch.randn(1, 4, 5, 5, dtype=torch.float64)
+    result = reparam.deploy_with_report(model, x)
+    assert "tally.n" in skipped(result.report, "0")
+    deployed = result.model
+    before = float(deployed[0].tally.n)
+    deployed(x)
+    assert float(deployed[0].tally.n) == before + 11
+
+
+class FillsItsBuffer(nn.Module):
+    def __init__(self, style: str) -> None:
+        super().__init__()
+        self.style = style
+        self.conv = nn.Conv2d(4, 4, 1)
+        self.register_buffer("seen", None)
+
+    def forward(self, x):
+        if self.style == "fill":
+            self.seen = torch.ones(1)
+        else:
+            self.register_buffer("stamp", torch.ones(1))
+        return self.conv(x)
+
+
+@pytest.mark.parametrize("style", ["fill", "register"])
+def test_a_forward_that_fills_or_registers_a_buffer_is_refused_and_left_clean(style):
+    from reparam.graph.capture import CaptureError, capture
+
+    module = prepared(FillsItsBuffer(style))
+    with pytest.raises(CaptureError, match="writes module attributes"):
+        capture(module)
+    assert module.seen is None and "stamp" not in module._buffers
+
+
+class SharedTail(nn.Module):
+    def __init__(self, shared: nn.Module) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(4)
+        self.shared = shared  # one module registered in two blocks
+
+    def forward(self, x):
+        return self.shared(self.bn(self.conv(x)))
+
+
+class TwoTails(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        shared = nn.Conv2d(4, 4, 1)
+        self.a, self.b = SharedTail(shared), SharedTail(shared)
+        self.conv = nn.Conv2d(4, 4, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        return self.bn(self.conv(self.b(self.a(x))))
+
+
+def test_a_module_registered_at_two_paths_deploys():
+    """Merges in both blocks and around them relist the shared module's tensors twice."""
+    model = prepared(nn.Sequential(TwoTails(), nn.ReLU()))
+    x = torch.randn(1, 4, 6, 6, dtype=torch.float64)
+    result = reparam.deploy_with_report(model, x)
+    assert result.report.fired()["conv_norm"] == 3 and result.report.checked_scopes >= 3
+    outputs_agree(model, result.model, x)
+
+
+class PlainCounter(nn.Module):
+    """Counts in a plain tensor attribute (not a buffer), written in place with a constant."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 1)
+        self.bn = nn.BatchNorm2d(4)
+        self.steps = torch.zeros(())
+
+    def forward(self, x):
+        self.steps.add_(1)
+        return self.bn(self.conv(x))
+
+
+def test_a_plain_tensor_attribute_written_in_place_is_seen_and_kept():
+    model = prepared(nn.Sequential(PlainCounter()))
+    x = torch.randn(1, 4, 5, 5, dtype=torch.float64)
+    result = reparam.deploy_with_report(model, x)
+    assert "steps" in skipped(result.report, "0")
+    deployed = result.model
+    before = float(deployed[0].steps)
+    deployed(x)
+    assert float(deployed[0].steps) == before + 1
