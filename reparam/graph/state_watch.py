@@ -68,9 +68,12 @@ def attribute_entry(module: nn.Module, name: str, value: object) -> _Entry | Non
 
 
 def _versions(tensors: list) -> list[int]:
-    if None in tensors:
+    """Each tensor's version counter (-1 for ``None``). Not ``None in tensors``: that compares
+    every tensor with ``==``, a torch call each (85 ms for 3,000 tensors)."""
+    try:
+        return list(map(_version, tensors))
+    except AttributeError:
         return [t._version if t is not None else -1 for t in tensors]
-    return list(map(_version, tensors))
 
 
 class Snapshot:
