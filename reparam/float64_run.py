@@ -90,16 +90,13 @@ class float64_reads(TorchFunctionMode):  # noqa: N801 - used like a function
         cache_bytes: int = 16 * 2**20,
     ) -> None:
         super().__init__()
-        self._roots = modules
+        self._modules = _distinct_modules(modules)
         self._also = also if also is not None else NOWHERE
         self._owned: dict[int, torch.Tensor] = {}
-        for module in modules:
-            for t in [*module.parameters(), *module.buffers()]:
-                self._owned[id(t)] = t
-            for m in module.modules():  # plain tensor attributes (``self.steps = ...``) too
-                for value in m.__dict__.values():
-                    if isinstance(value, torch.Tensor):
-                        self._owned[id(value)] = value
+        for m in self._modules:  # parameters, buffers and plain tensor attributes
+            for value in (*m._parameters.values(), *m._buffers.values(), *m.__dict__.values()):
+                if isinstance(value, torch.Tensor):
+                    self._owned[id(value)] = value
         self._read_elsewhere: set[int] = set()  # ids in ``also`` read (copied) this run
         self._cache_bytes = cache_bytes
         self._written: dict[int, torch.Tensor] = {}  # owned id -> its copy, written this run
@@ -108,7 +105,7 @@ class float64_reads(TorchFunctionMode):  # noqa: N801 - used like a function
         self._saved: list[tuple[nn.Module, dict[str, Any], list[tuple[Any, Any]]]] = []
 
     def __enter__(self) -> float64_reads:
-        self._saved = [_save(m) for m in _distinct_modules(self._roots)]
+        self._saved = [_save(m) for m in self._modules]
         self._written, self._recent, self._read_elsewhere = {}, OrderedDict(), set()
         self._recent_bytes = 0
         return super().__enter__()

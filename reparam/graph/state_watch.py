@@ -18,6 +18,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -34,6 +35,20 @@ class _Entry:
     name: str
     is_parameter: bool
     tensor: torch.Tensor | None
+
+    @property
+    def table(self) -> dict[str, Any]:
+        """The module's table this entry lives in (``_parameters`` or ``_buffers``)."""
+        return self.module._parameters if self.is_parameter else self.module._buffers
+
+    @property
+    def other_table(self) -> dict[str, Any]:
+        return self.module._buffers if self.is_parameter else self.module._parameters
+
+
+def _named(path: str, name: str) -> str:
+    """``path.name`` as the traced forward reads it (``self.name`` for its own)."""
+    return f"{path}.{name}" if path else f"self.{name}"
 
 
 def _python_modules(root: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
@@ -88,8 +103,7 @@ class Snapshot:
         plain: list[tuple[str, str, torch.Tensor]] = (),
     ) -> None:
         self.entries = entries
-        self._tables = [e.module._parameters if e.is_parameter else e.module._buffers
-                        for e in entries]
+        self._tables = [e.table for e in entries]
         self._names = [e.name for e in entries]
         self._bound = list(map(dict.get, self._tables, self._names))  # the baseline
         self._versions = _versions(self._bound)
@@ -112,10 +126,10 @@ class Snapshot:
         ]
         return cls([e for path, m in modules for e in _entries_of(path, m)], modules, plain)
 
-    def plain_written(self) -> list[str]:
-        """The plain tensor attributes written in place since (as ``path.name``)."""
+    def plain_written(self) -> list[tuple[str, str]]:
+        """The plain tensor attributes written in place since, as (path, name)."""
         return [
-            f"{path}.{name}" if path else f"self.{name}"
+            (path, name)
             for (path, name, t), version in zip(self.plain, self._plain_versions, strict=True)
             if t._version != version
         ]
@@ -124,7 +138,7 @@ class Snapshot:
         """More entries, their versions as of now."""
         self.entries = self.entries + entries
         for e in entries:
-            table = e.module._parameters if e.is_parameter else e.module._buffers
+            table = e.table
             self._tables.append(table)
             self._names.append(e.name)
             bound = table.get(e.name)
@@ -201,19 +215,12 @@ class Snapshot:
         if all(map(operator.is_, bound, originals)) and not self._new_names():
             return
         for e, now in zip(self.entries, bound, strict=True):
-            own, other = (
-                (e.module._parameters, e.module._buffers)
-                if e.is_parameter
-                else (e.module._buffers, e.module._parameters)
-            )
+            own, other = e.table, e.other_table
             if now is not e.tensor or e.name in other or e.name not in own:
                 other.pop(e.name, None)  # a parameter the forward re-made as a buffer
                 own[e.name] = e.tensor
         for _, m, is_parameter, name in self._new_names():
             (m._parameters if is_parameter else m._buffers).pop(name, None)
-
-
-_MISSING = object()
 
 
 def state_writes(
@@ -230,14 +237,13 @@ def state_writes(
         elif e.path and ran_for_real(e.path):
             continue
         else:
-            found.append(f"{e.path}.{e.name}" if e.path else f"self.{e.name}")
+            found.append(_named(e.path, e.name))
     for path, _, _, name in snapshot.new_names():
         if not (path and ran_for_real(path)):
-            found.append(f"{path}.{name}" if path else f"self.{name}")
-    for written in snapshot.plain_written():
-        path = written.rsplit(".", 1)[0] if not written.startswith("self.") else ""
+            found.append(_named(path, name))
+    for path, name in snapshot.plain_written():
         if not (path and ran_for_real(path)):
-            found.append(written)
+            found.append(_named(path, name))
     return found
 
 
