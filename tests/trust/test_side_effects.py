@@ -12,6 +12,18 @@ import reparam
 from ._common import count, outputs_agree, prepared, skipped
 
 
+def _deployed_keeps_counting(model, x, scope, named, read, step=1.0):
+    """Deploy ``model``: the scope at ``scope`` is refused naming ``named``, and one call of
+    the deployed model advances ``read(deployed)`` by ``step`` (the write was kept)."""
+    result = reparam.deploy_with_report(model, x)
+    assert named in skipped(result.report, scope)
+    deployed = result.model
+    before = float(read(deployed))
+    deployed(x)
+    assert float(read(deployed)) == before + step
+    return result
+
+
 class StoresFeatures(nn.Module):
     def __init__(self, c=4):
         super().__init__()
@@ -130,13 +142,11 @@ def test_a_buffer_counter_written_with_constants_keeps_counting(style):
     buffer's changed version (or its rebound name) and keeps the module as a call."""
     model = prepared(CountedConvNorm(style))
     x = torch.randn(2, 4, 5, 5, dtype=torch.float64)
-    result = reparam.deploy_with_report(model, x)
-    assert "writes module attributes (self.calls)" in skipped(result.report, "counter")
+    result = _deployed_keeps_counting(
+        model, x, "counter", "writes module attributes (self.calls)", lambda m: m.counter.calls
+    )
     assert count(result.model, nn.BatchNorm2d) == 0  # the block around it still merges
     deployed = result.model
-    calls = float(deployed.counter.calls)
-    deployed(x)
-    assert float(deployed.counter.calls) == calls + 1
     assert deployed.counter.calls.dtype == torch.float64
     outputs_agree(model, deployed, x, torch.randn(1, 4, 8, 8, dtype=torch.float64))
 
@@ -174,14 +184,12 @@ class SiblingNet(nn.Module):
 def test_a_write_into_an_unregistered_sibling_is_seen_and_kept():
     model = prepared(SiblingNet())
     x = torch.randn(2, 4, 5, 5, dtype=torch.float64)
-    result = reparam.deploy_with_report(model, x)
-    assert "Usage.count (held elsewhere in the model)" in skipped(result.report, "block")
-    deployed = result.model
-    count = float(deployed.usage.count[0])
-    deployed(x)
-    assert float(deployed.usage.count[0]) == count + 1
+    result = _deployed_keeps_counting(
+        model, x, "block", "Usage.count (held elsewhere in the model)",
+        lambda m: m.usage.count[0],
+    )
     assert float(model.usage.count[0]) == 0.0  # the user's model is not run by deploy
-    outputs_agree(model, deployed, x)
+    outputs_agree(model, result.model, x)
 
 
 class Tally(nn.Module):
@@ -219,12 +227,7 @@ class AlsoTallies(nn.Module):
 def test_a_leafs_write_does_not_hide_the_forwards_own_write_to_the_same_buffer():
     model = prepared(nn.Sequential(AlsoTallies()))
     x = torch.randn(1, 4, 5, 5, dtype=torch.float64)
-    result = reparam.deploy_with_report(model, x)
-    assert "tally.n" in skipped(result.report, "0")
-    deployed = result.model
-    before = float(deployed[0].tally.n)
-    deployed(x)
-    assert float(deployed[0].tally.n) == before + 11
+    _deployed_keeps_counting(model, x, "0", "tally.n", lambda m: m[0].tally.n, step=11.0)
 
 
 class FillsItsBuffer(nn.Module):
@@ -301,9 +304,4 @@ class PlainCounter(nn.Module):
 def test_a_plain_tensor_attribute_written_in_place_is_seen_and_kept():
     model = prepared(nn.Sequential(PlainCounter()))
     x = torch.randn(1, 4, 5, 5, dtype=torch.float64)
-    result = reparam.deploy_with_report(model, x)
-    assert "steps" in skipped(result.report, "0")
-    deployed = result.model
-    before = float(deployed[0].steps)
-    deployed(x)
-    assert float(deployed[0].steps) == before + 1
+    _deployed_keeps_counting(model, x, "0", "steps", lambda m: m[0].steps)
