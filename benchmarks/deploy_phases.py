@@ -12,6 +12,7 @@ Usage::
 
     python benchmarks/deploy_phases.py                       # mobileone_s0, check=False
     python benchmarks/deploy_phases.py repvit_m0_9 --check   # with the float64 check
+    python benchmarks/deploy_phases.py repmlpnet_b224 --check  # a reparam_models model
 """
 
 from __future__ import annotations
@@ -58,7 +59,9 @@ def _timed(fn: Callable, label: str, totals: dict[str, float]) -> Callable:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", nargs="?", default="mobileone_s0", help="a timm model name")
+    parser.add_argument(
+        "model", nargs="?", default="mobileone_s0", help="a timm or reparam_models model name"
+    )
     parser.add_argument("--check", action="store_true", help="the default deploy (float64 check)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
@@ -67,9 +70,14 @@ def main(argv: list[str] | None = None) -> int:
 
     import timm
 
+    import reparam_models
+
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = timm.create_model(args.model, pretrained=False).eval()
+    if reparam_models.is_model(args.model):
+        model = reparam_models.create_model(args.model).eval()
+    else:
+        model = timm.create_model(args.model, pretrained=False).eval()
     x = torch.randn(1, 3, args.size, args.size)
 
     totals: dict[str, float] = defaultdict(float)

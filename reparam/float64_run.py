@@ -42,6 +42,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from reparam.float64_kernels import KERNELS
+
 # tensor methods that read metadata only: the owned tensor itself answers, uncopied
 _METADATA_METHODS = frozenset({
     "size", "dim", "ndimension", "numel", "nelement", "stride", "storage_offset",
@@ -194,10 +196,14 @@ class float64_reads(TorchFunctionMode):  # noqa: N801 - used like a function
         new_kwargs = (
             {k: self._cast(v, casts) for k, v in kwargs.items()} if kwargs else kwargs
         )
+        kernel = KERNELS.get(func)
         if not casts:
-            return func(*args, **kwargs)
+            result = kernel(args, kwargs) if kernel is not None else None
+            return func(*args, **kwargs) if result is None else result
         versions = {key: cast._version for key, cast in casts.items()}
-        result = func(*new_args, **new_kwargs)
+        result = kernel(new_args, new_kwargs) if kernel is not None else None
+        if result is None:
+            result = func(*new_args, **new_kwargs)
         for key, cast in casts.items():
             if cast._version != versions[key]:  # written in place: later reads see it
                 self._written[key] = cast
