@@ -27,6 +27,7 @@ from reparam.graph.capture import CallPattern, capture, describe_trace_failure
 from reparam.graph.fx_dispatch import shared_module_hooks
 from reparam.graph.inplace import functionalize
 from reparam.graph.realize import graph_of, install_forward, is_rewritten
+from reparam.graph.region import Before, Region, changed_region, region_error, take_before
 from reparam.graph.shapes import propagate_shapes
 from reparam.graph.state_watch import StateWatch
 from reparam.graph.sweep import delete_dead, referenced, set_attribute
@@ -198,6 +199,7 @@ class _Scope:
             self.report.skipped_scopes.append((self.path, conflict))
             return
         graph = captured.graph
+        self.values = captured.values
         for node, value in captured.values.items():
             if isinstance(value, torch.Tensor) and node.graph is graph:
                 node.meta["shape"] = tuple(value.shape)
@@ -219,6 +221,13 @@ class _Scope:
 
     def _rewrite(self, graph: fx.Graph, guards: list[str]) -> None:
         before_refs = referenced(graph)
+        # the scope as it was, for a check of only what its rewrites change (one input
+        # pattern: the capture's values are of that one)
+        before = (
+            take_before(self.module, graph)
+            if self.original is not None and not self.other_inputs and not self.verify
+            else None
+        )
         drop_noops(graph, self.module)
         ctx = RuleContext(self.module, graph, self.path, self.shared, self.allow_slower)
         ctx.pinned = self._pinned()
@@ -263,25 +272,29 @@ class _Scope:
         if original is not None:
             if self.deployment.watch is not None:
                 self.deployment.watch.refresh(self.path)  # the merged modules, not the old
-            self._check(original, rewrites)
+            self._check(original, rewrites, before, ctx.graph)
 
-    def _check(self, original: nn.Module, rewrites: list[Rewrite]) -> None:
+    def _check(
+        self, original: nn.Module, rewrites: list[Rewrite], before: Before | None, graph: fx.Graph
+    ) -> None:
         """The rewritten scope against the same module in an untouched copy of the model, in
-        float64, on the inputs it received (positional as recorded, the rest by keyword)."""
+        float64, on the inputs it received (positional as recorded, the rest by keyword); or,
+        where it can be shown, only the region the rewrites changed against the same region
+        before them, on the values the capture recorded (:mod:`reparam.graph.region`)."""
         # every tensor of either model is read as a copy, also one the forward reaches
         # outside the checked module (a sibling held without registering it): the user's
         # model and the deployed one are as they were
         watch = self.deployment.watch
-        err = max(
-            float64_error(
-                original,
-                self.module,
-                inputs,
-                reference_also=self.deployment.pristine_places,
-                candidate_also=watch.places() if watch is not None else Places(),
-            )
-            for inputs in [self.inputs, *self.other_inputs]
-        )
+        places = watch.places() if watch is not None else Places()
+        err = None
+        if before is not None:
+            region = changed_region(before, graph, self.module, self.values)
+            if isinstance(region, Region):
+                err = region_error(region, before, self.module, places)
+        if err is not None:
+            self.report.region_checks += 1
+        else:
+            err = self._whole_error(original, places)
         self.report.checked_scopes += 1
         if not err <= tolerance_for(self.dtype):
             rules = sorted({r.rule for r in rewrites})
@@ -291,6 +304,18 @@ class _Scope:
                 f"{', '.join(rules)} (at {', '.join(sites)}): relative error {err:.2e} in "
                 "float64 on the inputs it received; this is a bug in a rule, please report it"
             )
+
+    def _whole_error(self, original: nn.Module, places: Places) -> float:
+        return max(
+            float64_error(
+                original,
+                self.module,
+                inputs,
+                reference_also=self.deployment.pristine_places,
+                candidate_also=places,
+            )
+            for inputs in [self.inputs, *self.other_inputs]
+        )
 
     def _fixpoint(self, ctx: RuleContext, outcomes: dict, reference: Any) -> list[Rewrite]:
         """Fire the first (rule, node) that fires, in rule then graph order, until none does;
@@ -596,6 +621,12 @@ def deploy_with_report(
         report.notes.append(
             f"checked in float64: {report.checked_scopes} rewritten module(s), each against "
             "its original on the inputs it received"
+            + (
+                f" ({report.region_checks} of them in the part their own rewrites changed, "
+                "against that part before them, their submodules already checked)"
+                if report.region_checks
+                else ""
+            )
         )
     report.weight_ranges = weight_ranges(layers_before, layer_absmax(target))
     report.put_in_network_order(order)

@@ -148,6 +148,7 @@ class DeployReport:
     weight_absmax_after: float = 0.0
     max_relative_error: float | None = None
     checked_scopes: int = 0  # rewritten modules checked in float64 on their own inputs
+    region_checks: int = 0  # of those, checked in the part their rewrites changed only
     seconds: float = 0.0
     # sites where a rule's pattern got past its anchor and failed a later step, with that
     # step's reason (sites where the rule fired or refused are not near-misses)
