@@ -26,7 +26,9 @@ Known differences from a real float64 copy, none of which can make two modules t
 same code under the mode disagree: a write through a view of an owned tensor that is no longer
 cached (``self.b[:2].fill_(0)``) is not seen by later reads; ``element_size()`` and ``nbytes``
 report the stored dtype's sizes; a TorchScript function called from Python receives the owned
-tensors themselves. TorchScript *modules* run C++ code the mode cannot see:
+tensors themselves; a float64 1×1 conv over one-pixel maps runs as a ``matmul``
+(:mod:`reparam.float64_kernels`), which rounds in another order than the conv kernel (about
+1e-16). TorchScript *modules* run C++ code the mode cannot see:
 :func:`sees_whole_forward` says whether a module can be run this way (else the caller copies it
 as before).
 """
