@@ -30,7 +30,6 @@ or no output in the region.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,8 +69,8 @@ def _state(m: nn.Module) -> tuple[Any, ...]:
     return bindings, tables, tensors
 
 
-def _version(value: Any) -> int | None:
-    return value._version if isinstance(value, torch.Tensor) else None
+def _version(value: Any) -> Any:
+    return _fingerprint(value) if isinstance(value, torch.Tensor) else None
 
 
 def _attribute(root: nn.Module, target: str) -> Any:
@@ -79,30 +78,51 @@ def _attribute(root: nn.Module, target: str) -> Any:
     return getattr(root.get_submodule(owner) if owner else root, name)
 
 
+@dataclass(frozen=True)
+class OldNode:
+    """A node as it was: fx rewrites a graph in place, so a node that stays keeps its object
+    while its target and arguments may be replaced (argument tuples are replaced, never
+    edited, so the ones kept here are the old ones)."""
+
+    node: fx.Node
+    op: str
+    target: Any
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
 @dataclass
 class Before:
-    """A scope as it was before its rewrites: its graph (a copy), its modules by path with
+    """A scope as it was before its rewrites: its graph's nodes, its modules by path with
     their states, and what each ``get_attr`` of the graph read."""
 
-    graph: fx.Graph
+    nodes: list[OldNode]
     modules: dict[str, nn.Module]
     states: dict[int, tuple[Any, ...]]  # id(module) -> _state before
-    attributes: dict[str, tuple[Any, int | None]]  # get_attr target -> (object, version)
+    attributes: dict[str, tuple[Any, Any]]  # get_attr target -> (object, fingerprint)
 
 
 def take_before(root: nn.Module, graph: fx.Graph) -> Before:
-    """What :func:`changed_region` compares the rewritten scope with (call before rewriting)."""
+    """What :func:`changed_region` compares the rewritten scope with (call before rewriting).
+    The states kept are those of the modules the graph calls and everything under them."""
     modules = dict(root.named_modules(remove_duplicate=False))
-    states = {id(m): _state(m) for m in modules.values()}
-    attributes: dict[str, tuple[Any, int | None]] = {}
+    states: dict[int, tuple[Any, ...]] = {}
+    attributes: dict[str, tuple[Any, Any]] = {}
+    nodes = []
     for node in graph.nodes:
-        if node.op == "get_attr" and str(node.target) not in attributes:
+        nodes.append(OldNode(node, node.op, node.target, node.args, node.kwargs))
+        target = str(node.target)
+        if node.op == "call_module" and target in modules:
+            for m in modules[target].modules():
+                if id(m) not in states:
+                    states[id(m)] = _state(m)
+        elif node.op == "get_attr" and target not in attributes:
             try:
-                obj = _attribute(root, str(node.target))
+                obj = _attribute(root, target)
             except AttributeError:
                 continue  # read nothing: the region will not run, the whole scope is checked
-            attributes[str(node.target)] = (obj, _version(obj))
-    return Before(copy.deepcopy(graph), modules, states, attributes)
+            attributes[target] = (obj, _version(obj))
+    return Before(nodes, modules, states, attributes)
 
 
 @dataclass
@@ -110,24 +130,48 @@ class Region:
     """The nodes of the rewrites' region before and after, and the recorded values of the
     unchanged nodes they read."""
 
-    old: list[fx.Node]  # G0's region, in graph order
-    new: list[fx.Node]  # G1's region, in graph order
-    inputs: dict[str, Any]  # unchanged node's name -> its recorded value
+    old: list[OldNode]  # G0's region, in graph order
+    new: list[OldNode]  # G1's region, in graph order (as they are now)
+    inputs: dict[fx.Node, Any]  # unchanged node -> its recorded value
     old_modules: list[nn.Module]  # what G0's region calls, as they were
     new_modules: list[nn.Module]  # what G1's region calls
     old_attributes: dict[str, Any]  # get_attr target -> what G0 read
 
 
-def _names(value: Any) -> Any:
-    return fx.node.map_arg(value, lambda n: ("node", n.name))
+def _same(a: Any, b: Any) -> bool:
+    """Same arguments: nodes and tensors by identity, containers item by item, the rest by
+    type and value."""
+    if a is b:
+        return True
+    if isinstance(a, (tuple, list)):
+        return (
+            type(a) is type(b)
+            and len(a) == len(b)
+            and all(_same(x, y) for x, y in zip(a, b, strict=True))
+        )
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (fx.Node, torch.Tensor, nn.Module)) or type(a) is not type(b):
+        return False
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - not comparable: not known to be the same
+        return False
+
+
+def _input_nodes(old: OldNode) -> list[fx.Node]:
+    found: list[fx.Node] = []
+    fx.node.map_arg((old.args, old.kwargs), found.append)
+    return found
 
 
 def _dirty_paths(before: Before, now: dict[str, nn.Module]) -> set[str]:
-    """Every path at or above a module that is not the same, in the same state, as before."""
+    """Every path at or above one whose module is not the same object as before, or is not in
+    the same state (for the modules whose state was kept)."""
     changed = {
         path
         for path, m in before.modules.items()
-        if now.get(path) is not m or _state(m) != before.states[id(m)]
+        if now.get(path) is not m or (id(m) in before.states and _state(m) != before.states[id(m)])
     } | (now.keys() - before.modules.keys())
     dirty = set(changed)
     for path in changed:
@@ -140,7 +184,7 @@ def _dirty_paths(before: Before, now: dict[str, nn.Module]) -> set[str]:
 def changed_region(
     before: Before, graph: fx.Graph, root: nn.Module, values: dict[fx.Node, Any]
 ) -> Region | str:
-    """The region of the rewrites between ``before.graph`` and ``graph`` (see the module
+    """The region of the rewrites between ``before`` and ``graph`` (see the module
     docstring), or why the whole scope must be checked instead."""
     now = dict(root.named_modules(remove_duplicate=False))
     dirty_paths = _dirty_paths(before, now)
@@ -148,7 +192,7 @@ def changed_region(
     def reads_as_before(node: fx.Node) -> bool:
         target = str(node.target)
         if node.op == "call_module":
-            return target != "" and target not in dirty_paths
+            return target != "" and target not in dirty_paths and target in before.modules
         if node.op == "get_attr":
             known = before.attributes.get(target)
             try:
@@ -158,44 +202,45 @@ def changed_region(
             return known is not None and current is known[0] and _version(current) == known[1]
         return True
 
-    old_by_name = {n.name: n for n in before.graph.nodes}
-    unchanged: set[str] = set()
+    old_of = {old.node: old for old in before.nodes}
+    unchanged: set[fx.Node] = set()
+    current: list[OldNode] = []
     for node in graph.nodes:
-        old = old_by_name.get(node.name)
+        now_node = OldNode(node, node.op, node.target, node.args, node.kwargs)
+        current.append(now_node)
+        old = old_of.get(node)
         if (
             old is not None
             and node.op != "output"
             and old.op == node.op
-            and old.target == node.target
-            and all(n.name in unchanged for n in node.all_input_nodes)
-            and _names(old.args) == _names(node.args)
-            and _names(old.kwargs) == _names(node.kwargs)
+            and _same(old.target, node.target)
+            and _same(old.args, node.args)
+            and _same(old.kwargs, node.kwargs)
+            and all(n in unchanged for n in node.all_input_nodes)
             and reads_as_before(node)
         ):
-            unchanged.add(node.name)
-    old_region = [n for n in before.graph.nodes if n.name not in unchanged]
-    new_region = [n for n in graph.nodes if n.name not in unchanged]
-    if any(n.op == "placeholder" for n in (*old_region, *new_region)):
+            unchanged.add(node)
+    old_region = [o for o in before.nodes if o.node not in unchanged]
+    new_region = [o for o in current if o.node not in unchanged]
+    if any(o.op == "placeholder" for o in (*old_region, *new_region)):
         return "an input of the graph changed"
-    by_name = {n.name: n for n in graph.nodes}
-    inputs: dict[str, Any] = {}
-    for node in (*old_region, *new_region):
-        for n in node.all_input_nodes:
-            if n.name in unchanged and n.name not in inputs:
-                live = by_name[n.name]
-                if live not in values:
+    inputs: dict[fx.Node, Any] = {}
+    for o in (*old_region, *new_region):
+        for n in _input_nodes(o):
+            if n in unchanged and n not in inputs:
+                if n not in values:
                     return f"no recorded value of '{n.name}'"
-                inputs[n.name] = values[live]
+                inputs[n] = values[n]
     old_modules: dict[int, nn.Module] = {}
     old_attributes: dict[str, Any] = {}
-    for node in old_region:
-        target = str(node.target)
-        if node.op == "get_attr":
+    for o in old_region:
+        target = str(o.target)
+        if o.op == "get_attr":
             known = before.attributes.get(target)
             if known is None or _version(known[0]) != known[1]:
                 return f"'{target}' was not read before or was written since"
             old_attributes[target] = known[0]
-        elif node.op == "call_module":
+        elif o.op == "call_module":
             module = before.modules.get(target)
             if module is None:
                 return f"'{target}' was not a module before"
@@ -204,9 +249,9 @@ def changed_region(
                     return f"'{target}' was changed in place"
                 old_modules.setdefault(id(m), m)
     new_modules: dict[int, nn.Module] = {}
-    for node in new_region:
-        if node.op == "call_module":
-            for m in root.get_submodule(str(node.target)).modules():
+    for o in new_region:
+        if o.op == "call_module":
+            for m in root.get_submodule(str(o.target)).modules():
                 new_modules.setdefault(id(m), m)
     return Region(
         old_region,
@@ -218,29 +263,26 @@ def changed_region(
     )
 
 
-def _run(nodes: list[fx.Node], inputs: dict[str, Any], call: Any, read: Any) -> Any:
+def _run(nodes: list[OldNode], inputs: dict[fx.Node, Any], call: Any, read: Any) -> Any:
     """Interpret ``nodes`` (in order, ending in the output) on ``inputs``."""
-    env: dict[str, Any] = {k: _map_tensors(v, _to_double) for k, v in inputs.items()}
-
-    def value(n: fx.Node) -> Any:
-        return env[n.name]
-
-    for node in nodes:
-        args = fx.node.map_arg(node.args, value)
-        kwargs = fx.node.map_arg(node.kwargs, value)
-        if node.op == "output":
+    env: dict[fx.Node, Any] = {k: _map_tensors(v, _to_double) for k, v in inputs.items()}
+    value = env.__getitem__
+    for o in nodes:
+        args = fx.node.map_arg(o.args, value)
+        kwargs = fx.node.map_arg(o.kwargs, value)
+        if o.op == "output":
             return args[0]
-        if node.op == "get_attr":
-            result = read(str(node.target))
-        elif node.op == "call_module":
-            result = call(str(node.target))(*args, **kwargs)
-        elif node.op == "call_function":
-            result = node.target(*args, **kwargs)
-        elif node.op == "call_method":
-            result = getattr(args[0], node.target)(*args[1:], **kwargs)
+        if o.op == "get_attr":
+            result = read(str(o.target))
+        elif o.op == "call_module":
+            result = call(str(o.target))(*args, **kwargs)
+        elif o.op == "call_function":
+            result = o.target(*args, **kwargs)
+        elif o.op == "call_method":
+            result = getattr(args[0], o.target)(*args[1:], **kwargs)
         else:
-            raise RuntimeError(f"a {node.op} node '{node.name}' in a region")
-        env[node.name] = result
+            raise RuntimeError(f"a {o.op} node '{o.node.name}' in a region")
+        env[o.node] = result
     raise RuntimeError("a region without an output")
 
 

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.fx import Node
 
@@ -39,6 +40,19 @@ class Negated(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         negated = -self.body(x)
         return self.head(-negated)
+
+
+class NegatedFunctional(nn.Module):
+    """The same with the head written functionally: its weight is read by ``get_attr``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = Body()
+        self.head_weight = nn.Parameter(torch.randn(2, 4, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        negated = -self.body(x)
+        return F.conv2d(-negated, self.head_weight)
 
 
 def _negations(node: Node) -> Node | None:
@@ -107,21 +121,45 @@ class NegationsAndAWrite(Rule):
     def check(self, node: Node, ctx: RuleContext):
         return node
 
+    def victim(self, node: Node, ctx: RuleContext) -> torch.Tensor:
+        head = next(iter(node.users))  # the conv the negations feed: write its weight
+        if head.op == "call_module":
+            return ctx.root.get_submodule(str(head.target)).weight
+        return ctx.root.get_parameter(str(head.args[1].target))
+
     def rewrite(self, node: Node, ctx: RuleContext) -> Rewrite:
-        head = ctx.root.get_submodule("head")
+        weight = self.victim(node, ctx)
         if self.how == "data":
-            head.weight.data.mul_(2)  # no version bump
+            weight.data.mul_(2)  # no version bump
         else:
             with torch.no_grad():
-                head.weight.mul_(2)
+                weight.mul_(2)
         ctx.tx.redirect(node, node.args[0].args[0])
         ctx.erase_unused([node])
         return Rewrite(self.name, ctx.site_name(node), "-(-x) -> x, and a silent write")
 
 
-def _model() -> nn.Module:
+class NegatedFloored(Negated):
+    """The same with a learnt floor after the head (nothing folds it), read by ``get_attr``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.floor = nn.Parameter(torch.full((2, 1, 1), -0.1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.maximum(super().forward(x), self.floor)
+
+
+class NegationsAndAFloorWrite(NegationsAndAWrite):
+    """Right graph, and a write into a tensor an unchanged node reads by ``get_attr``."""
+
+    def victim(self, node: Node, ctx: RuleContext) -> torch.Tensor:
+        return ctx.root.get_parameter("floor")
+
+
+def _model(kind: type[nn.Module] = Negated) -> nn.Module:
     torch.manual_seed(0)
-    model = Negated().eval()
+    model = kind().eval()
     with torch.no_grad():
         model.body.bn.running_mean.uniform_(-1, 1)
         model.body.bn.running_var.uniform_(0.5, 2)
@@ -180,12 +218,16 @@ def test_a_wrong_module_placed_at_the_top_is_caught_by_its_region(paths) -> None
 
 
 @pytest.mark.parametrize("how", ["data", "no_grad"])
-def test_a_write_in_place_sends_the_scope_to_the_whole_check(paths, how: str) -> None:
+@pytest.mark.parametrize("kind", [Negated, NegatedFunctional])
+def test_a_write_in_place_sends_the_scope_to_the_whole_check(paths, how: str, kind) -> None:
     rule = NegationsAndAWrite()
     rule.how = how
-    with pytest.raises(reparam.ReparamError, match="differs from the original after negations"):
-        reparam.deploy(_model(), torch.randn(2, 3, 8, 8), rules=_registry(rule))
-    assert paths["whole"] == [""]  # the region could not vouch for the head: the whole did
+    with pytest.raises(reparam.ReparamError, match="differs from the original after .*negations"):
+        reparam.deploy(_model(kind), torch.randn(2, 3, 8, 8), rules=_registry(rule))
+    if kind is Negated:  # the head, unchanged in the graph, was written: the whole check ran
+        assert paths["whole"] == [""]
+    else:  # computed_weights moved the weight into a new conv first: the region saw the write
+        assert paths["whole"] == [] and paths["region"][-1] > 1e-3
 
 
 def test_a_scope_called_at_two_shapes_is_checked_whole(paths) -> None:
@@ -203,3 +245,12 @@ def test_a_scope_called_at_two_shapes_is_checked_whole(paths) -> None:
     with pytest.raises(reparam.ReparamError, match="differs from the original after negations"):
         reparam.deploy(model, torch.randn(2, 3, 8, 8), rules=_registry(NegationsIntoHead()))
     assert "inner" in paths["whole"]
+
+
+@pytest.mark.parametrize("how", ["data", "no_grad"])
+def test_a_write_into_a_tensor_read_by_get_attr_is_seen(paths, how: str) -> None:
+    rule = NegationsAndAFloorWrite()
+    rule.how = how
+    with pytest.raises(reparam.ReparamError, match="differs from the original after .*negations"):
+        reparam.deploy(_model(NegatedFloored), torch.randn(2, 3, 8, 8), rules=_registry(rule))
+    assert paths["whole"] == [""]  # the floor, read by an unchanged node, was written
