@@ -27,7 +27,14 @@ from reparam.graph.capture import CallPattern, capture, describe_trace_failure
 from reparam.graph.fx_dispatch import shared_module_hooks
 from reparam.graph.inplace import functionalize
 from reparam.graph.realize import graph_of, install_forward, is_rewritten
-from reparam.graph.region import Before, Region, changed_region, region_error, take_before
+from reparam.graph.region import (
+    Before,
+    Region,
+    Unverifiable,
+    changed_region,
+    region_error,
+    take_before,
+)
 from reparam.graph.shapes import propagate_shapes
 from reparam.graph.state_watch import StateWatch
 from reparam.graph.sweep import delete_dead, referenced, set_attribute
@@ -125,6 +132,7 @@ class _Deployment:
     pristine: nn.Module | None = None  # an untouched eval copy: the checks' reference
     pristine_places: Places = field(default_factory=Places)  # where the copy holds tensors
     watch: StateWatch | None = None  # where the working copy holds its tensors
+    checked_in_part: set[str] = field(default_factory=set)  # checked on fewer calls than made
 
 
 def _propagate_at(module: nn.Module, inputs: tuple[Any, ...], graph: fx.Graph, key: str) -> bool:
@@ -199,7 +207,7 @@ class _Scope:
             self.report.skipped_scopes.append((self.path, conflict))
             return
         graph = captured.graph
-        self.values = captured.values
+        self.values, self.versions = captured.values, captured.versions
         for node, value in captured.values.items():
             if isinstance(value, torch.Tensor) and node.graph is graph:
                 node.meta["shape"] = tuple(value.shape)
@@ -223,11 +231,13 @@ class _Scope:
         before_refs = referenced(graph)
         # the scope as it was, for a check of only what its rewrites change (one input
         # pattern: the capture's values are of that one)
-        before = (
-            take_before(self.module, graph)
-            if self.original is not None and not self.other_inputs and not self.verify
-            else None
-        )
+        before = None
+        if self.original is not None and not self.other_inputs and not self.verify:
+            if not self._descendant_checked_in_part():
+                try:
+                    before = take_before(self.module, graph)
+                except Unverifiable:
+                    before = None  # a tensor it cannot fingerprint: checked whole
         drop_noops(graph, self.module)
         ctx = RuleContext(self.module, graph, self.path, self.shared, self.allow_slower)
         ctx.pinned = self._pinned()
@@ -288,9 +298,16 @@ class _Scope:
         places = watch.places() if watch is not None else Places()
         err = None
         if before is not None:
-            region = changed_region(before, graph, self.module, self.values)
+            try:
+                region = changed_region(before, graph, self.module, self.values, self.versions)
+            except Exception:  # noqa: BLE001 - whatever the region cannot show is checked whole
+                region = None
             if isinstance(region, Region):
                 err = region_error(region, before, self.module, places)
+        picture = self.deployment.picture
+        if picture is not None and picture.calls.get(self.path, 0) > 1 + len(self.other_inputs):
+            # called more often than it is checked here: its parent checks it whole
+            self.deployment.checked_in_part.add(self.path)
         if err is not None:
             self.report.region_checks += 1
         else:
@@ -304,6 +321,15 @@ class _Scope:
                 f"{', '.join(rules)} (at {', '.join(sites)}): relative error {err:.2e} in "
                 "float64 on the inputs it received; this is a bug in a rule, please report it"
             )
+
+    def _descendant_checked_in_part(self) -> bool:
+        """Whether a module under this one was checked on fewer calls than it received (a
+        block called twice at one shape is checked on its first call): this module's check
+        then runs it whole, on every call, as before its own rewrites nothing did."""
+        prefix = f"{self.path}." if self.path else ""
+        return any(
+            p.startswith(prefix) and p != self.path for p in self.deployment.checked_in_part
+        )
 
     def _whole_error(self, original: nn.Module, places: Places) -> float:
         return max(
@@ -618,12 +644,13 @@ def deploy_with_report(
     report.params_after = count_params(target)
     report.weight_absmax_after = absmax(*[p for p in target.parameters() if p.dim() > 1])
     if inputs and check:
+        whole = report.checked_scopes - report.region_checks
         report.notes.append(
-            f"checked in float64: {report.checked_scopes} rewritten module(s), each against "
-            "its original on the inputs it received"
+            f"checked in float64: {report.checked_scopes} rewritten module(s); {whole} against "
+            "the same module of an untouched copy, on the inputs it received"
             + (
-                f" ({report.region_checks} of them in the part their own rewrites changed, "
-                "against that part before them, their submodules already checked)"
+                f", {report.region_checks} in the part their own rewrites changed, against that "
+                "part before them (their submodules already checked), on the values it received"
                 if report.region_checks
                 else ""
             )

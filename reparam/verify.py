@@ -98,7 +98,11 @@ def clone_inputs(inputs: Sequence[Any]) -> tuple[Any, ...]:
 
 
 def _to_double(t: torch.Tensor) -> torch.Tensor:
-    return t.detach().double() if t.is_floating_point() else t.detach().clone()
+    """A float64 copy of a floating tensor (a copy also when it is float64 already: a forward
+    writing into its input must not write into the caller's), a clone of any other."""
+    if t.is_floating_point():
+        return t.detach().to(torch.float64, copy=True)
+    return t.detach().clone()
 
 
 def to_float64(model: nn.Module, inputs: Sequence[Any]) -> tuple[nn.Module, tuple[Any, ...]]:

@@ -50,6 +50,17 @@ _META_ATTRS = {"shape", "ndim", "dtype", "device", "is_cuda", "layout"}
 _META_METHODS = {"size", "dim", "ndimension", "numel", "get_device", "__len__"}
 
 
+def tensor_versions(value: Any) -> tuple[int, ...]:
+    """The version counters of the tensors in ``value`` (nested lists, tuples and dicts)."""
+    if isinstance(value, torch.Tensor):
+        return (value._version,)
+    if isinstance(value, (list, tuple)):
+        return tuple(v for item in value for v in tensor_versions(item))
+    if isinstance(value, dict):
+        return tuple(v for item in value.values() for v in tensor_versions(item))
+    return ()
+
+
 class CaptureError(Exception):
     """The forward cannot be captured faithfully; the message says why."""
 
@@ -106,6 +117,9 @@ class Capture:
     values: dict[fx.Node, Any] = field(default_factory=dict)
     guards: list[str] = field(default_factory=list)
     pattern: CallPattern | None = None
+    # the version counters of each value's tensors when it was computed: a value written in
+    # place later in the run (``relu(inplace=True)``) is no longer what its node produced
+    versions: dict[fx.Node, tuple[int, ...]] = field(default_factory=dict)
 
     @property
     def example_inputs(self) -> tuple[Any, ...] | None:
@@ -202,6 +216,7 @@ class ConcreteTracer(fx.Tracer):
             iter(placeholder_values) if placeholder_values is not None else None
         )
         self.values: dict[fx.Node, Any] = {}
+        self.versions: dict[fx.Node, tuple[int, ...]] = {}
         self.dependence: dict[fx.Node, str] = {}  # "const" | "shape" | "data"
         self.guards: list[str] = []
         self._real = 0  # > 0 while a real value is computed: module calls run, not recorded
@@ -266,7 +281,7 @@ class ConcreteTracer(fx.Tracer):
             self.dependence[node] = "data"
             if self._placeholders is not None:
                 try:
-                    self.values[node] = next(self._placeholders)
+                    self._remember(node, next(self._placeholders))
                 except StopIteration:
                     self._placeholders = None
             return
@@ -277,7 +292,7 @@ class ConcreteTracer(fx.Tracer):
                 with self.real_values():
                     for part in str(node.target).split("."):
                         obj = getattr(obj, part)
-                self.values[node] = obj
+                self._remember(node, obj)
             except AttributeError:
                 pass
             return
@@ -314,7 +329,11 @@ class ConcreteTracer(fx.Tracer):
                         result = module(*args, **kwargs)
         except Exception:  # noqa: BLE001 - no value: questions about this node stay unanswered
             return
-        self.values[node] = result
+        self._remember(node, result)
+
+    def _remember(self, node: fx.Node, value: Any) -> None:
+        self.values[node] = value
+        self.versions[node] = tensor_versions(value)
 
     def watch(self, snapshot: Snapshot) -> None:
         self.watched = snapshot
@@ -690,6 +709,7 @@ def capture(
         values=values_by_node,
         guards=guards,
         pattern=pattern,
+        versions=dict(tracer.versions),
     )
 
 

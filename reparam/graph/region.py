@@ -38,35 +38,82 @@ import torch.fx as fx
 from torch import nn
 
 from reparam.float64_run import Places, float64_reads
+from reparam.graph.capture import tensor_versions
+from reparam.graph.trust import is_trusted_leaf
 from reparam.verify import _map_tensors, _to_double, float64_default, relative_error
 
 _TABLES = ("_parameters", "_buffers", "_modules")
-
-
 _INTEGER_VIEWS = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+_CHUNK = 1 << 20
+_POSITIONS: dict[torch.device, torch.Tensor] = {}
 
 
-def _fingerprint(t: torch.Tensor) -> tuple[Any, ...]:
-    """The tensor's version counter and the sum of its elements' bits read as integers: a
-    write through ``.data`` leaves the version as it was but changes the sum."""
-    if t.device.type == "meta" or t.element_size() not in _INTEGER_VIEWS or t.numel() == 0:
-        return (t._version,)
-    flat = t.detach().reshape(-1)
-    bits = int(flat.view(_INTEGER_VIEWS[t.element_size()]).sum(dtype=torch.int64))
-    return t._version, bits
+class Unverifiable(Exception):
+    """A tensor whose contents cannot be fingerprinted (sparse, quantized, meta): the scope
+    is checked whole."""
+
+
+def _positions(device: torch.device) -> torch.Tensor:
+    found = _POSITIONS.get(device)
+    if found is None:
+        found = _POSITIONS[device] = torch.arange(1, _CHUNK + 1, dtype=torch.int64, device=device)
+    return found
+
+
+def _fingerprint(t: torch.Tensor) -> tuple[int, int]:
+    """The tensor's version counter and a position-weighted sum of its elements' bits read
+    as integers: a write through ``.data`` leaves the version as it was but changes the sum,
+    a permutation of the elements too."""
+    if t.layout != torch.strided or t.is_quantized or t.device.type == "meta":
+        raise Unverifiable(f"a {t.layout} / {t.dtype} tensor on {t.device}")
+    size = t.element_size()
+    if size not in _INTEGER_VIEWS:
+        raise Unverifiable(f"a {t.dtype} tensor")
+    bits = t.detach().reshape(-1).view(_INTEGER_VIEWS[size])
+    weights = _positions(t.device)
+    total = 0
+    for index, start in enumerate(range(0, bits.numel(), _CHUNK)):
+        chunk = bits[start : start + _CHUNK].to(torch.int64)
+        total += (index + 1) * int((chunk * weights[: chunk.numel()]).sum())
+    return t._version, total
 
 
 def _state(m: nn.Module) -> tuple[Any, ...]:
-    """What a module computes with, by identity: every attribute binding, every parameter,
-    buffer and child binding, and a fingerprint of each tensor it holds."""
-    bindings = tuple((k, id(v)) for k, v in m.__dict__.items() if k not in _TABLES)
-    tables = tuple(tuple((k, id(v)) for k, v in getattr(m, t).items()) for t in _TABLES)
-    tensors = tuple(
-        _fingerprint(t)
-        for t in (*m._parameters.values(), *m._buffers.values(), *m.__dict__.values())
-        if isinstance(t, torch.Tensor)
+    """What a module computes with: every attribute, parameter, buffer and child it holds (the
+    objects themselves, compared by identity), one level into the lists, tuples, sets and
+    dicts among its attributes (hooks among them), and a fingerprint of each tensor in all
+    of these."""
+    names: list[str] = []
+    objects: list[Any] = []
+    tensors: list[torch.Tensor] = []
+    for key, value in m.__dict__.items():
+        if key in _TABLES:
+            items = value.items()
+        elif isinstance(value, dict):
+            names.append(key)
+            objects.append(value)
+            items = [(f"{key}[{k!r}]", v) for k, v in value.items()]
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            names.append(key)
+            objects.append(value)
+            items = [(f"{key}[{i}]", v) for i, v in enumerate(value)]
+        else:
+            items = [(key, value)]
+        for name, item in items:
+            names.append(name)
+            objects.append(item)
+            if isinstance(item, torch.Tensor):
+                tensors.append(item)
+    return tuple(names), tuple(objects), tuple(_fingerprint(t) for t in tensors)
+
+
+def _same_state(a: tuple[Any, ...] | None, b: tuple[Any, ...]) -> bool:
+    return (
+        a is not None
+        and a[0] == b[0]
+        and all(x is y for x, y in zip(a[1], b[1], strict=True))
+        and a[2] == b[2]
     )
-    return bindings, tables, tensors
 
 
 def _version(value: Any) -> Any:
@@ -102,14 +149,36 @@ class Before:
     attributes: dict[str, tuple[Any, Any]]  # get_attr target -> (object, fingerprint)
 
 
+_OWN_MODULES = ("torch", "_operator", "operator", "math", "builtins", "reparam")
+
+
+def _closed(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """Whether ``node`` reads nothing but its arguments and, for a module call, that module's
+    own subtree: a built-in layer, a runtime module of a deployed model, a function of torch,
+    ``operator`` or ``math``, or a tensor method. A user's leaf or wrapped function may reach
+    any module (one held in a plain list) and a rule could change that one unseen."""
+    if node.op == "call_module":
+        module = modules.get(str(node.target))
+        return module is not None and (
+            is_trusted_leaf(module) or type(module).__module__ == "reparam.runtime"
+        )
+    if node.op == "call_function":
+        owner = getattr(node.target, "__module__", None) or ""
+        return owner.split(".")[0] in _OWN_MODULES
+    return True
+
+
 def take_before(root: nn.Module, graph: fx.Graph) -> Before:
     """What :func:`changed_region` compares the rewritten scope with (call before rewriting).
-    The states kept are those of the modules the graph calls and everything under them."""
+    The states kept are those of the modules the graph calls and everything under them.
+    Raises :class:`Unverifiable` for a graph that calls something whose reach is not known."""
     modules = dict(root.named_modules(remove_duplicate=False))
     states: dict[int, tuple[Any, ...]] = {}
     attributes: dict[str, tuple[Any, Any]] = {}
     nodes = []
     for node in graph.nodes:
+        if not _closed(node, modules):
+            raise Unverifiable(f"'{node.name}', whose reach is not known")
         nodes.append(OldNode(node, node.op, node.target, node.args, node.kwargs))
         target = str(node.target)
         if node.op == "call_module" and target in modules:
@@ -165,29 +234,48 @@ def _input_nodes(old: OldNode) -> list[fx.Node]:
     return found
 
 
-def _dirty_paths(before: Before, now: dict[str, nn.Module]) -> set[str]:
-    """Every path at or above one whose module is not the same object as before, or is not in
-    the same state (for the modules whose state was kept)."""
+def _changed_paths(before: Before, now: dict[str, nn.Module]) -> tuple[set[str], set[str]]:
+    """The paths whose module is not the same object as before, or not in the same state (for
+    the modules whose state was kept), and every path at or above one of them."""
     changed = {
         path
         for path, m in before.modules.items()
-        if now.get(path) is not m or (id(m) in before.states and _state(m) != before.states[id(m)])
+        if now.get(path) is not m
+        or (id(m) in before.states and not _same_state(before.states[id(m)], _state(m)))
     } | (now.keys() - before.modules.keys())
     dirty = set(changed)
     for path in changed:
         while path:
             path = path.rpartition(".")[0]
             dirty.add(path)
-    return dirty
+    return changed, dirty
 
 
 def changed_region(
-    before: Before, graph: fx.Graph, root: nn.Module, values: dict[fx.Node, Any]
+    before: Before,
+    graph: fx.Graph,
+    root: nn.Module,
+    values: dict[fx.Node, Any],
+    versions: dict[fx.Node, tuple[int, ...]],
 ) -> Region | str:
     """The region of the rewrites between ``before`` and ``graph`` (see the module
-    docstring), or why the whole scope must be checked instead."""
+    docstring), or why the whole scope must be checked instead. ``values`` and ``versions``
+    are the capture's: what each node computed, and its tensors' version counters then."""
+    try:
+        return _changed_region(before, graph, root, values, versions)
+    except Unverifiable as exc:
+        return f"the region cannot vouch for {exc}"
+
+
+def _changed_region(
+    before: Before,
+    graph: fx.Graph,
+    root: nn.Module,
+    values: dict[fx.Node, Any],
+    versions: dict[fx.Node, tuple[int, ...]],
+) -> Region | str:
     now = dict(root.named_modules(remove_duplicate=False))
-    dirty_paths = _dirty_paths(before, now)
+    changed_paths, dirty_paths = _changed_paths(before, now)
 
     def reads_as_before(node: fx.Node) -> bool:
         target = str(node.target)
@@ -230,7 +318,21 @@ def changed_region(
             if n in unchanged and n not in inputs:
                 if n not in values:
                     return f"no recorded value of '{n.name}'"
+                if tensor_versions(values[n]) != versions.get(n):
+                    return f"'{n.name}' was written in place after it was computed"
                 inputs[n] = values[n]
+    # a module that changed is reached only through the region's nodes (else an unchanged
+    # node could reach it some other way: an opaque module holding it in a plain list)
+    reached = {
+        str(o.target) if o.op == "call_module" else str(o.target).rpartition(".")[0]
+        for o in (*old_region, *new_region)
+        if o.op in ("call_module", "get_attr")
+    }
+    for path in changed_paths:
+        if path and not any(
+            path == t or path.startswith(t + ".") or t.startswith(path + ".") for t in reached
+        ):
+            return f"'{path}' changed, but no node of the region calls it"
     old_modules: dict[int, nn.Module] = {}
     old_attributes: dict[str, Any] = {}
     for o in old_region:
@@ -245,7 +347,7 @@ def changed_region(
             if module is None:
                 return f"'{target}' was not a module before"
             for m in module.modules():  # each as it was: not changed in place by a rewrite
-                if before.states.get(id(m)) != _state(m):
+                if not _same_state(before.states.get(id(m)), _state(m)):
                     return f"'{target}' was changed in place"
                 old_modules.setdefault(id(m), m)
     new_modules: dict[int, nn.Module] = {}
@@ -317,4 +419,4 @@ def region_error(region: Region, before: Before, root: nn.Module, also: Places) 
         return None
 
 
-__all__ = ["Before", "Region", "changed_region", "region_error", "take_before"]
+__all__ = ["Before", "Region", "Unverifiable", "changed_region", "region_error", "take_before"]
