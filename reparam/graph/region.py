@@ -45,7 +45,7 @@ from reparam.verify import _map_tensors, _to_double, float64_default, relative_e
 _TABLES = ("_parameters", "_buffers", "_modules")
 _INTEGER_VIEWS = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 _CHUNK = 1 << 20
-_POSITIONS: dict[torch.device, torch.Tensor] = {}
+_WEIGHTS: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
 
 class Unverifiable(Exception):
@@ -53,28 +53,34 @@ class Unverifiable(Exception):
     is checked whole."""
 
 
-def _positions(device: torch.device) -> torch.Tensor:
-    found = _POSITIONS.get(device)
+def _weights(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Odd pseudo-random integers, one per position of a chunk (the same every time)."""
+    found = _WEIGHTS.get((device, dtype))
     if found is None:
-        found = _POSITIONS[device] = torch.arange(1, _CHUNK + 1, dtype=torch.int64, device=device)
+        generator = torch.Generator().manual_seed(0x5EED)
+        drawn = torch.randint(-(2**31), 2**31 - 1, (_CHUNK,), generator=generator) | 1
+        found = _WEIGHTS[(device, dtype)] = drawn.to(dtype=dtype, device=device)
     return found
 
 
 def _fingerprint(t: torch.Tensor) -> tuple[int, int]:
     """The tensor's version counter and a position-weighted sum of its elements' bits read
-    as integers: a write through ``.data`` leaves the version as it was but changes the sum,
-    a permutation of the elements too."""
+    as integers (wrapping, with odd weights: any change to one element changes it): a write
+    through ``.data`` leaves the version as it was but changes the sum, a permutation of the
+    elements too."""
     if t.layout != torch.strided or t.is_quantized or t.device.type == "meta":
         raise Unverifiable(f"a {t.layout} / {t.dtype} tensor on {t.device}")
     size = t.element_size()
     if size not in _INTEGER_VIEWS:
         raise Unverifiable(f"a {t.dtype} tensor")
     bits = t.detach().reshape(-1).view(_INTEGER_VIEWS[size])
-    weights = _positions(t.device)
+    if size < 4:
+        bits = bits.to(torch.int32)  # sums of 8 or 16 bits would wrap too soon
+    weights = _weights(t.device, bits.dtype)
     total = 0
     for index, start in enumerate(range(0, bits.numel(), _CHUNK)):
-        chunk = bits[start : start + _CHUNK].to(torch.int64)
-        total += (index + 1) * int((chunk * weights[: chunk.numel()]).sum())
+        chunk = bits[start : start + _CHUNK]
+        total += (index + 1) * int(torch.dot(chunk, weights[: chunk.numel()]))
     return t._version, total
 
 
