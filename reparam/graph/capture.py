@@ -50,15 +50,23 @@ _META_ATTRS = {"shape", "ndim", "dtype", "device", "is_cuda", "layout"}
 _META_METHODS = {"size", "dim", "ndimension", "numel", "get_device", "__len__"}
 
 
+UNKNOWN = -1  # a version where a value of another kind may hold tensors
+_PLAIN = (int, float, complex, bool, str, bytes, type(None), slice, type(Ellipsis), torch.Size,
+          torch.dtype, torch.device, torch.memory_format, torch.layout)
+
+
 def tensor_versions(value: Any) -> tuple[int, ...]:
-    """The version counters of the tensors in ``value`` (nested lists, tuples and dicts)."""
+    """The version counters of the tensors in ``value`` (nested lists, tuples and dicts);
+    ``UNKNOWN`` stands for a value of another kind, which may hold tensors unseen."""
     if isinstance(value, torch.Tensor):
         return (value._version,)
     if isinstance(value, (list, tuple)):
         return tuple(v for item in value for v in tensor_versions(item))
     if isinstance(value, dict):
         return tuple(v for item in value.values() for v in tensor_versions(item))
-    return ()
+    if isinstance(value, _PLAIN):
+        return ()
+    return (UNKNOWN,)
 
 
 class CaptureError(Exception):

@@ -36,10 +36,11 @@ from typing import Any
 import torch
 import torch.fx as fx
 from torch import nn
+from torch.nn.utils import parametrize
 
 from reparam.float64_run import Places, float64_reads
-from reparam.graph.capture import tensor_versions
-from reparam.graph.trust import is_trusted_leaf
+from reparam.graph.capture import UNKNOWN, tensor_versions
+from reparam.graph.trust import is_trusted_leaf, opaque_reason
 from reparam.verify import _map_tensors, _to_double, float64_default, relative_error
 
 _TABLES = ("_parameters", "_buffers", "_modules")
@@ -73,14 +74,17 @@ def _fingerprint(t: torch.Tensor) -> tuple[int, int]:
     size = t.element_size()
     if size not in _INTEGER_VIEWS:
         raise Unverifiable(f"a {t.dtype} tensor")
-    bits = t.detach().reshape(-1).view(_INTEGER_VIEWS[size])
-    if size < 4:
-        bits = bits.to(torch.int32)  # sums of 8 or 16 bits would wrap too soon
-    weights = _weights(t.device, bits.dtype)
-    total = 0
-    for index, start in enumerate(range(0, bits.numel(), _CHUNK)):
-        chunk = bits[start : start + _CHUNK]
-        total += (index + 1) * int(torch.dot(chunk, weights[: chunk.numel()]))
+    try:
+        bits = t.detach().reshape(-1).view(_INTEGER_VIEWS[size])
+        if size < 4:
+            bits = bits.to(torch.int32)  # sums of 8 or 16 bits would wrap too soon
+        weights = _weights(t.device, bits.dtype)
+        total = 0
+        for index, start in enumerate(range(0, bits.numel(), _CHUNK)):
+            chunk = bits[start : start + _CHUNK]
+            total += (index + 1) * int(torch.dot(chunk, weights[: chunk.numel()]))
+    except Exception as exc:  # noqa: BLE001 - a conjugate or nested view, ...
+        raise Unverifiable(f"a tensor it cannot read as integers ({exc})") from exc
     return t._version, total
 
 
@@ -89,8 +93,8 @@ def _state(m: nn.Module) -> tuple[Any, ...]:
     objects themselves, compared by identity), one level into the lists, tuples, sets and
     dicts among its attributes (hooks among them), and a fingerprint of each tensor in all
     of these."""
-    names: list[str] = []
-    objects: list[Any] = []
+    names: list[str] = ["__class__"]
+    objects: list[Any] = [type(m)]
     tensors: list[torch.Tensor] = []
     for key, value in m.__dict__.items():
         if key in _TABLES:
@@ -156,28 +160,61 @@ class Before:
 
 
 _OWN_MODULES = ("torch", "_operator", "operator", "math", "builtins", "reparam")
+# reads that give a second handle on a tensor's memory with its own version counter (or none)
+_ESCAPING_METHODS = frozenset({"numpy", "untyped_storage", "storage", "_typed_storage", "tolist"})
+
+
+def _hook_free(module: nn.Module) -> bool:
+    """No hook, instance forward, TorchScript or parametrization anywhere in its subtree."""
+    return all(
+        opaque_reason(m) is None and not parametrize.is_parametrized(m) for m in module.modules()
+    )
 
 
 def _closed(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     """Whether ``node`` reads nothing but its arguments and, for a module call, that module's
-    own subtree: a built-in layer, a runtime module of a deployed model, a function of torch,
-    ``operator`` or ``math``, or a tensor method. A user's leaf or wrapped function may reach
-    any module (one held in a plain list) and a rule could change that one unseen."""
+    own subtree: a built-in layer or a runtime module of a deployed model with no hook in its
+    subtree, a function of torch, ``operator`` or ``math``, or a tensor method. A user's leaf
+    or wrapped function may reach any module (one held in a plain list) and a rule could
+    change that one unseen; ``x.data`` and ``x.numpy()`` are handles whose writes no version
+    counter sees."""
     if node.op == "call_module":
         module = modules.get(str(node.target))
-        return module is not None and (
-            is_trusted_leaf(module) or type(module).__module__ == "reparam.runtime"
+        return (
+            module is not None
+            and (is_trusted_leaf(module) or type(module).__module__ == "reparam.runtime")
+            and _hook_free(module)
         )
     if node.op == "call_function":
+        if node.target is getattr and len(node.args) > 1 and node.args[1] == "data":
+            return False
         owner = getattr(node.target, "__module__", None) or ""
         return owner.split(".")[0] in _OWN_MODULES
+    if node.op == "call_method":
+        return node.target not in _ESCAPING_METHODS
     return True
+
+
+def _global_hooks() -> bool:
+    from torch.nn.modules import module as module_module
+
+    return any(
+        getattr(module_module, name, None)
+        for name in (
+            "_global_forward_hooks",
+            "_global_forward_pre_hooks",
+            "_global_backward_hooks",
+            "_global_backward_pre_hooks",
+        )
+    )
 
 
 def take_before(root: nn.Module, graph: fx.Graph) -> Before:
     """What :func:`changed_region` compares the rewritten scope with (call before rewriting).
     The states kept are those of the modules the graph calls and everything under them.
     Raises :class:`Unverifiable` for a graph that calls something whose reach is not known."""
+    if _global_hooks():
+        raise Unverifiable("a global module hook, whose reach is not known")
     modules = dict(root.named_modules(remove_duplicate=False))
     states: dict[int, tuple[Any, ...]] = {}
     attributes: dict[str, tuple[Any, Any]] = {}
@@ -314,6 +351,13 @@ def _changed_region(
             and reads_as_before(node)
         ):
             unchanged.add(node)
+    # the nodes kept run in the order they ran (moving one across an in-place write would
+    # change what it reads)
+    kept = {o.node for o in current} & old_of.keys()
+    if [o.node for o in before.nodes if o.node in kept] != [
+        o.node for o in current if o.node in kept
+    ]:
+        return "the rewrites moved nodes"
     old_region = [o for o in before.nodes if o.node not in unchanged]
     new_region = [o for o in current if o.node not in unchanged]
     if any(o.op == "placeholder" for o in (*old_region, *new_region)):
@@ -324,8 +368,9 @@ def _changed_region(
             if n in unchanged and n not in inputs:
                 if n not in values:
                     return f"no recorded value of '{n.name}'"
-                if tensor_versions(values[n]) != versions.get(n):
-                    return f"'{n.name}' was written in place after it was computed"
+                now = tensor_versions(values[n])
+                if now != versions.get(n) or UNKNOWN in now:
+                    return f"'{n.name}' was written in place after it was computed, or may be"
                 inputs[n] = values[n]
     # a module that changed is reached only through the region's nodes (else an unchanged
     # node could reach it some other way: an opaque module holding it in a plain list)
@@ -374,11 +419,16 @@ def _changed_region(
 def _run(nodes: list[OldNode], inputs: dict[fx.Node, Any], call: Any, read: Any) -> Any:
     """Interpret ``nodes`` (in order, ending in the output) on ``inputs``."""
     env: dict[fx.Node, Any] = {k: _map_tensors(v, _to_double) for k, v in inputs.items()}
+    given = {k: (env[k], tensor_versions(env[k])) for k in inputs}
     value = env.__getitem__
     for o in nodes:
         args = fx.node.map_arg(o.args, value)
         kwargs = fx.node.map_arg(o.kwargs, value)
         if o.op == "output":
+            # a region that writes into one of its inputs may change what an unchanged node
+            # reading that input computes: not shown here
+            if any(tensor_versions(v) != known for v, known in given.values()):
+                raise RegionWroteItsInput
             return args[0]
         if o.op == "get_attr":
             result = read(str(o.target))
@@ -392,6 +442,10 @@ def _run(nodes: list[OldNode], inputs: dict[fx.Node, Any], call: Any, read: Any)
             raise RuntimeError(f"a {o.op} node '{o.node.name}' in a region")
         env[o.node] = result
     raise RuntimeError("a region without an output")
+
+
+class RegionWroteItsInput(Exception):
+    """A region wrote into a value it was given."""
 
 
 def _with_tensors(also: Places, objects: Any) -> Places:

@@ -243,3 +243,181 @@ def test_a_sparse_buffer_is_checked_whole_not_a_crash() -> None:
     assert result.report.fired()["linear_norm"] == 1
     with torch.no_grad():
         torch.testing.assert_close(result.model(x), model(x))
+
+
+# -- found by a second review ---------------------------------------------------------------
+
+
+class AbsThenDataClamp(AbsThenInPlaceRelu):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.pre(x)
+        b = self.head(torch.abs(a))
+        a.data.clamp_(min=0)  # its own version counter: a's does not move
+        return b + a
+
+
+class AbsThenNumpyClip(AbsThenInPlaceRelu):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.pre(x)
+        b = self.head(torch.abs(a))
+        a.numpy().clip(0, None, out=a.numpy())  # no version counter at all
+        return b + a
+
+
+@pytest.mark.parametrize("model", [AbsThenDataClamp, AbsThenNumpyClip])
+def test_a_write_no_version_counter_sees_sends_the_scope_to_the_whole_check(model) -> None:
+    torch.manual_seed(0)
+    with pytest.raises(reparam.ReparamError, match="differs from the original after abs_to_relu"):
+        reparam.deploy(model().eval(), torch.randn(2, 3, 8, 8), rules=_registry(AbsToRelu()))
+
+
+class NegationsWritingTheirInput(DropNegations):
+    """-(-x) -> neg(x.neg_()): its own result is right, but x is left negated."""
+
+    name = "negations_writing_their_input"
+
+    def rewrite(self, node: Node, ctx: RuleContext) -> Rewrite:
+        x = node.args[0].args[0]
+        written = ctx.tx.insert_function(torch.neg_, (x,), before=node)
+        back = ctx.tx.insert_function(torch.neg, (written,), before=node)
+        ctx.tx.redirect(node, back)
+        ctx.erase_unused([node])
+        return Rewrite(self.name, ctx.site_name(node), "-(-x) -> neg(x.neg_())")
+
+
+class HeadAndTail(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.pre = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Conv2d(4, 2, 1)
+        self.tail = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.pre(x)
+        negated = -a
+        return self.head(-negated) + self.tail(a)  # tail reads a after the rewritten part
+
+
+def _move_abs_after_the_write(ctx: RuleContext) -> None:
+    graph = ctx.graph
+    found = next(n for n in graph.nodes if n.target is torch.abs)
+    write = next(n for n in graph.nodes if n.op == "call_method" and n.target == "add_")
+    write.append(found)  # abs(a) now runs after a.add_(1)
+
+
+class AbsBeforeAWrite(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.pre = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.pre(x)
+        b = torch.abs(a)
+        c = a.add_(1)  # nothing reads a afterwards: kept in place
+        negated = -b
+        return self.head(-negated) + c
+
+
+def _swap_the_class(ctx: RuleContext) -> None:
+    ctx.root.get_submodule("act").__class__ = nn.Tanh
+
+
+class PreActHead(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.pre = nn.Conv2d(3, 4, 3, padding=1)
+        self.act = nn.ReLU()
+        self.head = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        negated = -self.act(self.pre(x))
+        return self.head(-negated)
+
+
+@pytest.mark.parametrize(
+    ("model", "rule"),
+    [
+        (HeadAndTail, NegationsWritingTheirInput()),
+        (AbsBeforeAWrite, DropNegations(_move_abs_after_the_write)),
+        (PreActHead, DropNegations(_swap_the_class)),
+    ],
+    ids=["region-writes-its-input", "node-moved-across-a-write", "class-swapped"],
+)
+def test_a_buggy_rule_the_region_cannot_vouch_for_is_caught(model, rule) -> None:
+    torch.manual_seed(0)
+    with pytest.raises(reparam.ReparamError, match="differs from the original"):
+        reparam.deploy(model().eval(), torch.randn(2, 3, 8, 8), rules=_registry(rule))
+
+
+def _reads_the_root_conv(module: nn.Module, inputs: tuple, out: torch.Tensor) -> torch.Tensor:
+    return out + module.owner[0].conv.weight.mean()
+
+
+class HookInsideALeaf(nn.Module):
+    """A user's hook on a child of a built-in layer reads a conv the deploy merges."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.enc = nn.TransformerEncoderLayer(
+            8, 2, 16, dropout=0.0, activation=torch.tanh, batch_first=True
+        )
+        self.enc.norm2.owner = [self]
+        self.enc.norm2.register_forward_hook(_reads_the_root_conv)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.enc(self.bn(self.conv(x)).flatten(2).transpose(1, 2))
+
+
+class HookOnARuntimeModule(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        from reparam.runtime import GroupedPointwiseConv
+
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.pw = GroupedPointwiseConv(8, 8, 1, groups=2)
+        self.pw.owner = [self]
+        self.pw.register_forward_hook(_reads_the_root_conv)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pw(self.bn(self.conv(x)))
+
+
+@pytest.mark.parametrize("model", [HookInsideALeaf, HookOnARuntimeModule])
+def test_a_hook_reaching_a_merged_module_is_reported(model) -> None:
+    torch.manual_seed(0)
+    m = model().eval()
+    with torch.no_grad():
+        m.bn.running_mean.uniform_(-1, 1)
+        m.bn.running_var.uniform_(0.5, 2)
+        m.bn.weight.uniform_(0.5, 2)
+    with pytest.raises(reparam.ReparamError, match="differs from the original after conv_norm"):
+        reparam.deploy(m, torch.randn(2, 3, 4, 4))
+
+
+class ConjugateConstant(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self._filter = torch.randn(8, dtype=torch.cfloat)  # plain attribute: a constant
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn(self.conv(x))
+        return (y.to(torch.cfloat) * self._filter.conj().view(1, 8, 1, 1)).real
+
+
+def test_a_tensor_it_cannot_fingerprint_is_checked_whole_not_a_crash() -> None:
+    torch.manual_seed(0)
+    model = ConjugateConstant().eval()
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-1, 1)
+        model.bn.running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 3, 6, 6)
+    result = reparam.deploy_with_report(model, x)
+    assert result.report.fired()["conv_norm"] == 1
+    with torch.no_grad():
+        torch.testing.assert_close(result.model(x), model(x))
