@@ -3,13 +3,15 @@
 A scope's check compares the rewritten forward with the forward it replaced. When a parent
 merges two nodes at its end (a norm folded into the head of a whole network), running both
 forwards whole repeats every unchanged node twice in float64 for nothing. The *region* of a
-scope's rewrites is what differs between the graph before (``G0``) and after (``G1``):
+scope's rewrites is what differs between the graph before (``G0``) and after (``G1``); fx
+edits a graph in place, so a node that stays is the same object in both:
 
-- a node of ``G1`` is *unchanged* when ``G0`` has a node of the same name, op, target and
+- a node of ``G1`` is *unchanged* when it was in ``G0`` with the same op, target and
   arguments, every input of it is unchanged, and what it reads is what it read before: at a
-  ``call_module`` target and every path under it the same module objects, each with the same
-  attribute, parameter, buffer and child bindings and no tensor written in place; at a
-  ``get_attr`` target the same object, not written in place;
+  ``call_module`` target and every path under it the same module objects, each in the same
+  state (:func:`_state`: class, attributes, parameters, buffers and children by identity, one
+  level into containers, and a fingerprint of every tensor); at a ``get_attr`` target the
+  same object with the same fingerprint;
 - the region is every other node, in ``G0`` and in ``G1``; its inputs are unchanged nodes,
   whose values the capture's run already holds (the values the forward computed on the
   scope's recorded inputs).
@@ -20,12 +22,21 @@ nodes compute the same function in both graphs, so the two forwards agree wherev
 regions agree on the values reaching them. It is the same kind of evidence as a scope's
 check (the forward is compared on the values it received, cast to float64), one level down:
 the reference is the scope as it was before its own rewrites, its children already deployed
-and checked against the untouched model.
+and checked.
 
-Anything the region cannot show is reported by :func:`changed_region` returning a reason, and
-the caller checks the whole scope instead: a value the capture did not hold, a node with
-several values (a scope called with more than one input pattern), a module changed in place,
-or no output in the region.
+That argument needs every unchanged node to read only its arguments and the state above.
+Wherever that cannot be shown, :func:`take_before` raises :class:`Unverifiable` or
+:func:`changed_region` returns the reason, and the caller checks the whole scope instead:
+
+- the graph calls something whose reach is unknown (a user's leaf or wrapped function, a
+  module with a hook or parametrization in its subtree, a global module hook) or reads a
+  handle whose writes no version counter sees (``x.data``, ``x.numpy()``);
+- a tensor cannot be fingerprinted (sparse, quantized, a conjugate view);
+- a value the region needs was not kept, is of a kind that may hold tensors unseen, or was
+  written in place after it was computed (its version counters moved);
+- the rewrites moved kept nodes, changed a module that no region node calls, or changed a
+  module the region's ``G0`` side calls in place;
+- the region writes into one of its inputs, or does not run.
 """
 
 from __future__ import annotations
