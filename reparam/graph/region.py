@@ -61,8 +61,8 @@ _WEIGHTS: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
 
 class Unverifiable(Exception):
-    """A tensor whose contents cannot be fingerprinted (sparse, quantized, meta): the scope
-    is checked whole."""
+    """Something the region cannot vouch for (a call whose reach is unknown, a tensor it
+    cannot fingerprint): the scope is checked whole."""
 
 
 def _weights(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -137,7 +137,7 @@ def _same_state(a: tuple[Any, ...] | None, b: tuple[Any, ...]) -> bool:
     )
 
 
-def _version(value: Any) -> Any:
+def _tensor_state(value: Any) -> Any:
     return _fingerprint(value) if isinstance(value, torch.Tensor) else None
 
 
@@ -244,7 +244,7 @@ def take_before(root: nn.Module, graph: fx.Graph) -> Before:
                 obj = _attribute(root, target)
             except AttributeError:
                 continue  # read nothing: the region will not run, the whole scope is checked
-            attributes[target] = (obj, _version(obj))
+            attributes[target] = (obj, _tensor_state(obj))
     return Before(nodes, modules, states, attributes)
 
 
@@ -341,7 +341,7 @@ def _changed_region(
                 current = _attribute(root, target)
             except AttributeError:
                 return False
-            return known is not None and current is known[0] and _version(current) == known[1]
+            return known is not None and current is known[0] and _tensor_state(current) == known[1]
         return True
 
     old_of = {old.node: old for old in before.nodes}
@@ -401,7 +401,7 @@ def _changed_region(
         target = str(o.target)
         if o.op == "get_attr":
             known = before.attributes.get(target)
-            if known is None or _version(known[0]) != known[1]:
+            if known is None or _tensor_state(known[0]) != known[1]:
                 return f"'{target}' was not read before or was written since"
             old_attributes[target] = known[0]
         elif o.op == "call_module":
