@@ -237,7 +237,7 @@ class _Scope:
                 try:
                     before = take_before(self.module, graph)
                 except Unverifiable:
-                    before = None  # a tensor it cannot fingerprint: checked whole
+                    before = None  # something it cannot vouch for: checked whole
         drop_noops(graph, self.module)
         ctx = RuleContext(self.module, graph, self.path, self.shared, self.allow_slower)
         ctx.pinned = self._pinned()
