@@ -194,6 +194,16 @@ class GroupedFcAsBmm(PatternRule):
             Given(self._fc_input, "an FC's input (N, C, 1, 1)", quiet=True).bind("shape"),
         )
 
+    def __getstate__(self) -> dict[str, object]:
+        # the shapes seen are a deploy's passing knowledge (and a weak mapping pickles not)
+        state = dict(self.__dict__)
+        state["_seen"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._seen = weakref.WeakKeyDictionary()
+
     def _input_shape(self, node: Node, conv: nn.Module, ctx: RuleContext) -> tuple | None:
         shape = ctx.shape(node.args[0])
         if shape is None:

@@ -303,3 +303,15 @@ def test_is_a_builtin_rule_and_validates_its_geometry():
     assert rule.refuses_when and "2105.01883" in rule.maths
     with pytest.raises(ValueError, match="1×1 conv with stride 1"):
         GroupedPointwiseConv(4, 4, 3, groups=2)
+
+
+def test_the_rule_itself_pickles_and_still_fires() -> None:
+    """A registry holding the rule can be sent to another process (a data loader's worker, a
+    multiprocessing pool); the shapes one deploy saw are not part of it."""
+    rule = GroupedFcAsBmm(timer=_faster, min_macs=0)
+    x = torch.randn(2, 12)
+    reparam.deploy(GroupedFC(12, 12, 3).eval(), x, rules=[rule])  # the rule has seen shapes
+    again = pickle.loads(pickle.dumps(rule))
+    assert len(again._seen) == 0 and again.min_macs == 0
+    result = reparam.deploy_with_report(GroupedFC(12, 12, 3).eval(), x, rules=[again])
+    assert result.report.fired() == {"grouped_fc_as_bmm": 1}
