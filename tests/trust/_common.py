@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import operator
 
 import torch
 from torch import nn
+from torch.fx import Node
 
 import reparam
 from reparam.testing import randomize_norms
@@ -40,3 +42,11 @@ def skipped(report, path: str) -> str:
         if p == path:
             return reason
     return ""
+
+
+def double_negation(node: Node) -> Node | None:
+    """``node`` when it is ``-(-x)`` (the site the region-check tests' rules rewrite)."""
+    inner = node.args[0] if node.args else None
+    if node.target is operator.neg and isinstance(inner, Node) and inner.target is operator.neg:
+        return node
+    return None

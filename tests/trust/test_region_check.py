@@ -4,7 +4,6 @@ wrong rewrite as the whole-scope check does, and steps aside for what it cannot 
 from __future__ import annotations
 
 import copy
-import operator
 import sys
 
 import pytest
@@ -15,6 +14,8 @@ from torch.fx import Node
 
 import reparam
 from reparam import Rewrite, Rule, RuleContext, RuleRegistry
+
+from ._common import double_negation
 
 DEPLOY = sys.modules["reparam.deploy"]
 
@@ -55,13 +56,6 @@ class NegatedFunctional(nn.Module):
         return F.conv2d(-negated, self.head_weight)
 
 
-def _negations(node: Node) -> Node | None:
-    inner = node.args[0] if node.args else None
-    if node.target is operator.neg and isinstance(inner, Node) and inner.target is operator.neg:
-        return node
-    return None
-
-
 class DropOneNegation(Rule):
     """Wrong: -(-x) becomes -x."""
 
@@ -70,7 +64,7 @@ class DropOneNegation(Rule):
     pattern = "neg(neg(x))"
 
     def match(self, node: Node, ctx: RuleContext):
-        return _negations(node)
+        return double_negation(node)
 
     def check(self, node: Node, ctx: RuleContext):
         return node
@@ -91,7 +85,7 @@ class NegationsIntoHead(Rule):
     def match(self, node: Node, ctx: RuleContext):
         if node.op != "call_module" or not node.args or not isinstance(node.args[0], Node):
             return None
-        return node if _negations(node.args[0]) is not None else None
+        return node if double_negation(node.args[0]) is not None else None
 
     def check(self, node: Node, ctx: RuleContext):
         return node
@@ -116,7 +110,7 @@ class NegationsAndAWrite(Rule):
     how = "data"
 
     def match(self, node: Node, ctx: RuleContext):
-        return _negations(node)
+        return double_negation(node)
 
     def check(self, node: Node, ctx: RuleContext):
         return node

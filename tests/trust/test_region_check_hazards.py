@@ -4,7 +4,6 @@ deploy, in no false alarm."""
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable
 
 import pytest
@@ -15,12 +14,7 @@ from torch.fx import Node
 import reparam
 from reparam import Rewrite, Rule, RuleContext, RuleRegistry
 
-
-def _negations(node: Node) -> Node | None:
-    inner = node.args[0] if node.args else None
-    if node.target is operator.neg and isinstance(inner, Node) and inner.target is operator.neg:
-        return node
-    return None
+from ._common import double_negation
 
 
 class DropNegations(Rule):
@@ -34,7 +28,7 @@ class DropNegations(Rule):
         self.side = side
 
     def match(self, node: Node, ctx: RuleContext):
-        return _negations(node)
+        return double_negation(node)
 
     def check(self, node: Node, ctx: RuleContext):
         return node
